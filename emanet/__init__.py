@@ -1,0 +1,1 @@
+"""EMANet reproduced end to end."""

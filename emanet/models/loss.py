@@ -1,0 +1,25 @@
+"""The segmentation loss, with the official normalisation and the standard one as an option."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZATIONS = ("all_pixels", "valid_pixels")
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
+                      normalization: str = "all_pixels") -> torch.Tensor:
+    """Cross-entropy of (B, K, H, W) logits against (B, H, W) labels.
+
+    ``all_pixels`` (official, paper.md §4.3): per image, the sum of pixel losses over *all* H x W
+    pixels with ignored ones counting as zero, divided by H x W, then averaged over the batch; so an
+    image's weight shrinks with its fraction of valid pixels. ``valid_pixels`` is PyTorch's usual
+    mean over the non-ignored pixels of the batch.
+    """
+    if normalization == "valid_pixels":
+        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    if normalization != "all_pixels":
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    return per_pixel.flatten(1).mean(dim=1).mean()

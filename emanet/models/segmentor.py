@@ -1,0 +1,61 @@
+"""The whole network: backbone + head + upsampling, built from a :class:`ModelConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emanet.config import ModelConfig
+from emanet.models.ema import EMAUnit
+from emanet.models.heads import SegHead, build_head
+from emanet.models.resnet import DilatedResNet
+from emanet.models.weights import load_backbone_weights
+
+
+class Segmentor(nn.Module):
+    """Backbone features -> head logits -> bilinear upsampling to the input size.
+
+    ``align_corners=True`` as the official code (paper.md §3.1); the logits come back at full
+    resolution, ready for the loss or the argmax.
+    """
+
+    def __init__(self, backbone: DilatedResNet, head: SegHead):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.backbone(x))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+    def ema_units(self) -> Iterator[EMAUnit]:
+        return (m for m in self.modules() if isinstance(m, EMAUnit))
+
+    def set_eval_stages(self, stages: int | None) -> None:
+        """Override T_eval of every EMA unit (Fig. 4's axis) without rebuilding or retraining."""
+        for unit in self.ema_units():
+            unit.eval_stages = stages
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Give every BatchNorm the same momentum (PyTorch convention: weight of the new statistic)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> Segmentor:
+    """Build the configured network and load its ImageNet backbone weights if a file is given."""
+    backbone = DilatedResNet(cfg.backbone, cfg.output_stride, cfg.multi_grid, cfg.stem, cfg.base_width)
+    if cfg.pretrained:
+        load_backbone_weights(backbone, cfg.pretrained)
+    ema = dict(dataclasses.asdict(cfg.ema), bn_momentum=cfg.bn_momentum)
+    head = build_head(cfg.head, backbone.out_channels, num_classes, cfg.head_channels, cfg.dropout,
+                      cfg.output_stride, ema)
+    model = Segmentor(backbone, head)
+    set_bn_momentum(model, cfg.bn_momentum)
+    return model

@@ -1,0 +1,33 @@
+"""The bases' moving average under 2-process torchrun (gloo) equals one process on the whole batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from tests.helpers import ema_ddp_worker
+
+
+def test_moving_average_is_over_the_global_batch(tmp_path, root):
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(root / "tests/helpers/ema_ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "bases_rank0.pt")
+    rank1 = torch.load(tmp_path / "bases_rank1.pt")
+    assert torch.equal(rank0, rank1), "ranks drifted apart: the batch mean was not all-reduced"
+
+    unit = ema_ddp_worker.make_unit()
+    batch = ema_ddp_worker.global_batch()
+    for _ in range(3):
+        unit(batch)
+    torch.testing.assert_close(rank0, unit.bases, atol=1e-6, rtol=0)
+
+    lone = ema_ddp_worker.make_unit()
+    for _ in range(3):
+        lone(batch[:4])
+    assert not torch.allclose(lone.bases, rank0, atol=1e-4), "a per-rank mean would have matched"

@@ -1,0 +1,100 @@
+"""ImageNet weight loading with fabricated checkpoints in each naming the project supports."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from emanet.models.resnet import DilatedResNet
+from emanet.models.weights import WeightLoadError, load_backbone_weights
+
+
+def _encoding_checkpoint() -> dict[str, torch.Tensor]:
+    """A PyTorch-Encoding-style deep-stem ResNet-50 state dict, keys written out by hand."""
+    sd: dict[str, torch.Tensor] = {}
+
+    def bn(prefix, c):
+        sd.update({f"{prefix}.weight": torch.rand(c), f"{prefix}.bias": torch.rand(c),
+                   f"{prefix}.running_mean": torch.rand(c), f"{prefix}.running_var": torch.rand(c) + 0.5,
+                   f"{prefix}.num_batches_tracked": torch.tensor(7)})
+
+    sd["conv1.0.weight"] = torch.randn(64, 3, 3, 3)
+    bn("conv1.1", 64)
+    sd["conv1.3.weight"] = torch.randn(64, 64, 3, 3)
+    bn("conv1.4", 64)
+    sd["conv1.6.weight"] = torch.randn(128, 64, 3, 3)
+    bn("bn1", 128)
+    inplanes = 128
+    for layer, (planes, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):
+        for i in range(blocks):
+            p = f"layer{layer}.{i}"
+            sd[f"{p}.conv1.weight"] = torch.randn(planes, inplanes, 1, 1)
+            bn(f"{p}.bn1", planes)
+            sd[f"{p}.conv2.weight"] = torch.randn(planes, planes, 3, 3)
+            bn(f"{p}.bn2", planes)
+            sd[f"{p}.conv3.weight"] = torch.randn(planes * 4, planes, 1, 1)
+            bn(f"{p}.bn3", planes * 4)
+            if i == 0:
+                sd[f"{p}.downsample.0.weight"] = torch.randn(planes * 4, inplanes, 1, 1)
+                bn(f"{p}.downsample.1", planes * 4)
+            inplanes = planes * 4
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
+    return sd
+
+
+def test_deep_stem_checkpoint_in_pytorch_encoding_naming(tmp_path):
+    sd = _encoding_checkpoint()
+    path = tmp_path / "resnet50-ebb6acbb.pth"
+    torch.save(sd, path)
+    net = DilatedResNet("resnet50", 8)
+    report = load_backbone_weights(net, path)
+    assert report.ignored == ["fc.weight", "fc.bias"] and not report.missing and not report.unexpected
+    assert torch.equal(net.conv1[6].weight, sd["conv1.6.weight"])
+    assert torch.equal(net.layer4[2].bn3.running_var, sd["layer4.2.bn3.running_var"])
+
+
+def test_torchvision_checkpoint_wrapped_by_dataparallel(tmp_path):
+    sd = torchvision.models.resnet50(weights=None).state_dict()
+    path = tmp_path / "resnet50-0676ba61.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    net = DilatedResNet("resnet50", 8, stem="torchvision")
+    report = load_backbone_weights(net, path)
+    assert not report.missing and len(report.ignored) == 2
+    assert torch.equal(net.conv1.weight, sd["conv1.weight"])
+
+
+def test_shape_mismatch_is_refused_naming_the_key(tmp_path):
+    sd = _encoding_checkpoint()
+    sd["layer3.1.conv2.weight"] = torch.randn(256, 256, 1, 1)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(WeightLoadError, match=r"bad\.pth.*'layer3\.1\.conv2\.weight'.*\(256, 256, 1, 1\)"):
+        load_backbone_weights(DilatedResNet("resnet50", 8), tmp_path / "bad.pth")
+
+
+def test_wrong_family_reports_missing_and_unexpected_keys(tmp_path):
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "tv.pth")
+    with pytest.raises(WeightLoadError, match=r"missing: conv1\.0\.weight.*unexpected: conv1\.weight.*set model\.stem: torchvision"):
+        load_backbone_weights(DilatedResNet("resnet50", 8, stem="deep"), tmp_path / "tv.pth")
+
+
+def test_non_strict_load_reports_instead_of_raising(tmp_path):
+    sd = _encoding_checkpoint()
+    del sd["layer4.2.conv3.weight"]
+    torch.save(sd, tmp_path / "partial.pth")
+    report = load_backbone_weights(DilatedResNet("resnet50", 8), tmp_path / "partial.pth", strict=False)
+    assert report.missing == ["layer4.2.conv3.weight"]
+
+
+def test_arbitrary_pickles_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps(pickle.Pickler, protocol=2))  # a class object: weights_only must refuse it
+    with pytest.raises(WeightLoadError, match="evil.pth"):
+        load_backbone_weights(DilatedResNet("resnet50", 8), path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(WeightLoadError, match="nowhere.pth: checkpoint file not found"):
+        load_backbone_weights(DilatedResNet("resnet50", 8), tmp_path / "nowhere.pth")
