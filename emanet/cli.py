@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from emanet.config import ConfigError
+from emanet.data.fetch import FetchError
 from emanet.io import atomic_write_json
 
 Handler = Callable[[argparse.Namespace], int]
@@ -31,6 +32,31 @@ def _bench_latency(args: argparse.Namespace) -> int:
     result = bench.latency(args.channels, args.size, args.batch, min_run_time=args.min_run_time)
     print(json.dumps(result) if args.json else bench.format_latency(result))
     return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from emanet.data import download
+
+    for path in download.fetch(args.name, args.raw_dir, args.mirror, args.manifest, progress=not args.quiet):
+        print(path)
+    return 0
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    from emanet.data.catalog import DATASETS, WEIGHTS
+
+    p = sub.add_parser("download", help="fetch a dataset's archives or an ImageNet checkpoint, verified",
+                       description="Resumable, checksummed download of every file NAME needs. Mirrors are "
+                                   "tried first (each a base URL holding the files under their names), then "
+                                   "the catalog's URLs. file:// and http(s):// URLs work.")
+    p.add_argument("name", choices=[*DATASETS, *WEIGHTS], metavar="NAME",
+                   help=f"one of: {', '.join([*DATASETS, *WEIGHTS])}")
+    p.add_argument("--raw-dir", required=True, help="folder for the downloaded files")
+    p.add_argument("--mirror", action="append", default=[], metavar="URL", help="mirror base URL (repeatable)")
+    p.add_argument("--manifest", metavar="PATH",
+                   help="JSON manifest (name, size, sha256) whose checksums replace the catalog's")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_download)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emanet", description=__doc__.split("\n")[0].strip("`"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_download(sub)
     _add_bench(sub)
     return parser
 
@@ -78,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FetchError, FileNotFoundError, ValueError) as exc:
         print(f"emanet: error: {exc}", file=sys.stderr)
         return 2
 
