@@ -1,0 +1,1 @@
+"""Datasets: download, verify, convert to one layout, load. Knows nothing of models."""

@@ -1,0 +1,79 @@
+"""``emanet download NAME``: fetch every file a dataset or an ImageNet checkpoint needs, verified.
+
+A manifest (``{"files": [{"name", "size", "sha256"}, ...]}``, as ``emanet synth`` writes one) replaces the
+catalog's checksums for the files it names: that is how private copies and the tiny profile's synthetic
+archives are verified through exactly the code path of the real downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from emanet.data.catalog import DATASETS, WEIGHTS, WeightsEntry
+from emanet.data.fetch import FetchError, RemoteFile, download, safe_extract, verify
+
+
+def names() -> list[str]:
+    """Everything ``emanet download`` knows: datasets first, then checkpoints."""
+    return [*DATASETS, *WEIGHTS]
+
+
+def read_manifest(path: str | Path) -> dict[str, dict]:
+    """name -> {"sha256", "size"} from a manifest file; errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return {f["name"]: {"sha256": f["sha256"], "size": int(f["size"])} for f in data["files"]}
+    except FileNotFoundError:
+        raise FetchError(f"{path}: manifest not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise FetchError(f"{path}: not a manifest of files with name, size and sha256 ({exc})") from None
+
+
+def _apply_manifest(entry: RemoteFile, manifest: dict[str, dict]) -> RemoteFile:
+    pinned = manifest.get(entry.name)
+    return entry.with_checksums({"sha256": pinned["sha256"]}, pinned["size"]) if pinned else entry
+
+
+def fetch(name: str, raw_dir: str | Path, mirrors: Iterable[str] = (), manifest: str | Path | None = None,
+          progress: bool = True) -> list[Path]:
+    """Download (or verify what is already there) every file of ``name``; return their paths."""
+    if name not in DATASETS and name not in WEIGHTS:
+        raise FetchError(f"unknown download {name!r}; choose one of {names()}")
+    pins = read_manifest(manifest) if manifest else {}
+    mirrors = list(mirrors)
+    if name in WEIGHTS:
+        return [fetch_weights(WEIGHTS[name], raw_dir, mirrors, pins, progress)]
+    return [download(_apply_manifest(e, pins), raw_dir, mirrors, progress) for e in DATASETS[name]]
+
+
+def fetch_weights(entry: WeightsEntry, dest_dir: str | Path, mirrors: list[str], pins: dict[str, dict],
+                  progress: bool = True) -> Path:
+    """Download a checkpoint; for a zipped one, extract its ``.pth`` and verify the member's digest."""
+    dest_dir = Path(dest_dir)
+    checkpoint = dest_dir / entry.checkpoint_name
+    member_sums = entry.member_checksums or {}
+    if entry.member and entry.member in pins:
+        member_sums = {"sha256": pins[entry.member]["sha256"]}
+    if entry.member and checkpoint.exists():
+        verify(checkpoint, member_sums)
+        return checkpoint
+    archive = download(_apply_manifest(entry.download, pins), dest_dir, mirrors, progress)
+    if not entry.member:
+        return archive
+    unpacked = dest_dir / f".{entry.member}.unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    try:
+        safe_extract(archive, unpacked, members=[entry.member])
+        member = unpacked / entry.member
+        if not member.is_file():
+            raise FetchError(f"{archive}: has no member {entry.member!r}")
+        verify(member, member_sums)
+        os.replace(member, checkpoint)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+    return checkpoint

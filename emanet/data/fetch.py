@@ -1,0 +1,274 @@
+"""Resumable, checksummed downloads and safe archive extraction.
+
+* :func:`download` tries the mirrors first, then the catalog's URLs; it resumes a ``.part`` file with an
+  HTTP ``Range`` request (or a seek, for ``file://``), shows a tqdm progress bar, and only renames the file
+  into place once every known checksum matches. A mismatch removes only the unverified ``.part`` file and
+  says which file, which algorithm, the expected and the actual digest.
+* :func:`safe_extract` refuses absolute paths, ``..`` and links that leave the target (tarfile's ``data``
+  filter, and the same rules checked by hand for zip), reports truncated or corrupt archives clearly,
+  and extracts into a temporary folder renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from emanet.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+ALGORITHMS = ("md5", "sha1", "sha256")
+
+
+class FetchError(RuntimeError):
+    """A download or extraction that failed; the message names the file and the reason."""
+
+
+class ChecksumError(FetchError):
+    """A file whose digest differs from the expected one."""
+
+    def __init__(self, path: Path, algorithm: str, expected: str, actual: str):
+        self.path, self.algorithm, self.expected, self.actual = path, algorithm, expected, actual
+        super().__init__(f"{path}: {algorithm} mismatch: expected {expected}, got {actual}")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of the catalog: where it lives and how to recognise it.
+
+    ``checksums`` maps an algorithm (md5, sha1, sha256) to its hex digest; a digest shorter than the
+    algorithm's full length is a prefix, as torchvision pins its weight files (8 hex digits of SHA-256).
+    ``size`` in bytes, when known, is checked too.
+    """
+
+    name: str
+    urls: tuple[str, ...]
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    size: int | None = None
+
+    def with_checksums(self, checksums: Mapping[str, str], size: int | None) -> RemoteFile:
+        return RemoteFile(self.name, self.urls, dict(checksums), size)
+
+
+def file_digests(path: Path, algorithms: Iterable[str] = ALGORITHMS) -> dict[str, str]:
+    """Hex digests of ``path`` for each algorithm, in one pass over the file."""
+    hashers = {alg: hashlib.new(alg) for alg in algorithms}
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            for h in hashers.values():
+                h.update(chunk)
+    return {alg: h.hexdigest() for alg, h in hashers.items()}
+
+
+def verify(path: Path, checksums: Mapping[str, str], size: int | None = None) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the given size and every given digest."""
+    if size is not None and path.stat().st_size != size:
+        raise ChecksumError(path, "size", str(size), str(path.stat().st_size))
+    if not checksums:
+        return
+    unknown = set(checksums) - set(ALGORITHMS)
+    if unknown:
+        raise FetchError(f"{path}: unsupported checksum algorithm(s) {sorted(unknown)}")
+    actual = file_digests(path, checksums)
+    for alg, expected in checksums.items():
+        if not actual[alg].startswith(expected.lower()):
+            raise ChecksumError(path, alg, expected.lower(), actual[alg])
+
+
+def mirror_urls(name: str, mirrors: Iterable[str]) -> list[str]:
+    """``<mirror>/<name>`` for each mirror base URL (a folder holding the archives under their names)."""
+    return [m.rstrip("/") + "/" + urllib.parse.quote(name) for m in mirrors]
+
+
+def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (), progress: bool = True,
+             timeout: float = 60.0) -> Path:
+    """Fetch ``entry`` into ``dest_dir`` (resuming a previous partial download) and verify it.
+
+    A file already in place is verified and kept; if it no longer verifies it is *not* deleted (it was
+    verified once, so something changed it) and the error says so. A file without a published checksum
+    is pinned on first download (SHA-256 and size in ``pinned-checksums.json`` beside it, datasets.md §1
+    rule 4) and verified against that pin from then on.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    pins = _read_pins(dest_dir)
+    entry = _with_pin(entry, pins)
+    target = dest_dir / entry.name
+    if target.exists():
+        verify(target, entry.checksums, entry.size)
+        log.info("%s: already downloaded and verified", target)
+        return target
+    part = dest_dir / (entry.name + ".part")
+    errors: list[str] = []
+    for url in [*mirror_urls(entry.name, mirrors), *entry.urls]:
+        try:
+            _fetch(url, part, entry.size, progress, timeout)
+            verify(part, entry.checksums, entry.size)
+        except ChecksumError as exc:
+            part.unlink(missing_ok=True)
+            errors.append(f"{url}: {exc}")
+            log.warning("%s", errors[-1])
+            continue
+        except (urllib.error.URLError, OSError, FetchError) as exc:
+            errors.append(f"{url}: {exc}")
+            log.warning("%s: download failed (%s); trying the next source", url, exc)
+            continue
+        if not entry.checksums:
+            _pin(dest_dir, pins, part, entry.name)
+        os.replace(part, target)
+        return target
+    raise FetchError(f"{entry.name}: no source gave a verified copy:\n  " + "\n  ".join(errors))
+
+
+PINS_FILE = "pinned-checksums.json"
+
+
+def _read_pins(dest_dir: Path) -> dict:
+    path = dest_dir / PINS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _with_pin(entry: RemoteFile, pins: dict) -> RemoteFile:
+    pin = pins.get(entry.name)
+    if entry.checksums or not pin:
+        return entry
+    return entry.with_checksums({"sha256": pin["sha256"]}, pin["size"])
+
+
+def _pin(dest_dir: Path, pins: dict, part: Path, name: str) -> None:
+    sha256 = file_digests(part, ["sha256"])["sha256"]
+    pins[name] = {"sha256": sha256, "size": part.stat().st_size}
+    atomic_write_json(dest_dir / PINS_FILE, pins)
+    log.warning("%s: no published checksum; pinned sha256 %s on first download (%s)", name, sha256,
+                dest_dir / PINS_FILE)
+
+
+def _fetch(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part``, starting where a previous attempt stopped."""
+    offset = part.stat().st_size if part.exists() else 0
+    if size is not None and offset == size:
+        return
+    if url.startswith("file://"):
+        _fetch_local(Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)), part, offset, progress)
+        return
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range not satisfiable: the partial file is already complete
+            return
+        raise
+    with response:
+        if offset and response.status != 206:
+            log.info("%s: server ignored the range request; restarting from zero", url)
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        with open(part, "ab" if offset else "wb") as out:
+            _copy(response, out, offset, total, part.name, progress)
+
+
+def _fetch_local(source: Path, part: Path, offset: int, progress: bool) -> None:
+    if not source.is_file():
+        raise FetchError(f"{source}: no such file")
+    total = source.stat().st_size
+    if offset > total:
+        offset = 0
+    with open(source, "rb") as src, open(part, "ab" if offset else "wb") as out:
+        src.seek(offset)
+        _copy(src, out, offset, total, part.name, progress)
+
+
+def _copy(src, out, offset: int, total: int | None, label: str, progress: bool) -> None:
+    with tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=label, disable=not progress,
+              leave=False) as bar:
+        while chunk := src.read(CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def safe_extract(archive: str | Path, dest: str | Path, members: Iterable[str] | None = None) -> Path:
+    """Extract a tar (any compression) or zip archive into ``dest``, atomically and safely.
+
+    ``dest`` must not exist yet; the archive is unpacked into a temporary sibling folder, which is
+    renamed to ``dest`` only when extraction finished. ``members`` limits extraction to those paths
+    (and everything below them).
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists():
+        raise FetchError(f"{dest}: already exists; remove it to extract {archive.name} again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    wanted = tuple(m.rstrip("/") for m in members) if members else None
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, tmp, wanted)
+        else:
+            _extract_tar(archive, tmp, wanted)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _selected(name: str, wanted: tuple[str, ...] | None) -> bool:
+    name = name.rstrip("/")
+    return wanted is None or any(name == w or name.startswith(w + "/") for w in wanted)
+
+
+def _extract_tar(archive: Path, dest: Path, wanted: tuple[str, ...] | None) -> None:
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                _check_member_name(archive, member.name)
+            chosen = [m for m in tar.getmembers() if _selected(m.name, wanted)]
+            tar.extractall(dest, members=chosen, filter="data")
+    except tarfile.FilterError as exc:
+        raise FetchError(f"{archive}: refused unsafe member: {exc}") from exc
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise FetchError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from exc
+
+
+def _extract_zip(archive: Path, dest: Path, wanted: tuple[str, ...] | None) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _check_zip_member(archive, info)
+            chosen = [i for i in zf.infolist() if _selected(i.filename, wanted)]
+            for info in chosen:
+                zf.extract(info, dest)
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        raise FetchError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_member_name(archive: Path, name: str) -> None:
+    """Refuse absolute paths, drive letters and '..' components (tarfile's filter only strips some)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise FetchError(f"{archive}: refused unsafe member {name!r} (absolute or '..' path)")
+
+
+def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:
+    _check_member_name(archive, info.filename)
+    if (info.external_attr >> 16) & 0o170000 == 0o120000:
+        raise FetchError(f"{archive}: refused symbolic link member {info.filename!r}")
