@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from emanet.config import ConfigError
 from emanet.data.fetch import FetchError
+from emanet.data.sources import DataError
 from emanet.io import atomic_write_json
 
 Handler = Callable[[argparse.Namespace], int]
@@ -40,6 +43,55 @@ def _download(args: argparse.Namespace) -> int:
     for path in download.fetch(args.name, args.raw_dir, args.mirror, args.manifest, progress=not args.quiet):
         print(path)
     return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from emanet.data.synthetic import synthesize
+
+    print(synthesize(args.out, args.images_per_split, args.seed, args.dataset or None))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from emanet.data.prepare import OFFICIAL_COUNTS, prepare
+
+    if args.no_count_check:
+        expected = None
+    elif args.manifest:
+        expected = json.loads(Path(args.manifest).read_text())["counts"][args.dataset]
+    else:
+        expected = OFFICIAL_COUNTS[args.dataset]
+    print(prepare(args.dataset, args.raw_dir, args.out, expected, args.workers, progress=not args.quiet))
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from emanet.data.prepare import CONVERTERS
+    from emanet.data.synthetic import WRITERS
+
+    p = sub.add_parser("synth", help="write small archives in the official formats (tiny profile, tests)",
+                       description="Writes, for every archive the paper profile downloads, a small one with the "
+                                   "official name, layout and formats, plus manifest.json (name, size, sha256, "
+                                   "split counts) for `emanet download --manifest` and `emanet prepare --manifest`.")
+    p.add_argument("--out", required=True, help="folder for the archives")
+    p.add_argument("--images-per-split", type=int, default=12, help="images per split (default 12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", action="append", choices=list(WRITERS), help="only these (repeatable)")
+    p.set_defaults(handler=_synth)
+
+    p = sub.add_parser("prepare", help="convert official archives or trees to the uniform layout",
+                       description="Converts DATASET from its downloaded archives (or an extracted official tree, "
+                                   "or for voc an existing SegmentationClassAug/) into OUT/DATASET/{images,labels,"
+                                   "splits,meta.json}. The official split counts are asserted unless told otherwise.")
+    p.add_argument("dataset", choices=sorted(CONVERTERS))
+    p.add_argument("--raw-dir", required=True, help="folder with the archives or extracted trees")
+    p.add_argument("--out", required=True, help="output root (the dataset goes to OUT/DATASET)")
+    checks = p.add_mutually_exclusive_group()
+    checks.add_argument("--no-count-check", action="store_true", help="do not assert split counts")
+    checks.add_argument("--manifest", metavar="PATH", help="assert the counts of an `emanet synth` manifest instead")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="conversion processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_prepare)
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emanet", description=__doc__.split("\n")[0].strip("`"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data(sub)
     _add_download(sub)
     _add_bench(sub)
     return parser
@@ -105,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except (ConfigError, FetchError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DataError, FetchError, FileNotFoundError, ValueError) as exc:
         print(f"emanet: error: {exc}", file=sys.stderr)
         return 2
 

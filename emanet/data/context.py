@@ -1,0 +1,64 @@
+"""VOC 2010 + PASCAL Context -> Context-59 (train 4,998 / val 5,105), without the Detail API.
+
+Route A of datasets.md §4.7: each ``trainval/<id>.mat`` ``LabelMap`` (ids 1..459 of ``labels.txt``) is
+mapped with the official 59-class table; background and the other 400 classes become 255 (the
+Context-59 convention, classes 0..58 in the official 59-class order). The table is checked against
+``labels.txt`` before anything is converted, and the split must coincide with VOC 2010's
+``ImageSets/Main/{train,val}.txt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emanet.data import catalog
+from emanet.data.classes import CONTEXT59, CONTEXT_NUM_RAW
+from emanet.data.conversion import Conversion
+from emanet.data.sources import DataError, Sample, listing, locate, read_class_file, read_id_list, stems
+
+OFFICIAL_COUNTS = {"train": 4998, "val": 5105}
+_VOC_MEMBERS = [f"VOCdevkit/VOC2010/{m}" for m in ("JPEGImages", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt")]
+
+
+def _annotations(raw_dir: Path) -> Path:
+    """The folder holding ``labels.txt`` and ``trainval/`` (extracting trainval.tar.gz if needed)."""
+    for candidate in [raw_dir, *sorted(raw_dir.glob("**/trainval"))]:
+        base = candidate if candidate == raw_dir else candidate.parent
+        if (base / "labels.txt").is_file() and (base / "trainval").is_dir():
+            return base
+    trainval = locate(raw_dir, "trainval", catalog.CONTEXT_TRAINVAL.name)
+    return trainval.parent
+
+
+def check_mapping(labels_txt: Path) -> None:
+    """The 59-class table must name the same classes as this ``labels.txt`` (459 entries)."""
+    names = read_class_file(labels_txt)
+    if len(names) != CONTEXT_NUM_RAW:
+        raise DataError(f"{labels_txt}: expected {CONTEXT_NUM_RAW} classes, found {len(names)}")
+    wrong = [f"{raw}: {names.get(raw)!r} (expected {expected!r})" for _, expected, raw in CONTEXT59
+             if names.get(raw) != expected]
+    if wrong:
+        raise DataError(f"{labels_txt}: does not match the Context-59 mapping: {'; '.join(wrong[:5])}")
+
+
+def convert(raw_dir: Path) -> Conversion:
+    voc = locate(raw_dir, "VOCdevkit/VOC2010", catalog.VOC2010.name, _VOC_MEMBERS)
+    annotations = _annotations(raw_dir)
+    check_mapping(annotations / "labels.txt")
+    main = voc / "ImageSets" / "Main"
+    train, val = read_id_list(main / "train.txt"), read_id_list(main / "val.txt")
+    mats = stems(annotations / "trainval", ".mat")
+    listed = set(train) | set(val)
+    if mats != listed:
+        raise DataError(f"{annotations / 'trainval'}: the Context annotations do not coincide with VOC 2010 "
+                        f"Main train+val: missing .mat for {listing(listed - mats) or 'none'}; "
+                        f"not in the lists: {listing(mats - listed) or 'none'}")
+    samples = {i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", annotations / "trainval" / f"{i}.mat", "context_mat")
+               for i in listed}
+    missing = sorted(i for i, s in samples.items() if not s.image.exists())
+    if missing:
+        raise DataError(f"{voc / 'JPEGImages'}: {len(missing)} images missing: {listing(missing)}")
+    return Conversion("context", [name for name, _, _ in CONTEXT59], {"train": train, "val": val}, samples,
+                      {"route": "A: trainval/*.mat LabelMap + official 59-class mapping (no Detail API)",
+                       "class_order": "official 59-class order", "convention": "Context-59: background -> 255"})
+

@@ -1,0 +1,194 @@
+"""``emanet prepare DATASET``: official trees -> ``OUT/DATASET/{images,labels,splits,meta.json}``.
+
+The uniform layout every later stage reads: ``images/<id>.jpg`` (the original JPEG bytes, hard-linked
+when possible), ``labels/<id>.png`` (single-channel uint8 class ids, 255 = ignore, saved as palette PNGs
+with the VOC colour map so they can be looked at), ``splits/<split>.txt`` and ``meta.json`` (class names in
+label order, counts per split, the checksum of the label set, how the data was derived).
+
+The output is built in a temporary sibling folder and renamed into place when complete, under a lock,
+so an interrupted prepare leaves nothing a rerun would trust and two prepares at once cannot mix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from emanet.data import cocostuff, context, voc
+from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, cocostuff_lut, context59_lut, voc_colormap
+from emanet.data.conversion import Conversion
+from emanet.data.sources import DataError, Sample, check_values, image_size, mat_field, read_index_png
+from emanet.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONVERTERS: dict[str, Callable[[Path], Conversion]] = {
+    "voc": voc.convert, "context": context.convert,
+    "cocostuff10k": cocostuff.convert_10k, "cocostuff164k": cocostuff.convert_164k,
+}
+OFFICIAL_COUNTS = {"voc": voc.OFFICIAL_COUNTS, "context": context.OFFICIAL_COUNTS,
+                   "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K, "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K}
+_VOC_VALUES = [*range(21), IGNORE]
+
+
+def _voc_png(path: Path) -> np.ndarray:
+    label = read_index_png(path)
+    check_values(path, label, _VOC_VALUES)
+    return label
+
+
+def _sbd_mat(path: Path) -> np.ndarray:
+    seg = mat_field(path, "GTcls", "Segmentation")
+    check_values(path, seg, range(21))
+    return seg.astype(np.uint8)
+
+
+def _context_mat(path: Path) -> np.ndarray:
+    label_map = mat_field(path, "LabelMap")
+    check_values(path, label_map, range(CONTEXT_NUM_RAW + 1))
+    return context59_lut()[label_map.astype(np.int64)]
+
+
+def _cocostuff10k_mat(path: Path) -> np.ndarray:
+    s = mat_field(path, "S")
+    check_values(path, s, range(183))
+    return cocostuff_lut(first_id=1)[s.astype(np.int64)]
+
+
+def _cocostuff164k_png(path: Path) -> np.ndarray:
+    label = read_index_png(path)
+    check_values(path, label, [*range(182), IGNORE])
+    return cocostuff_lut(first_id=0)[label]
+
+
+#: Sample.reader -> function(label path) -> uint8 train ids (raw values validated first).
+READERS: dict[str, Callable[[Path], np.ndarray]] = {
+    "voc_png": _voc_png, "sbd_mat": _sbd_mat, "context_mat": _context_mat,
+    "cocostuff10k_mat": _cocostuff10k_mat, "cocostuff164k_png": _cocostuff164k_png,
+}
+
+
+def encode_label(label: np.ndarray) -> bytes:
+    """The canonical label file: an indexed PNG with the VOC palette (one uint8 class id per pixel)."""
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    image.putpalette(voc_colormap().flatten().tolist())
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def convert_sample(sample: Sample, out: Path, num_classes: int) -> tuple[str, str]:
+    """Write one sample's image and label into ``out``; return (id, md5 of the label file)."""
+    label = READERS[sample.reader](sample.label)
+    size = image_size(sample.image)
+    if label.shape != size:
+        raise DataError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
+                        f"{sample.image} is {size[1]}x{size[0]}")
+    check_values(sample.label, label, [*range(num_classes), IGNORE])
+    png = encode_label(label)
+    (out / "labels" / f"{sample.image_id}.png").write_bytes(png)
+    image = out / "images" / f"{sample.image_id}.jpg"
+    try:
+        os.link(sample.image, image)
+    except OSError:
+        shutil.copyfile(sample.image, image)
+    return sample.image_id, hashlib.md5(png).hexdigest()
+
+
+def _convert_star(args: tuple) -> tuple[str, str]:
+    return convert_sample(*args)
+
+
+def check_counts(conv: Conversion, expected: dict[str, int]) -> None:
+    """Raise listing every split whose size differs from ``expected`` (and splits that are absent)."""
+    problems = []
+    for split, count in expected.items():
+        found = len(conv.splits.get(split, []))
+        if found != count:
+            diff = f"{count - found} missing" if found < count else f"{found - count} extra"
+            problems.append(f"{split} has {found:,} ids, expected {count:,} ({diff})")
+    if problems:
+        raise DataError(f"{conv.dataset}: split counts differ from the expected ones: {'; '.join(problems)}. "
+                        f"Check the archives (or use --no-count-check for a deliberate subset).")
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare(dataset: str, raw_dir: str | Path, out: str | Path, expected_counts: dict[str, int] | None,
+            workers: int = 1, progress: bool = True) -> Path:
+    """Convert ``dataset`` once; a complete earlier output (renamed into place) is returned as is."""
+    if dataset not in CONVERTERS:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of {sorted(CONVERTERS)}")
+    raw_dir, out = Path(raw_dir), Path(out)
+    final = out / dataset
+    with _lock(out / f".{dataset}.lock"):
+        if (final / "meta.json").is_file():
+            log.info("%s: already prepared", final)
+            return final
+        conv = CONVERTERS[dataset](raw_dir)
+        if expected_counts is not None:
+            check_counts(conv, expected_counts)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", suffix=".tmp", dir=out))
+        try:
+            _write(conv, tmp, workers, progress, expected_counts is not None)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: bool) -> None:
+    (tmp / "images").mkdir()
+    (tmp / "labels").mkdir()
+    (tmp / "splits").mkdir()
+    ids = sorted(conv.samples)
+    jobs = [(conv.samples[i], tmp, len(conv.classes)) for i in ids]
+    bar = dict(total=len(jobs), desc=f"prepare {conv.dataset}", disable=not progress, unit="img")
+    if workers > 1 and len(jobs) >= 64:
+        with ProcessPoolExecutor(workers) as pool:
+            digests = dict(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
+    else:
+        digests = dict(tqdm(map(_convert_star, jobs), **bar))
+    manifest = "".join(f"{digests[i]}  labels/{i}.png\n" for i in ids)
+    atomic_write_text(tmp / "labels.md5", manifest)
+    for split, split_ids in conv.splits.items():
+        atomic_write_text(tmp / "splits" / f"{split}.txt", "".join(f"{i}\n" for i in split_ids))
+    atomic_write_json(tmp / "meta.json", {
+        "dataset": conv.dataset, "classes": conv.classes, "num_classes": len(conv.classes),
+        "ignore_index": IGNORE, "counts": {s: len(v) for s, v in conv.splits.items()},
+        "label_checksum": hashlib.sha256(manifest.encode()).hexdigest(),
+        "label_format": "indexed PNG (VOC palette), uint8 class ids, 255 = ignore",
+        "counts_checked": counted, "source": conv.source,
+    })
+
+
+def read_meta(root: str | Path) -> dict:
+    """A prepared dataset's meta.json; a missing one means the dataset was never (fully) prepared."""
+    path = Path(root) / "meta.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `emanet prepare` first")
+    return json.loads(path.read_text())
