@@ -26,3 +26,26 @@ def root() -> Path:
 @pytest.fixture
 def tiny_config():
     return resolve(load_params(ROOT / "params.yaml"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """Every dataset's archives in the official formats, written once per test session."""
+    from emanet.data.synthetic import synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    synthesize(out, images_per_split=6, seed=0)
+    return out
+
+
+@pytest.fixture
+def raw_dir(tmp_path, synth_dir) -> Path:
+    """A fresh raw folder holding the synthetic archives, as `emanet download` leaves it."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in synth_dir.iterdir():
+        if path.name != "manifest.json":
+            shutil.copy(path, raw / path.name)
+    return raw

@@ -119,7 +119,7 @@ def check_counts(conv: Conversion, expected: dict[str, int]) -> None:
     for split, count in expected.items():
         found = len(conv.splits.get(split, []))
         if found != count:
-            diff = f"{count - found} missing" if found < count else f"{found - count} extra"
+            diff = f"{count - found:,} missing" if found < count else f"{found - count:,} extra"
             problems.append(f"{split} has {found:,} ids, expected {count:,} ({diff})")
     if problems:
         raise DataError(f"{conv.dataset}: split counts differ from the expected ones: {'; '.join(problems)}. "

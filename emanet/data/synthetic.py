@@ -82,9 +82,11 @@ def gray_png(label: np.ndarray) -> bytes:
 
 
 def mat(variables: dict) -> bytes:
+    """A MATLAB v5 file; its 116-byte text header carries a fixed date so archives are reproducible."""
     out = io.BytesIO()
     scipy.io.savemat(out, variables, do_compression=True)
-    return out.getvalue()
+    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: Sat Jan  1 00:00:00 2000".ljust(116)
+    return header + out.getvalue()[116:]
 
 
 def id_list(ids: list[str], newline: str = "\n", final_newline: bool = True) -> bytes:
