@@ -48,7 +48,8 @@ def _download(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from emanet.data.synthetic import synthesize
 
-    print(synthesize(args.out, args.images_per_split, args.seed, args.dataset or None))
+    sizes = tuple(int(v) for v in args.image_size.split(","))
+    print(synthesize(args.out, args.images_per_split, args.seed, args.dataset or None, sizes))
     return 0
 
 
@@ -76,6 +77,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the archives")
     p.add_argument("--images-per-split", type=int, default=12, help="images per split (default 12)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", default="80,128", metavar="MIN,MAX", help="image side range (default 80,128)")
     p.add_argument("--dataset", action="append", choices=list(WRITERS), help="only these (repeatable)")
     p.set_defaults(handler=_synth)
 

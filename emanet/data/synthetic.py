@@ -93,8 +93,12 @@ def id_list(ids: list[str], newline: str = "\n", final_newline: bool = True) -> 
     return (newline.join(ids) + (newline if final_newline else "")).encode()
 
 
-def _size(rng: np.random.Generator) -> tuple[int, int]:
-    return int(rng.integers(80, 129)), int(rng.integers(80, 129))
+#: (min, max) image side in pixels; small by default so the tiny profile runs on a CPU.
+DEFAULT_SIZES = (80, 128)
+
+
+def _size(rng: np.random.Generator, sizes: tuple[int, int]) -> tuple[int, int]:
+    return int(rng.integers(sizes[0], sizes[1] + 1)), int(rng.integers(sizes[0], sizes[1] + 1))
 
 
 def _objects(rng, h, w, choices: list[int], num_classes: int, to_value=lambda c: c, count=(1, 3)) -> list[Shape]:
@@ -109,7 +113,7 @@ def _voc_ids(n: int) -> tuple[list[str], list[str], list[str]]:
     return sorted(ids[0::3]), sorted(ids[1::3]), sorted(ids[2::3])
 
 
-def write_voc(out: Path, rng: np.random.Generator, n: int) -> dict[str, int]:
+def write_voc(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
     """VOCtrainval_11-May-2012.tar and SBD's benchmark.tgz."""
     train, val, sbd_only = _voc_ids(n)
     sbd_train = sorted(train[: n // 2] + val[:2] + sbd_only[: 2 * n // 3])   # SBD train holds VOC val ids
@@ -117,7 +121,7 @@ def write_voc(out: Path, rng: np.random.Generator, n: int) -> dict[str, int]:
     voc, sbd = Archive(), Archive()
     root, sroot = "VOCdevkit/VOC2012", "benchmark_RELEASE/dataset"
     for image_id in sorted(train + val + sbd_only):
-        h, w = _size(rng)
+        h, w = _size(rng, sizes)
         shapes = _objects(rng, h, w, list(range(1, 21)), 21)
         img, label, inst = render(rng, h, w, shapes, 21)
         data = jpeg(img)
@@ -180,7 +184,7 @@ def context_labels_txt() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def write_context(out: Path, rng: np.random.Generator, n: int) -> dict[str, int]:
+def write_context(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
     """VOCtrainval_03-May-2010.tar and the Context annotations ``trainval.tar.gz``."""
     ids = [f"{2008 + k % 3}_{200 + k:06d}" for k in range(2 * n)]
     train, val = sorted(ids[0::2]), sorted(ids[1::2])
@@ -190,7 +194,7 @@ def write_context(out: Path, rng: np.random.Generator, n: int) -> dict[str, int]
     voc, ctx = Archive(), Archive()
     root = "VOCdevkit/VOC2010"
     for image_id in sorted(ids):
-        h, w = _size(rng)
+        h, w = _size(rng, sizes)
         stuff = int(rng.integers(20, 59))
         fill = Shape(stuff, raw_of[stuff], np.ones((h, w), dtype=bool))
         shapes = _objects(rng, h, w, list(range(20)), 59, lambda c: raw_of[c], (1, 2))
@@ -215,11 +219,11 @@ def cocostuff_labels_txt() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _coco_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _coco_scene(rng: np.random.Generator, sizes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """An image and its labels.txt-id map: a stuff background, 1-3 things, an unlabeled corner."""
     used = [k for k in range(1, 183) if k not in COCOSTUFF_UNUSED]
     train_id = {k: i for i, k in enumerate(used)}
-    h, w = _size(rng)
+    h, w = _size(rng, sizes)
     stuff = int(rng.choice(used[80:]))
     fill = Shape(train_id[stuff], stuff, np.ones((h, w), dtype=bool))
     things = [Shape(train_id[k], k, random_mask(rng, h, w)) for k in rng.choice(used[:80], 2, replace=False)]
@@ -228,7 +232,7 @@ def _coco_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return img, label
 
 
-def write_cocostuff10k(out: Path, rng: np.random.Generator, n: int) -> dict[str, int]:
+def write_cocostuff10k(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
     """cocostuff-10k-v1.1.zip (images, annotations/*.mat with S, imageLists) and cocostuff-labels.txt."""
     ids = [f"COCO_train2014_{100000 + 7 * k:012d}" for k in range(2 * n)]
     train, test = sorted(ids[:n]), sorted(ids[n:])
@@ -236,7 +240,7 @@ def write_cocostuff10k(out: Path, rng: np.random.Generator, n: int) -> dict[str,
     names[:, 0] = list(COCOSTUFF_LABELS)
     archive = Archive()
     for image_id in sorted(ids):
-        img, label = _coco_scene(rng)
+        img, label = _coco_scene(rng, sizes)
         h, w = label.shape
         regions = (np.arange(h)[:, None] // 16) * ((w + 15) // 16) + np.arange(w)[None, :] // 16 + 1
         region_labels = np.array([np.bincount(label[regions == r]).argmax() for r in range(1, regions.max() + 1)])
@@ -254,14 +258,14 @@ def write_cocostuff10k(out: Path, rng: np.random.Generator, n: int) -> dict[str,
     return {"train": n, "test": n}
 
 
-def write_cocostuff164k(out: Path, rng: np.random.Generator, n: int) -> dict[str, int]:
+def write_cocostuff164k(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
     """train2017.zip, val2017.zip, stuffthingmaps_trainval2017.zip (grayscale, id-1, 255) and labels.txt."""
     maps = Archive()
     for split, archive_entry, offset in (("train2017", catalog.COCO_TRAIN2017, 9), ("val2017", catalog.COCO_VAL2017, 139)):
         images = Archive()
         for k in range(n):
             image_id = f"{offset + 31 * k:012d}"
-            img, label = _coco_scene(rng)
+            img, label = _coco_scene(rng, sizes)
             images.add(f"{split}/{image_id}.jpg", jpeg(img))
             maps.add(f"{split}/{image_id}.png", gray_png(np.where(label == 0, 255, label.astype(np.int64) - 1)))
         images.write(out / archive_entry.name)
@@ -275,8 +279,10 @@ WRITERS = {"voc": write_voc, "context": write_context, "cocostuff10k": write_coc
 
 
 def synthesize(out: str | Path, images_per_split: int = 12, seed: int = 0,
-               datasets: list[str] | None = None) -> Path:
+               datasets: list[str] | None = None, sizes: tuple[int, int] = DEFAULT_SIZES) -> Path:
     """Write every dataset's archives into ``out`` and the manifest that verifies them."""
+    if not 16 <= sizes[0] <= sizes[1]:
+        raise ValueError(f"image sizes must satisfy 16 <= min <= max, got {sizes}")
     if images_per_split < 4:
         raise ValueError("--images-per-split must be at least 4 (the splits overlap by design)")
     out = Path(out)
@@ -284,7 +290,7 @@ def synthesize(out: str | Path, images_per_split: int = 12, seed: int = 0,
     counts = {}
     for name in datasets or list(WRITERS):
         rng = np.random.default_rng([seed, list(WRITERS).index(name)])
-        counts[name] = WRITERS[name](out, rng, images_per_split)
+        counts[name] = WRITERS[name](out, rng, images_per_split, sizes)
     files = [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
              for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
     return atomic_write_json(out / MANIFEST, {"generator": "emanet synth", "seed": seed,

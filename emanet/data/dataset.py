@@ -1,0 +1,84 @@
+"""One Dataset over the prepared layout ``ROOT/{images,labels,splits,meta.json}``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from PIL import Image
+
+from emanet.data.prepare import read_meta
+from emanet.data.sources import DataError, read_id_list, read_index_png
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for one sample of one epoch (independent of the loading worker)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class SegmentationDataset(Dataset):
+    """(image, label) pairs of one split; ``transform(image, label, generator)`` augments them.
+
+    Images are decoded with Pillow (uint8, RGB; torchvision 0.29 deprecates its own decoders); labels
+    are read as raw indices. The transform gets a
+    generator seeded from (seed, epoch, index), so the same seed gives the same samples whatever the
+    number of DataLoader workers; call :meth:`set_epoch` each epoch for fresh augmentation.
+    """
+
+    def __init__(self, root: str | Path, split: str, transform: Callable | None = None, seed: int = 0):
+        self.root = Path(root)
+        self.meta = read_meta(self.root)
+        split_file = self.root / "splits" / f"{split}.txt"
+        if not split_file.is_file():
+            raise DataError(f"{split_file}: no split {split!r} (have {sorted(self.meta['counts'])})")
+        self.split, self.ids = split, read_id_list(split_file)
+        self.transform, self.seed, self.epoch = transform, seed, 0
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta["num_classes"]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw sample: uint8 image (3, H, W) and uint8 label (H, W)."""
+        image_id = self.ids[index]
+        with Image.open(self.root / "images" / f"{image_id}.jpg") as im:
+            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        label = torch.from_numpy(read_index_png(self.root / "labels" / f"{image_id}.png"))
+        return image, label
+
+    def __getitem__(self, index: int):
+        image, label = self.load(index)
+        if self.transform is None:
+            return image, label
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        with _one_thread():
+            return self.transform(image, label, generator)
+
+
+@contextmanager
+def _one_thread():
+    """Run the transform on one thread, as DataLoader workers do: multi-threaded kernels split work
+    differently and round differently, so this keeps samples bit-identical in and out of workers."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
