@@ -113,6 +113,95 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_download)
 
 
+def _resolve(args: argparse.Namespace):
+    from emanet.config import load_params, resolve
+
+    params = load_params(args.params)
+    return params, resolve(params, args.profile, args.set, args.experiment)
+
+
+def _run_dir(args: argparse.Namespace, cfg) -> Path:
+    return Path(args.out or f"results/{cfg.profile}") / "runs" / cfg.experiment
+
+
+def _table_tags(params: dict, experiment: str) -> dict[str, str]:
+    tables = sorted(name for name, table in (params.get("tables") or {}).items()
+                    if experiment in _table_experiments(table))
+    return {"tables": ",".join(tables)} if tables else {}
+
+
+def _table_experiments(table: dict) -> set[str]:
+    return {cell.get("experiment") for row in table.get("rows", []) for cell in row.get("cells", [])} | \
+        {row.get("experiment") for row in table.get("rows", [])}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from emanet.engine.train import train
+
+    params, cfg = _resolve(args)
+    print(train(cfg, _run_dir(args, cfg), _table_tags(params, cfg.experiment)))
+    return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, help="a key of params.yaml's experiments")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    p.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter, e.g. --set model.ema.num_bases=32 (repeatable)")
+    p.add_argument("--out", help="results root (default results/<profile>); the run goes to OUT/runs/<experiment>")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from emanet.engine.evaluate import SCALES_NOTE, evaluate
+
+    _, cfg = _resolve(args)
+    scales = [float(v) for v in args.scales.split(",")] if args.scales else None
+    result = evaluate(cfg, _run_dir(args, cfg), args.multi_scale, args.flip, scales, args.stages, args.split,
+                      Path(args.save_predictions) if args.save_predictions else None)
+    print(f"{cfg.experiment} [{result['protocol']}] on {result['split']} ({result['images']} images): "
+          f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_acc']:.2f}")
+    if args.multi_scale:
+        print(f"scales {result['scales']}, flip {result['flip']}: {SCALES_NOTE}")
+    return 0
+
+
+def _track_sync(args: argparse.Namespace) -> int:
+    from emanet.tracking import sync_run
+
+    for run_dir in args.run_dir:
+        print(f"{run_dir}: MLflow run {sync_run(run_dir, args.tracking_uri)}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="mIoU of a trained experiment, single-scale or MS+flip",
+                       description="Scores the experiment's model.pt. Single-scale as the official code by default; "
+                                   "--multi-scale/--flip for the paper's MS+Flip. Start with torchrun to spread the "
+                                   "images over processes (each image is counted once).")
+    _add_run_options(p)
+    p.add_argument("--multi-scale", action="store_true", help="average softmax over --scales")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
+    p.add_argument("--scales", help="comma-separated, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (default: params eval.scales)")
+    p.add_argument("--stages", type=int, help="T_eval of the EMA unit (default: as trained)")
+    p.add_argument("--split", help="default: params eval.split")
+    p.add_argument("--save-predictions", metavar="DIR", help="write each prediction as a VOC-palette PNG")
+    p.set_defaults(handler=_evaluate)
+    track = sub.add_parser("track", help="MLflow utilities").add_subparsers(dest="track_command", required=True)
+    p = track.add_parser("sync", help="replay run folders into MLflow (after an outage, or to another server)")
+    p.add_argument("run_dir", nargs="+", help="run folders (results/<profile>/runs/<experiment>)")
+    p.add_argument("--tracking-uri", help="default: the run's own, else $MLFLOW_TRACKING_URI")
+    p.set_defaults(handler=_track_sync)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)",
+                       description="Trains an experiment of params.yaml with the official recipe. Start it with "
+                                   "torchrun for several processes. Rerunning the same command resumes.")
+    _add_run_options(p)
+    p.set_defaults(handler=_train)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="cost and speed of the backbone and the heads",
                            description="Regenerate Table 1's cost columns, or time the heads here.")
@@ -148,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     _add_download(sub)
     _add_bench(sub)
     return parser

@@ -57,19 +57,88 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """Which prepared dataset to train and evaluate on (``root/<dataset>`` from ``emanet prepare``)."""
+
+    dataset: str
+    root: str
+    train_split: str
+    val_split: str
+    workers: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe (paper.md §4); iterations and the batch are global, over all ranks."""
+
+    iterations: int
+    batch_size: int
+    crop_size: int
+    scales: list[float]
+    lr: float
+    momentum: float
+    weight_decay: float
+    poly_power: float
+    lr_step_every: int
+    loss_normalization: str
+    checkpoint_interval: int
+    log_interval: int
+    seed: int
+    device: str
+    amp: str
+    channels_last: bool
+    deterministic: bool
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol: the split, and the scales and flip of multi-scale testing."""
+
+    split: str
+    scales: list[float]
+    flip: bool
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow: ``uri`` null means $MLFLOW_TRACKING_URI, else a sqlite store in the project."""
+
+    enabled: bool
+    uri: str | None
+    experiment: str
+
+
+@dataclass(frozen=True)
 class Config:
-    """The resolved configuration of one profile."""
+    """The resolved configuration of one experiment in one profile."""
 
     profile: str
+    experiment: str
     model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    tracking: TrackingConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short stable hash of the resolved values, recorded beside every result."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Short stable hash of everything that determines the result (not the names)."""
+        values = {k: v for k, v in self.to_dict().items() if k not in ("profile", "experiment", "tracking")}
+        blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}, for logging params."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -115,16 +184,32 @@ def parse_set(assignments: list[str]) -> dict:
     return nested
 
 
-def resolve(params: dict, profile: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Apply the profile and ``--set`` overrides to the base values and validate the result."""
+RESERVED = ("profile", "profiles", "experiments", "tables")
+
+
+def resolve(params: dict, profile: str | None = None, overrides: list[str] | None = None,
+            experiment: str | None = None) -> Config:
+    """base <- profile <- experiment <- the profile's own overrides of that experiment <- ``--set``.
+
+    The fourth layer (``profiles.<p>.experiments.<name>``) lets the tiny profile shrink what an
+    experiment enlarges (a 256-channel head becomes a 32-channel one on CPU) without a second list.
+    """
     profiles = params.get("profiles") or {}
     profile = profile or params.get("profile")
     if profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r}; params.yaml defines {sorted(profiles)}")
-    base = {k: v for k, v in params.items() if k not in ("profile", "profiles")}
-    merged = deep_merge(base, profiles[profile] or {})
+    experiments = params.get("experiments") or {}
+    if experiment is not None and experiment not in experiments:
+        raise ConfigError(f"unknown experiment {experiment!r}; params.yaml defines {sorted(experiments)}")
+    base = {k: v for k, v in params.items() if k not in RESERVED}
+    profile_overrides = dict(profiles[profile] or {})
+    profile_experiments = profile_overrides.pop("experiments", None) or {}
+    merged = deep_merge(base, profile_overrides)
+    if experiment is not None:
+        merged = deep_merge(merged, experiments[experiment] or {})
+        merged = deep_merge(merged, profile_experiments.get(experiment) or {})
     merged = deep_merge(merged, parse_set(overrides or []))
-    merged["profile"] = profile
+    merged["profile"], merged["experiment"] = profile, experiment or "default"
     return from_dict(Config, merged)
 
 

@@ -61,10 +61,13 @@ class SegmentationDataset(Dataset):
         return image, label
 
     def __getitem__(self, index: int):
-        image, label = self.load(index)
+        """``index`` may be virtual (``epoch * len + i``, as the training sampler yields): it selects
+        image ``i`` and seeds its augmentation for that epoch."""
+        epoch, local = divmod(index, len(self.ids))
+        image, label = self.load(local)
         if self.transform is None:
             return image, label
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch + epoch, local))
         with _one_thread():
             return self.transform(image, label, generator)
 

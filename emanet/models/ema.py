@@ -132,9 +132,12 @@ class EMAUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         b, c, h, w = x.shape
-        feats = self.conv_in(x).view(b, c, h * w)
-        z, mu = self.em(feats)
-        recon = torch.bmm(mu, z.transpose(1, 2)).view(b, c, h, w)
+        # The EM iterations and the reconstruction stay in float32 under autocast: the softmax over raw
+        # inner products and the 1e-6 epsilons are not meant for half precision.
+        with torch.autocast(x.device.type, enabled=False):
+            feats = self.conv_in(x.float()).view(b, c, h * w)
+            z, mu = self.em(feats)
+            recon = torch.bmm(mu, z.transpose(1, 2)).view(b, c, h, w)
         out = self.conv_out(F.relu(recon))
         if self.training and self.maintenance == "moving_average":
             self._update_bases(mu)

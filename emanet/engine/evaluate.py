@@ -1,0 +1,140 @@
+"""``emanet evaluate``: single-scale as the official code, and multi-scale + flip, on 1..N processes.
+
+Single-scale (paper.md §5.1): the whole image, batch 1, padded bottom/right to 8k+1, logits upsampled
+bilinearly with ``align_corners=True``, argmax over the unpadded region. Multi-scale + flip: softmax
+probabilities averaged over every scale and flip, each resized back to the image (§5.2; the paper never
+published its scales, so they are recorded with the result). One confusion matrix over the whole
+split: each process takes every W-th image (no padding of the split, so no image counts twice), and
+the matrices are summed, so 1 and N processes give identical matrices.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from emanet.config import Config
+from emanet.data.dataset import SegmentationDataset
+from emanet.data.transforms import EvalTransform, multiscale_views, pad_to_8k1
+from emanet.engine import dist as edist
+from emanet.engine.metrics import confusion_matrix, scores
+from emanet.engine.train import dataset_root
+from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from emanet.models import Segmentor, build_model
+from emanet.models.weights import WeightLoadError
+from emanet.tracking import git_commit, read_run_info, sync_run
+
+log = logging.getLogger(__name__)
+SCALES_NOTE = "the paper never published its multi-scale test scales; these are ours"
+
+
+def protocol_name(multi_scale: bool, flip: bool, stages: int | None) -> str:
+    name = ("ms" if multi_scale else "ss") + ("_flip" if flip else "")
+    return name + (f"_T{stages}" if stages is not None else "")
+
+
+def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.device) -> Segmentor:
+    """The run's final weights (``model.pt``, a plain state dict) in an eval-mode model."""
+    weights = run_dir / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no trained model; run `emanet train` for this experiment first")
+    model = build_model(dataclasses.replace(cfg.model, pretrained=None), num_classes)
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise WeightLoadError(f"{weights}: does not fit the configured model ({exc})") from None
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict(model: Segmentor, image: torch.Tensor, scales: Sequence[float] | None, flip: bool) -> torch.Tensor:
+    """Class map (H, W) for one normalised image (3, H, W) already on the model's device."""
+    h, w = image.shape[-2:]
+    if not scales and not flip:
+        padded, _ = pad_to_8k1(image)
+        return model(padded[None])[0, :, :h, :w].argmax(0)
+    total = None
+    for _, flipped, view, (vh, vw) in multiscale_views(image, scales or (1.0,), flip):
+        probs = torch.softmax(model(view[None])[:, :, :vh, :vw].float(), dim=1)
+        if (vh, vw) != (h, w):
+            probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=True)
+        probs = probs.flip(-1) if flipped else probs
+        total = probs if total is None else total + probs
+    return total[0].argmax(0)
+
+
+def save_prediction(path: Path, pred: torch.Tensor) -> None:
+    """A palette PNG in the VOC colour map, the format the VOC evaluation server expects."""
+    from emanet.data.prepare import encode_label
+
+    atomic_write_bytes(path, encode_label(pred.cpu().numpy().astype(np.uint8)))
+
+
+def evaluate(cfg: Config, run_dir: Path, multi_scale: bool = False, flip: bool = False,
+             scales: Sequence[float] | None = None, stages: int | None = None, split: str | None = None,
+             save_predictions: Path | None = None) -> dict:
+    """Score the run's model on ``split``; rank 0 writes metrics_<protocol>.json and returns the metrics."""
+    ctx = edist.init(cfg.train.device)
+    try:
+        return _evaluate(cfg, Path(run_dir), ctx, multi_scale, flip, scales, stages, split, save_predictions)
+    finally:
+        edist.cleanup()
+
+
+def _evaluate(cfg, run_dir, ctx, multi_scale, flip, scales, stages, split, save_predictions) -> dict:
+    split = split or cfg.eval.split
+    dataset = SegmentationDataset(dataset_root(cfg), split, EvalTransform())
+    model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
+    model.set_eval_stages(stages)
+    scales = list(scales or cfg.eval.scales) if multi_scale else None
+    matrix = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64, device=ctx.device)
+    for index in range(ctx.rank, len(dataset), ctx.world_size):
+        image, label = dataset[index]
+        pred = predict(model, image.to(ctx.device), scales, flip)
+        matrix += confusion_matrix(pred, label.to(ctx.device), dataset.num_classes, dataset.meta["ignore_index"])
+        if save_predictions is not None:
+            save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
+    edist.all_reduce_sum(matrix)
+    protocol = protocol_name(multi_scale, flip, stages)
+    result = scores(matrix.cpu().numpy(), dataset.classes)
+    effective_stages = stages if stages is not None else cfg.model.ema.eval_stages or cfg.model.ema.stages
+    result.update(protocol=protocol, split=split, images=len(dataset), scales=scales or [1.0], flip=flip,
+                  eval_stages=effective_stages if cfg.model.head == "ema" else None,
+                  config_hash=cfg.hash(), git_commit=git_commit(), data_checksum=dataset.meta["label_checksum"],
+                  experiment=cfg.experiment, confusion_matrix=matrix.cpu().tolist())
+    if multi_scale:
+        result["note"] = SCALES_NOTE
+    if ctx.is_main:
+        write_metrics(run_dir, result, default=not multi_scale and not flip and stages is None)
+        _sync(run_dir)
+    return result
+
+
+def write_metrics(run_dir: Path, result: dict, default: bool) -> Path:
+    """``metrics.json`` for the default protocol (SS, T_eval as trained), ``metrics_<protocol>.json`` else."""
+    suffix = "" if default else f"_{result['protocol']}"
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["class", "iou"])
+    writer.writerows([name, "" if iou is None else f"{iou:.6f}"] for name, iou in result["per_class"].items())
+    atomic_write_text(run_dir / f"per_class{suffix}.csv", rows.getvalue())
+    return atomic_write_json(run_dir / f"metrics{suffix}.json", result)
+
+
+def _sync(run_dir: Path) -> None:
+    info = read_run_info(run_dir)
+    if not info.get("tracking_uri"):
+        return
+    try:
+        sync_run(run_dir, info["tracking_uri"])
+    except Exception as exc:  # noqa: BLE001 - results are on disk; tracking can be replayed later
+        log.warning("could not log the metrics to MLflow (%s); run `emanet track sync %s` later", exc, run_dir)

@@ -1,0 +1,226 @@
+"""``emanet train``: the official recipe, iteration-based, on 1..N processes, resumable bit for bit.
+
+One call trains one experiment into ``RUN_DIR`` (``OUT/runs/<experiment>``): ``config.yaml`` and
+``run.json`` (resolved config, its hash, git commit, data checksum), ``train_log.csv``,
+``checkpoints/last.pt`` every ``train.checkpoint_interval`` iterations and ``model.pt`` (plain state
+dict) at the end. Rerunning the same command resumes from ``last.pt``; with a different configuration
+in the same folder it refuses. Under torchrun the ranks share the global batch, BatchNorm and the EMA
+bases statistics are global (SyncBN on CUDA, a gloo version on CPU), only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from emanet.config import Config, ConfigError, flatten
+from emanet.data.dataset import SegmentationDataset
+from emanet.data.prepare import read_meta
+from emanet.data.transforms import TrainTransform
+from emanet.engine import checkpoint, dist as edist
+from emanet.engine.optim import param_groups, poly_lr, set_lr
+from emanet.engine.sampler import IterationBatchSampler
+from emanet.engine.syncbn import convert_sync_batchnorm
+from emanet.io import atomic_write_json, atomic_write_text
+from emanet.models import build_model
+from emanet.models.loss import segmentation_loss
+from emanet.tracking import Tracker, git_commit, read_run_info
+
+log = logging.getLogger(__name__)
+LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def dataset_root(cfg: Config) -> Path:
+    return Path(cfg.data.root) / cfg.data.dataset
+
+
+def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
+    """Every check that can fail before any work: returns the prepared data's meta.json."""
+    if cfg.train.batch_size % world_size:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {world_size} processes")
+    if cfg.train.amp not in ("none", *AMP_DTYPES):
+        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
+    if cfg.train.amp != "none" and device.type != "cuda":
+        raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this run is on {device.type})")
+    if cfg.train.iterations < 1 or cfg.train.checkpoint_interval < 1 or cfg.train.log_interval < 1:
+        raise ConfigError("train.iterations, train.checkpoint_interval and train.log_interval must be >= 1")
+    return read_meta(dataset_root(cfg))
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """Seed torch, NumPy and Python; ranks differ so dropout differs across ranks as it would on GPUs."""
+    torch.manual_seed(seed + rank)
+    np.random.seed(seed + rank)
+    random.seed(seed + rank)
+
+
+def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int) -> None:
+    """config.yaml (resolved) and run.json (hash, commit, data checksum); refuse a foreign run folder."""
+    info = read_run_info(run_dir)
+    if info.get("config_hash") not in (None, cfg.hash()):
+        raise ConfigError(f"{run_dir} holds a run of another configuration (hash {info['config_hash']}, now "
+                          f"{cfg.hash()}): use another --out or remove the folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    slurm = os.environ.get("SLURM_JOB_ID")
+    info.update(config_hash=cfg.hash(), experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.data.dataset,
+                git_commit=git_commit(), data_checksum=meta["label_checksum"], world_size=world_size,
+                slurm_job_ids=sorted(set(info.get("slurm_job_ids", [])) | ({slurm} if slurm else set())))
+    atomic_write_json(run_dir / "run.json", info)
+
+
+def _truncate_log(path: Path, last_iteration: int) -> None:
+    """Keep the CSV rows up to the resumed checkpoint, so the log never shows an iteration twice."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if int(r["iteration"]) <= last_iteration]
+    body = ",".join(LOG_FIELDS) + "\n" + "".join(",".join(r[f] for f in LOG_FIELDS) + "\n" for r in rows)
+    atomic_write_text(path, body)
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _gather_rng() -> list:
+    state = checkpoint.rng_state()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def train(cfg: Config, run_dir: Path, tags: dict[str, str] | None = None) -> Path:
+    """Train ``cfg`` into ``run_dir`` (resuming if a checkpoint is there); return the final weights' path."""
+    ctx = edist.init(cfg.train.device)
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return _train(cfg, Path(run_dir), ctx, tags or {})
+    finally:
+        edist.cleanup()
+
+
+def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, str]) -> Path:
+    meta = validate(cfg, ctx.world_size, ctx.device)
+    t = cfg.train
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(t.seed, ctx.rank)
+    dataset = SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)), t.seed)
+    model = build_model(cfg.model, dataset.num_classes)
+    if ctx.distributed:
+        model = convert_sync_batchnorm(model, ctx.device)
+    memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+    model.to(ctx.device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(param_groups(model, t.lr, t.weight_decay), lr=t.lr, momentum=t.momentum)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=t.amp == "fp16")
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if ctx.is_main:
+        write_run_files(run_dir, cfg, meta, ctx.world_size)
+    edist.barrier()
+    start = 0
+    if last.exists():
+        state = checkpoint.load(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start = state["iteration"]
+        rng = state["rng"]
+        checkpoint.set_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
+        log.info("resuming %s from iteration %d", run_dir, start)
+    tracker = None
+    if ctx.is_main:
+        _truncate_log(run_dir / "train_log.csv", start)
+        tracker = Tracker(run_dir, cfg.tracking.enabled, cfg.tracking.uri,
+                          cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset),
+                          cfg.experiment, flatten(cfg.to_dict()), _tags(cfg, meta, tags))
+
+    net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
+        if ctx.distributed else model
+    sampler = IterationBatchSampler(len(dataset), t.batch_size, ctx.world_size, ctx.rank, t.seed, start, t.iterations)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
+                        pin_memory=ctx.device.type == "cuda")
+    autocast = torch.autocast(ctx.device.type, dtype=AMP_DTYPES[t.amp]) if t.amp != "none" else nullcontext()
+    bar = tqdm(total=t.iterations, initial=start, disable=not ctx.is_main, desc=cfg.experiment, unit="it")
+    began, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
+    model.train()
+    for iteration, (images, labels) in enumerate(loader, start=start):
+        images = images.to(ctx.device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(ctx.device, non_blocking=True)
+        lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power, t.lr_step_every)
+        set_lr(optimizer, lr)
+        with autocast:
+            logits = net(images)
+        loss = segmentation_loss(logits.float(), labels, meta["ignore_index"], t.loss_normalization)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        window_images += images.shape[0] * ctx.world_size
+        done = iteration + 1
+        if done % t.log_interval == 0 or done == t.iterations:
+            mean_loss = edist.all_reduce_sum(loss.detach().clone()) / ctx.world_size
+            now = time.perf_counter()
+            speed = window_images / max(now - window_start, 1e-9)
+            window_start, window_images = now, 0
+            if ctx.is_main:
+                row = {"iteration": done, "loss": f"{mean_loss.item():.6f}", "lr": f"{lr:.8f}",
+                       "images_per_s": f"{speed:.3f}", "elapsed_s": f"{now - began:.2f}"}
+                _append_log(run_dir / "train_log.csv", row)
+                tracker.log_metrics({"train/loss": mean_loss.item(), "train/lr": lr, "train/images_per_s": speed}, done)
+                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+        if done % t.checkpoint_interval == 0 or done == t.iterations:
+            rng = _gather_rng()
+            if ctx.is_main:
+                checkpoint.save(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                scaler=scaler.state_dict(), iteration=done, rng=rng, config_hash=cfg.hash())
+        bar.update(1)
+    bar.close()
+    final = run_dir / "model.pt"
+    if ctx.is_main:
+        _save_weights(final, model)
+        tracker.finish()
+    edist.barrier()
+    return final
+
+
+def _save_weights(path: Path, model: torch.nn.Module) -> None:
+    """The final weights as a plain state dict (loadable with weights_only=True)."""
+    import io
+
+    from emanet.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _tags(cfg: Config, meta: dict, extra: dict[str, str]) -> dict[str, str]:
+    tags = {"experiment": cfg.experiment, "profile": cfg.profile, "dataset": cfg.data.dataset,
+            "config_hash": cfg.hash(), "git_commit": git_commit(), "data_checksum": meta["label_checksum"]}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return {**tags, **extra}
