@@ -49,3 +49,18 @@ def raw_dir(tmp_path, synth_dir) -> Path:
         if path.name != "manifest.json":
             shutil.copy(path, raw / path.name)
     return raw
+
+
+@pytest.fixture(scope="session")
+def prepared_root(tmp_path_factory, synth_dir) -> Path:
+    """The synthetic VOC prepared once per session; pass ``--set data.root=<this>`` to runs."""
+    import shutil
+
+    from emanet.data.prepare import prepare
+
+    raw = tmp_path_factory.mktemp("raw_voc")
+    for name in ("VOCtrainval_11-May-2012.tar", "benchmark.tgz"):
+        shutil.copy(synth_dir / name, raw / name)
+    out = tmp_path_factory.mktemp("prepared")
+    prepare("voc", raw, out, None, progress=False)
+    return out

@@ -141,15 +141,13 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     if ctx.is_main:
         write_run_files(run_dir, cfg, meta, ctx.world_size)
     edist.barrier()
-    start = 0
+    start, saved_rng = 0, None
     if last.exists():
         state = checkpoint.load(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        start = state["iteration"]
-        rng = state["rng"]
-        checkpoint.set_rng_state(rng[ctx.rank] if len(rng) == ctx.world_size else rng[0])
+        start, saved_rng = state["iteration"], state["rng"]
         log.info("resuming %s from iteration %d", run_dir, start)
     tracker = None
     if ctx.is_main:
@@ -163,11 +161,14 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     sampler = IterationBatchSampler(len(dataset), t.batch_size, ctx.world_size, ctx.rank, t.seed, start, t.iterations)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
                         pin_memory=ctx.device.type == "cuda")
+    batches = iter(loader)  # draws the loader's base seed from the global RNG, so before restoring it
+    if saved_rng is not None:
+        checkpoint.set_rng_state(saved_rng[ctx.rank] if len(saved_rng) == ctx.world_size else saved_rng[0])
     autocast = torch.autocast(ctx.device.type, dtype=AMP_DTYPES[t.amp]) if t.amp != "none" else nullcontext()
     bar = tqdm(total=t.iterations, initial=start, disable=not ctx.is_main, desc=cfg.experiment, unit="it")
     began, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
     model.train()
-    for iteration, (images, labels) in enumerate(loader, start=start):
+    for iteration, (images, labels) in enumerate(batches, start=start):
         images = images.to(ctx.device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(ctx.device, non_blocking=True)
         lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power, t.lr_step_every)

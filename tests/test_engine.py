@@ -1,0 +1,117 @@
+"""Training and evaluation as users run them: CLI subprocesses, torchrun, SIGKILL, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from emanet.config import ConfigError, load_params, resolve
+from emanet.engine.train import validate
+from tests.helpers.runs import ROOT, emanet, run_args, weights
+
+SHORT = ("train.iterations=6", "train.batch_size=4", "train.checkpoint_interval=3", "train.log_interval=2")
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_process_training_equals_one_process_on_the_global_batch(tmp_path, prepared_root):
+    """Tolerance 1e-4 absolute on every weight and buffer after 3 iterations.
+
+    The runs differ only in float32 reduction order (~4e-7 after one step); such differences grow as
+    training goes on (at lr 0.01 on 4 tiny images they reach 1e-2 by iteration 6), so the check
+    stops early. Dropout is off: its masks are drawn per rank and would differ by construction.
+    BatchNorm statistics are global in both (the gloo GlobalBatchNorm2d under torchrun)."""
+    sets = (*SHORT, "model.dropout=0.0", "train.iterations=3", "train.log_interval=1")
+    _ok(emanet(run_args("train", tmp_path / "one", prepared_root, *sets)))
+    _ok(emanet(run_args("train", tmp_path / "two", prepared_root, *sets), nproc=2))
+    one, two = weights(tmp_path / "one/runs/ema512"), weights(tmp_path / "two/runs/ema512")
+    assert one.keys() == two.keys()
+    worst = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+    assert worst < 1e-4, f"largest difference {worst}"
+    losses = [(tmp_path / f"{n}/runs/ema512/train_log.csv").read_text().splitlines() for n in ("one", "two")]
+    for row_one, row_two in zip(losses[0][1:], losses[1][1:], strict=True):
+        assert abs(float(row_one.split(",")[1]) - float(row_two.split(",")[1])) < 1e-5
+    bases = "head.block.bases"
+    torch.testing.assert_close(one[bases], two[bases], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_sigkill_and_rerun_is_bit_identical(tmp_path, prepared_root):
+    sets = ("train.iterations=60", "train.checkpoint_interval=10", "train.log_interval=10")
+    _ok(emanet(run_args("train", tmp_path / "straight", prepared_root, *sets)))
+    args = run_args("train", tmp_path / "killed", prepared_root, *sets)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # as emanet() runs the others: same kernels, same rounding
+    proc = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed/runs/ema512/checkpoints/last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (tmp_path / "killed/runs/ema512/model.pt").exists(), "killed mid-run"
+    resumed_from = torch.load(last, weights_only=False)["iteration"]
+    assert 10 <= resumed_from < 60
+    _ok(emanet(args))
+    straight, resumed = weights(tmp_path / "straight/runs/ema512"), weights(tmp_path / "killed/runs/ema512")
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    log = (tmp_path / "killed/runs/ema512/train_log.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in log[1:]] == list(range(10, 61, 10)), "no iteration logged twice"
+
+
+@pytest.mark.slow
+def test_one_and_two_process_evaluation_give_identical_matrices(tmp_path, prepared_root):
+    _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
+    _ok(emanet(run_args("evaluate", tmp_path, prepared_root, *SHORT)))
+    one = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
+    (tmp_path / "runs/ema512/metrics.json").unlink()
+    _ok(emanet(run_args("evaluate", tmp_path, prepared_root, *SHORT), nproc=2))
+    two = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
+    assert one["confusion_matrix"] == two["confusion_matrix"]
+    assert sum(map(sum, one["confusion_matrix"])) > 0 and one["images"] == 6
+
+
+@pytest.mark.slow
+def test_training_learns_well_beyond_the_trivial_miou(tmp_path, prepared_root):
+    _ok(emanet(run_args("train", tmp_path, prepared_root)))
+    out = _ok(emanet(run_args("evaluate", tmp_path, prepared_root))).stdout
+    metrics = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
+    matrix = torch.tensor(metrics["confusion_matrix"], dtype=torch.float64)
+    # trivial: predict the most frequent class everywhere -> IoU of that class / number of classes seen
+    gt = matrix.sum(1)
+    trivial = (gt.max() / gt.sum()).item() / int((gt > 0).sum())
+    assert metrics["miou"] > max(0.25, 5 * trivial), (metrics["miou"], trivial, out)
+    assert set(metrics["per_class"]) >= {"background", "person"}
+    assert metrics["config_hash"] and metrics["data_checksum"] and metrics["git_commit"]
+
+
+def test_bad_configuration_fails_before_any_work(tmp_path, prepared_root):
+    proc = emanet(run_args("train", tmp_path, prepared_root, "train.iteration=5"))
+    assert proc.returncode == 2 and "unknown key 'train.iteration'" in proc.stderr
+    proc = emanet(run_args("train", tmp_path, tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "nowhere/voc/meta.json: not found" in proc.stderr
+    cfg = resolve(load_params(ROOT / "params.yaml"), "tiny", ["train.batch_size=3"], "ema512")
+    with pytest.raises(ConfigError, match="batch_size 3 is not divisible by the 2 processes"):
+        validate(cfg, 2, torch.device("cpu"))
+    cfg = resolve(load_params(ROOT / "params.yaml"), "tiny", ["train.amp=bf16"], "ema512")
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        validate(cfg, 1, torch.device("cpu"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_folder_of_another_configuration_is_refused(tmp_path, prepared_root):
+    _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
+    proc = emanet(run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"))
+    assert proc.returncode == 2 and "holds a run of another configuration" in proc.stderr

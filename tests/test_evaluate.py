@@ -1,0 +1,67 @@
+"""Evaluation protocols and scores, without training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emanet.engine.evaluate import predict, protocol_name
+from emanet.engine.metrics import confusion_matrix, scores
+from emanet.models import build_model
+
+
+def _flip_equivariant(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every conv kernel left-right symmetric: the network then commutes with horizontal flips
+    on inputs whose width is 8k+1 (every strided stage then samples a symmetric grid)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_((m.weight + m.weight.flip(-1)) / 2)
+    return model.eval()
+
+
+def test_ms_flip_on_a_flip_equivariant_model_equals_single_scale(tiny_config):
+    image = torch.randn(3, 65, 81)
+    plain = build_model(tiny_config.model, num_classes=21).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(image.flip(-1)[None]).flip(-1), plain(image[None]), atol=1e-3)
+    model = _flip_equivariant(plain)
+    with torch.no_grad():
+        logits = model(image[None])
+        torch.testing.assert_close(model(image.flip(-1)[None]).flip(-1), logits, atol=1e-4, rtol=1e-4)
+    single = predict(model, image, None, False)
+    both = predict(model, image, [1.0], True)
+    assert torch.equal(single, both)
+
+
+def test_multi_scale_prediction_has_the_image_size(tiny_config):
+    model = build_model(tiny_config.model, num_classes=5).eval()
+    image = torch.randn(3, 50, 70)
+    for scales, flip in (([0.5, 1.0, 1.5], True), ([0.75], False), (None, False)):
+        assert predict(model, image, scales, flip).shape == (50, 70)
+
+
+def test_confusion_matrix_and_scores():
+    target = torch.tensor([0, 0, 1, 1, 2, 255])
+    pred = torch.tensor([0, 1, 1, 1, 0, 2])
+    matrix = confusion_matrix(pred, target, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    result = scores(matrix.numpy(), ["a", "b", "c"])
+    assert result["per_class"] == pytest.approx({"a": 1 / 3, "b": 2 / 3, "c": 0.0})
+    assert result["miou"] == pytest.approx(1 / 3)
+    assert result["pixel_acc"] == pytest.approx(3 / 5)
+    assert result["mean_acc"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert result["fwiou"] == pytest.approx(2 / 5 * 1 / 3 + 2 / 5 * 2 / 3)
+
+
+def test_classes_absent_from_prediction_and_truth_are_not_averaged():
+    matrix = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 0]])
+    result = scores(matrix, ["a", "b", "never"])
+    assert result["miou"] == 1.0 and result["per_class"]["never"] is None
+
+
+def test_protocol_names():
+    assert protocol_name(False, False, None) == "ss"
+    assert protocol_name(True, True, None) == "ms_flip"
+    assert protocol_name(False, False, 5) == "ss_T5"
