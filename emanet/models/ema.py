@@ -18,6 +18,7 @@ average over the *global* batch in training mode (Eq. 15), all-reduced across DD
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
@@ -38,6 +39,11 @@ def normalize_bases(mu: torch.Tensor, norm: str, eps: float = EPS) -> torch.Tens
     if norm == "none":
         return mu
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def _no_autocast(device_type: str):
+    """Disable autocast for this device (the meta device, used to count costs, has none)."""
+    return nullcontext() if device_type == "meta" else torch.autocast(device_type, enabled=False)
 
 
 def _global_batch_mean(mu: torch.Tensor) -> torch.Tensor:
@@ -134,7 +140,7 @@ class EMAUnit(nn.Module):
         b, c, h, w = x.shape
         # The EM iterations and the reconstruction stay in float32 under autocast: the softmax over raw
         # inner products and the 1e-6 epsilons are not meant for half precision.
-        with torch.autocast(x.device.type, enabled=False):
+        with _no_autocast(x.device.type):
             feats = self.conv_in(x.float()).view(b, c, h * w)
             z, mu = self.em(feats)
             recon = torch.bmm(mu, z.transpose(1, 2)).view(b, c, h, w)
