@@ -57,6 +57,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class SourcesConfig:
+    """Where the data stages read and write; ``synthetic`` makes `emanet synth` the archives' source."""
+
+    raw_dir: str
+    weights_dir: str
+    synthetic: bool
+    mirrors: list[str]
+    manifest: str | None
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which prepared dataset to train and evaluate on (``root/<dataset>`` from ``emanet prepare``)."""
 
@@ -114,6 +125,7 @@ class Config:
 
     profile: str
     experiment: str
+    sources: SourcesConfig
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
@@ -125,7 +137,9 @@ class Config:
 
     def hash(self) -> str:
         """Short stable hash of everything that determines the result (not the names)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in ("profile", "experiment", "tracking")}
+        values = {k: v for k, v in self.to_dict().items()
+                  if k not in ("profile", "experiment", "tracking", "sources")}
+        values["data"] = {k: v for k, v in values["data"].items() if k != "workers"}
         blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

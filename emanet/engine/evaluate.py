@@ -38,6 +38,7 @@ SCALES_NOTE = "the paper never published its multi-scale test scales; these are 
 
 
 def protocol_name(multi_scale: bool, flip: bool, stages: int | None) -> str:
+    """The inverse of :func:`emanet.pipeline.parse_protocol`."""
     name = ("ms" if multi_scale else "ss") + ("_flip" if flip else "")
     return name + (f"_T{stages}" if stages is not None else "")
 
@@ -79,43 +80,56 @@ def save_prediction(path: Path, pred: torch.Tensor) -> None:
     atomic_write_bytes(path, encode_label(pred.cpu().numpy().astype(np.uint8)))
 
 
-def evaluate(cfg: Config, run_dir: Path, multi_scale: bool = False, flip: bool = False,
-             scales: Sequence[float] | None = None, stages: int | None = None, split: str | None = None,
-             save_predictions: Path | None = None) -> dict:
-    """Score the run's model on ``split``; rank 0 writes metrics_<protocol>.json and returns the metrics."""
+def evaluate(cfg: Config, run_dir: Path, protocols: Sequence[str], scales: Sequence[float] | None = None,
+             split: str | None = None, save_predictions: Path | None = None) -> dict[str, dict]:
+    """Score the run's model under each protocol (``ss``, ``ms_flip``, ``ss_T5``...), loading it once.
+
+    Rank 0 writes ``metrics.json`` (``ss``) or ``metrics_<protocol>.json`` per protocol, and returns
+    {protocol: metrics}. Predictions are saved for the first protocol only.
+    """
     ctx = edist.init(cfg.train.device)
     try:
-        return _evaluate(cfg, Path(run_dir), ctx, multi_scale, flip, scales, stages, split, save_predictions)
+        return _evaluate(cfg, Path(run_dir), ctx, list(protocols), scales, split, save_predictions)
     finally:
         edist.cleanup()
 
 
-def _evaluate(cfg, run_dir, ctx, multi_scale, flip, scales, stages, split, save_predictions) -> dict:
+def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> dict[str, dict]:
+    from emanet.pipeline import parse_protocol
+
     split = split or cfg.eval.split
+    parsed = {name: parse_protocol(name) for name in protocols}
     dataset = SegmentationDataset(dataset_root(cfg), split, EvalTransform())
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
-    model.set_eval_stages(stages)
-    scales = list(scales or cfg.eval.scales) if multi_scale else None
-    matrix = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64, device=ctx.device)
-    for index in range(ctx.rank, len(dataset), ctx.world_size):
-        image, label = dataset[index]
-        pred = predict(model, image.to(ctx.device), scales, flip)
-        matrix += confusion_matrix(pred, label.to(ctx.device), dataset.num_classes, dataset.meta["ignore_index"])
-        if save_predictions is not None:
-            save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
-    edist.all_reduce_sum(matrix)
-    protocol = protocol_name(multi_scale, flip, stages)
+    results = {}
+    for name, (multi_scale, flip, stages) in parsed.items():
+        model.set_eval_stages(stages)
+        used_scales = list(scales or cfg.eval.scales) if multi_scale else None
+        matrix = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64, device=ctx.device)
+        for index in range(ctx.rank, len(dataset), ctx.world_size):
+            image, label = dataset[index]
+            pred = predict(model, image.to(ctx.device), used_scales, flip)
+            matrix += confusion_matrix(pred, label.to(ctx.device), dataset.num_classes, dataset.meta["ignore_index"])
+            if save_predictions is not None and name == protocols[0]:
+                save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
+        edist.all_reduce_sum(matrix)
+        results[name] = _result(cfg, dataset, matrix, name, split, used_scales, flip, stages)
+        if ctx.is_main:
+            write_metrics(run_dir, results[name], default=name == "ss")
+    if ctx.is_main:
+        _sync(run_dir)
+    return results
+
+
+def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict:
     result = scores(matrix.cpu().numpy(), dataset.classes)
-    effective_stages = stages if stages is not None else cfg.model.ema.eval_stages or cfg.model.ema.stages
+    trained_t = cfg.model.ema.eval_stages or cfg.model.ema.stages
     result.update(protocol=protocol, split=split, images=len(dataset), scales=scales or [1.0], flip=flip,
-                  eval_stages=effective_stages if cfg.model.head == "ema" else None,
+                  eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
                   config_hash=cfg.hash(), git_commit=git_commit(), data_checksum=dataset.meta["label_checksum"],
                   experiment=cfg.experiment, confusion_matrix=matrix.cpu().tolist())
-    if multi_scale:
+    if scales:
         result["note"] = SCALES_NOTE
-    if ctx.is_main:
-        write_metrics(run_dir, result, default=not multi_scale and not flip and stages is None)
-        _sync(run_dir)
     return result
 
 

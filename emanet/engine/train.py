@@ -11,6 +11,7 @@ bases statistics are global (SyncBN on CUDA, a gloo version on CPU), only rank 0
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from emanet.engine.syncbn import convert_sync_batchnorm
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
+from emanet.pipeline import pretrained_path
 from emanet.tracking import Tracker, git_commit, read_run_info
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         torch.use_deterministic_algorithms(True)
     seed_everything(t.seed, ctx.rank)
     dataset = SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)), t.seed)
-    model = build_model(cfg.model, dataset.num_classes)
+    model = build_model(dataclasses.replace(cfg.model, pretrained=pretrained_path(cfg)), dataset.num_classes)
     if ctx.distributed:
         model = convert_sync_batchnorm(model, ctx.device)
     memory_format = torch.channels_last if t.channels_last else torch.preserve_format

@@ -1,0 +1,54 @@
+"""emanet bench complexity | latency."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from emanet.io import atomic_write_json
+
+
+def complexity(args: argparse.Namespace) -> int:
+    from emanet import bench
+
+    result = bench.complexity(args.backbone, args.size, args.output_stride, args.num_bases, args.stages, args.stem)
+    if args.output:
+        atomic_write_json(args.output, result)
+    print(json.dumps(result) if args.json else bench.format_complexity(result))
+    return 0
+
+
+def latency(args: argparse.Namespace) -> int:
+    from emanet import bench
+
+    result = bench.latency(args.channels, args.size, args.batch, min_run_time=args.min_run_time)
+    print(json.dumps(result) if args.json else bench.format_latency(result))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="cost and speed of the backbone and the heads",
+                           description="Regenerate Table 1's cost columns, or time the heads here.")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{complexity,latency}")
+    cx = bench_sub.add_parser("complexity", help="params / MACs / activation memory (Table 1)",
+                              description="Params, MACs (m*n*p rule) and activation bytes of the backbone and "
+                                          "each head's overhead; defaults are Table 1's setting.")
+    cx.add_argument("--backbone", default="resnet101", choices=["resnet50", "resnet101", "resnet152"])
+    cx.add_argument("--stem", default="deep", choices=["deep", "torchvision"])
+    cx.add_argument("--size", type=int, default=513, help="square input size (default 513)")
+    cx.add_argument("--output-stride", type=int, default=8, choices=[8, 16])
+    cx.add_argument("--num-bases", type=int, default=64, help="K of the EMA unit (default 64)")
+    cx.add_argument("--stages", type=int, default=3, help="T of the EMA unit (default 3)")
+    cx.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    cx.add_argument("--output", metavar="PATH", help="also write the JSON object to PATH (atomically)")
+    cx.set_defaults(handler=complexity)
+
+    lat = bench_sub.add_parser("latency", help="time each head's forward and forward+backward",
+                               description="Times fc0 + block of every head on this machine and prints "
+                                           "ratios against the EMA head.")
+    lat.add_argument("--channels", type=int, default=512, help="C of the heads (default 512)")
+    lat.add_argument("--size", type=int, default=65, help="feature map side (default 65 = 513 at OS 8)")
+    lat.add_argument("--batch", type=int, default=2, help="images per call (default 2: ASPP's pooled BN needs 2 to train)")
+    lat.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
+    lat.add_argument("--json", action="store_true")
+    lat.set_defaults(handler=latency)

@@ -1,0 +1,31 @@
+"""Argument helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_params_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", help="read paths, mirrors and the manifest from this params.yaml (pipeline mode)")
+    p.add_argument("--profile", help="with --params: tiny | paper (default: the file's profile)")
+
+
+def profile_config(args: argparse.Namespace):
+    """The profile's configuration when --params is given (pipeline mode), else None."""
+    if not args.params:
+        return None
+    from emanet.config import load_params, resolve
+
+    return resolve(load_params(args.params), args.profile)
+
+
+def need(value, flag: str):
+    if value is None:
+        raise ValueError(f"{flag} is required unless --params gives it")
+    return value
+
+
+def synth_dir(cfg) -> Path:
+    """The synthetic archives live beside the profile's manifest."""
+    return Path(need(cfg.sources.manifest, "sources.manifest")).parent

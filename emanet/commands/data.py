@@ -1,0 +1,106 @@
+"""emanet synth | download | prepare."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from emanet.commands.common import add_params_options, need, profile_config, synth_dir
+
+
+def synth(args: argparse.Namespace) -> int:
+    from emanet.data.synthetic import synthesize
+
+    cfg = profile_config(args)
+    if cfg is not None and not cfg.sources.synthetic:
+        raise ValueError(f"profile {cfg.profile!r} uses the real archives (sources.synthetic is false)")
+    out = args.out or (cfg and synth_dir(cfg))
+    sizes = tuple(int(v) for v in args.image_size.split(","))
+    print(synthesize(need(out, "--out"), args.images_per_split, args.seed, args.dataset or None, sizes))
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    from emanet.data import download as fetching
+    from emanet.data.catalog import WEIGHTS
+
+    cfg = profile_config(args)
+    mirrors, manifest, raw_dir = list(args.mirror), args.manifest, args.raw_dir
+    if cfg is not None:
+        raw_dir = raw_dir or (cfg.sources.weights_dir if args.name in WEIGHTS else cfg.sources.raw_dir)
+        mirrors += cfg.sources.mirrors
+        if cfg.sources.synthetic:
+            mirrors.append(synth_dir(cfg).resolve().as_uri())
+        manifest = manifest or cfg.sources.manifest
+    for path in fetching.fetch(args.name, need(raw_dir, "--raw-dir"), mirrors, manifest, progress=not args.quiet):
+        print(path)
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> int:
+    from emanet.data.prepare import OFFICIAL_COUNTS, prepare as convert
+
+    cfg = profile_config(args)
+    raw_dir = args.raw_dir or (cfg and cfg.sources.raw_dir)
+    out = args.out or (cfg and cfg.data.root)
+    manifest = args.manifest or (cfg and cfg.sources.manifest)
+    if args.no_count_check:
+        expected = None
+    elif manifest:
+        expected = json.loads(Path(manifest).read_text())["counts"][args.dataset]
+    else:
+        expected = OFFICIAL_COUNTS[args.dataset]
+    print(convert(args.dataset, need(raw_dir, "--raw-dir"), need(out, "--out"), expected, args.workers,
+                  progress=not args.quiet))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from emanet.data.catalog import DATASETS, WEIGHTS
+    from emanet.data.prepare import CONVERTERS
+    from emanet.data.synthetic import WRITERS
+
+    p = sub.add_parser("synth", help="write small archives in the official formats (tiny profile, tests)",
+                       description="Writes, for every archive the paper profile downloads, a small one with the "
+                                   "official name, layout and formats, plus manifest.json (name, size, sha256, "
+                                   "split counts) for `emanet download --manifest` and `emanet prepare --manifest`.")
+    p.add_argument("--out", help="folder for the archives (default with --params: beside sources.manifest)")
+    add_params_options(p)
+    p.add_argument("--images-per-split", type=int, default=12, help="images per split (default 12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", default="80,128", metavar="MIN,MAX", help="image side range (default 80,128)")
+    p.add_argument("--dataset", action="append", choices=list(WRITERS), help="only these (repeatable)")
+    p.set_defaults(handler=synth)
+
+    p = sub.add_parser("download", help="fetch a dataset's archives or an ImageNet checkpoint, verified",
+                       description="Resumable, checksummed download of every file NAME needs. Mirrors are "
+                                   "tried first (each a base URL holding the files under their names), then "
+                                   "the catalog's URLs. file:// and http(s):// URLs work.")
+    p.add_argument("name", choices=[*DATASETS, *WEIGHTS], metavar="NAME",
+                   help=f"one of: {', '.join([*DATASETS, *WEIGHTS])}")
+    p.add_argument("--raw-dir", help="folder for the downloaded files (default with --params: sources.raw_dir, "
+                                     "or sources.weights_dir for checkpoints)")
+    add_params_options(p)
+    p.add_argument("--mirror", action="append", default=[], metavar="URL", help="mirror base URL (repeatable)")
+    p.add_argument("--manifest", metavar="PATH",
+                   help="JSON manifest (name, size, sha256) whose checksums replace the catalog's")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=download)
+
+    p = sub.add_parser("prepare", help="convert official archives or trees to the uniform layout",
+                       description="Converts DATASET from its downloaded archives (or an extracted official tree, "
+                                   "or for voc an existing SegmentationClassAug/) into OUT/DATASET/{images,labels,"
+                                   "splits,meta.json}. The official split counts are asserted unless told otherwise.")
+    p.add_argument("dataset", choices=sorted(CONVERTERS))
+    p.add_argument("--raw-dir", help="folder with the archives or extracted trees (default with --params: "
+                                     "sources.raw_dir)")
+    p.add_argument("--out", help="output root, the dataset goes to OUT/DATASET (default with --params: data.root)")
+    add_params_options(p)
+    checks = p.add_mutually_exclusive_group()
+    checks.add_argument("--no-count-check", action="store_true", help="do not assert split counts")
+    checks.add_argument("--manifest", metavar="PATH", help="assert the counts of an `emanet synth` manifest instead")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="conversion processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=prepare)
