@@ -1,20 +1,18 @@
-# emanet pipeline entry point (Snakemake). Every rule is one `emanet ...` command; the logic lives in
-# the package, the values in params.yaml. Run: `snakemake -c2` (tiny profile by default),
-# `snakemake -c2 --config profile=paper` for the real recipe.
-import sys
+# emanet pipeline (Snakemake): `snakemake -c2` reruns the whole paper on the profile in params.yaml
+# (tiny by default); `snakemake -c2 --config profile=paper` for the real recipe; on a cluster
+# `snakemake --workflow-profile workflow/profiles/slurm`. Every rule is one `emanet ...` command: the
+# logic lives in the package, the values in params.yaml.
 
 configfile: "params.yaml"
 
-PROFILE = config["profile"]
-RESULTS = f"results/{PROFILE}"
-# The interpreter running Snakemake is the project's venv; jobs call the CLI through it.
-EMANET = f"{sys.executable} -m emanet.cli"
 
-
-include: "workflow/rules/bench.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/bench/complexity.json",
+        f"{RESULTS}/report/report.html",

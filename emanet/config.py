@@ -198,7 +198,7 @@ def parse_set(assignments: list[str]) -> dict:
     return nested
 
 
-RESERVED = ("profile", "profiles", "experiments", "tables")
+RESERVED = ("profile", "profiles", "experiments", "tables", "datasets")
 
 
 def resolve(params: dict, profile: str | None = None, overrides: list[str] | None = None,

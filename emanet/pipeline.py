@@ -100,7 +100,12 @@ def configs(params: dict, profile: str | None = None) -> dict[str, Config]:
 
 
 def datasets(params: dict, profile: str | None = None) -> list[str]:
-    return sorted({cfg.data.dataset for cfg in configs(params, profile).values()})
+    """params.yaml's ``datasets``, checked against what the experiments train on."""
+    used = {cfg.data.dataset for cfg in configs(params, profile).values()}
+    listed = set(params.get("datasets") or [])
+    if listed != used:
+        raise ConfigError(f"datasets: lists {sorted(listed)} but the experiments use {sorted(used)}")
+    return sorted(used)
 
 
 def weights_name(cfg: Config) -> str:

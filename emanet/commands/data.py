@@ -14,8 +14,9 @@ def synth(args: argparse.Namespace) -> int:
     from emanet.data.synthetic import synthesize
 
     cfg = profile_config(args)
-    if cfg is not None and not cfg.sources.synthetic:
-        raise ValueError(f"profile {cfg.profile!r} uses the real archives (sources.synthetic is false)")
+    if cfg is not None and not cfg.sources.synthetic:  # keep the pipelines' stage list the same in every profile
+        print(f"profile {cfg.profile!r} downloads the real archives (sources.synthetic is false): nothing to do")
+        return 0
     out = args.out or (cfg and synth_dir(cfg))
     sizes = tuple(int(v) for v in args.image_size.split(","))
     print(synthesize(need(out, "--out"), args.images_per_split, args.seed, args.dataset or None, sizes))
@@ -27,6 +28,8 @@ def download(args: argparse.Namespace) -> int:
     from emanet.data.catalog import WEIGHTS
 
     cfg = profile_config(args)
+    if args.name == "weights":
+        return _download_weights(args, cfg)
     mirrors, manifest, raw_dir = list(args.mirror), args.manifest, args.raw_dir
     if cfg is not None:
         raw_dir = raw_dir or (cfg.sources.weights_dir if args.name in WEIGHTS else cfg.sources.raw_dir)
@@ -34,8 +37,26 @@ def download(args: argparse.Namespace) -> int:
         if cfg.sources.synthetic:
             mirrors.append(synth_dir(cfg).resolve().as_uri())
         manifest = manifest or cfg.sources.manifest
-    for path in fetching.fetch(args.name, need(raw_dir, "--raw-dir"), mirrors, manifest, progress=not args.quiet):
-        print(path)
+    paths = fetching.fetch(args.name, need(raw_dir, "--raw-dir"), mirrors, manifest, progress=not args.quiet)
+    fetching.write_receipt(Path(raw_dir) / "receipts" / f"{args.name}.json", paths)
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+def _download_weights(args: argparse.Namespace, cfg) -> int:
+    """Every ImageNet checkpoint the profile's experiments need (none for tiny), and a receipt."""
+    from emanet import pipeline
+    from emanet.config import load_params
+    from emanet.data import download as fetching
+
+    if cfg is None:
+        raise ValueError("`emanet download weights` needs --params (it downloads what the experiments use)")
+    names = pipeline.weights(load_params(args.params), cfg.profile)
+    folder = Path(cfg.sources.weights_dir)
+    paths = [p for name in names for p in fetching.fetch(name, folder, list(args.mirror) + cfg.sources.mirrors,
+                                                        args.manifest, progress=not args.quiet)]
+    fetching.write_receipt(folder / "receipt.json", paths)
+    print("\n".join(map(str, paths)) or f"{cfg.profile}: no ImageNet checkpoint needed")
     return 0
 
 
@@ -78,8 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Resumable, checksummed download of every file NAME needs. Mirrors are "
                                    "tried first (each a base URL holding the files under their names), then "
                                    "the catalog's URLs. file:// and http(s):// URLs work.")
-    p.add_argument("name", choices=[*DATASETS, *WEIGHTS], metavar="NAME",
-                   help=f"one of: {', '.join([*DATASETS, *WEIGHTS])}")
+    p.add_argument("name", choices=[*DATASETS, *WEIGHTS, "weights"], metavar="NAME",
+                   help=f"one of: {', '.join([*DATASETS, *WEIGHTS])}; or 'weights' with --params: every "
+                        "checkpoint the profile's experiments need")
     p.add_argument("--raw-dir", help="folder for the downloaded files (default with --params: sources.raw_dir, "
                                      "or sources.weights_dir for checkpoints)")
     add_params_options(p)

@@ -22,9 +22,22 @@ def train(args: argparse.Namespace) -> int:
     from emanet.engine.train import train as run_training
 
     params, cfg, run_dir = resolve_run(args)
+    if args.replace_changed:
+        _set_aside_if_changed(run_dir, cfg.hash())
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     return 0
+
+
+def _set_aside_if_changed(run_dir: Path, config_hash: str) -> None:
+    """Move a run folder of another configuration to ``<run>.replaced-<its hash>`` (nothing is deleted)."""
+    from emanet.tracking import read_run_info
+
+    old = read_run_info(run_dir).get("config_hash")
+    if old and old != config_hash:
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{old}")
+        run_dir.rename(target)
+        print(f"{run_dir}: configuration changed ({old} -> {config_hash}); the old run is kept in {target}")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -72,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Trains an experiment of params.yaml with the official recipe. Start it with "
                                    "torchrun for several processes. Rerunning the same command resumes.")
     _run_options(p)
+    p.add_argument("--replace-changed", action="store_true",
+                   help="if the run folder holds another configuration, set it aside and start afresh "
+                        "(what the pipelines do when params change)")
     p.set_defaults(handler=train)
 
     p = sub.add_parser("evaluate", help="mIoU of a trained experiment, single-scale or MS+flip",

@@ -51,6 +51,13 @@ def fetch(name: str, raw_dir: str | Path, mirrors: Iterable[str] = (), manifest:
     return [download(_apply_manifest(e, pins), raw_dir, mirrors, progress) for e in DATASETS[name]]
 
 
+def write_receipt(path: Path, paths: list[Path]) -> Path:
+    """A small file naming what a download stage verified: the stage's output for the pipelines."""
+    from emanet.io import atomic_write_json
+
+    return atomic_write_json(path, {"files": [{"name": p.name, "size": p.stat().st_size} for p in paths]})
+
+
 def fetch_weights(entry: WeightsEntry, dest_dir: str | Path, mirrors: list[str], pins: dict[str, dict],
                   progress: bool = True) -> Path:
     """Download a checkpoint; for a zipped one, extract its ``.pth`` and verify the member's digest."""

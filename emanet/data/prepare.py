@@ -148,6 +148,8 @@ def prepare(dataset: str, raw_dir: str | Path, out: str | Path, expected_counts:
         if (final / "meta.json").is_file():
             log.info("%s: already prepared", final)
             return final
+        if final.exists():  # no meta.json: not ours, or left by an older layout; never trusted
+            raise DataError(f"{final}: exists but has no meta.json; remove it to prepare {dataset} again")
         conv = CONVERTERS[dataset](raw_dir)
         if expected_counts is not None:
             check_counts(conv, expected_counts)

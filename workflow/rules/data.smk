@@ -1,0 +1,67 @@
+# Data stages: synthetic archives (tiny profile), verified downloads, conversion to the uniform layout.
+
+
+rule synth:
+    output:
+        directory(SYNTH),
+    log:
+        f"{RESULTS}/logs/synth.log",
+    params:
+        emanet=EMANET,
+        sources=BASE.sources,
+    conda:
+        "../../environment.yml"
+    shell:
+        "mkdir -p {output} && {params.emanet} synth --params params.yaml --profile {PROFILE} > {log} 2>&1"
+
+
+rule download:
+    input:
+        SYNTH,
+    output:
+        f"{RAW}/receipts/{{dataset}}.json",
+    log:
+        f"{RESULTS}/logs/download_{{dataset}}.log",
+    params:
+        emanet=EMANET,
+        sources=BASE.sources,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.emanet} download {wildcards.dataset} --params params.yaml --profile {PROFILE} --quiet > {log} 2>&1"
+
+
+rule weights:
+    input:
+        SYNTH,
+    output:
+        WEIGHTS_RECEIPT,
+    log:
+        f"{RESULTS}/logs/weights.log",
+    params:
+        emanet=EMANET,
+        needed=pipeline.weights(config, PROFILE),
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.emanet} download weights --params params.yaml --profile {PROFILE} --quiet > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        f"{RAW}/receipts/{{dataset}}.json",
+    output:
+        directory(f"{PREPARED}/{{dataset}}"),
+    log:
+        f"{RESULTS}/logs/prepare_{{dataset}}.log",
+    params:
+        emanet=EMANET,
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.emanet} prepare {wildcards.dataset} --params params.yaml --profile {PROFILE} "
+        "--workers {threads} --quiet > {log} 2>&1"

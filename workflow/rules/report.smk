@@ -1,0 +1,31 @@
+# Table 1's cost columns, then every table and figure beside the paper's numbers.
+
+
+rule complexity:
+    output:
+        f"{RESULTS}/bench/complexity.json",
+    log:
+        f"{RESULTS}/logs/complexity.log",
+    params:
+        emanet=EMANET,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.emanet} bench complexity --output {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        expand(f"{RESULTS}/runs/{{experiment}}/evaluation.json", experiment=EXPERIMENTS),
+        f"{RESULTS}/bench/complexity.json",
+    output:
+        f"{RESULTS}/report/report.html",
+    log:
+        f"{RESULTS}/logs/report.log",
+    params:
+        emanet=EMANET,
+        tables=config["tables"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.emanet} report --profile {PROFILE} > {log} 2>&1"

@@ -1,0 +1,57 @@
+# One training and one evaluation per experiment; an experiment shared by several tables trains once.
+# A job with N GPUs runs one torchrun with N processes inside one Slurm task (tasks=0 stops the Slurm
+# executor from adding --ntasks-per-gpu, which would start the script once per GPU).
+
+
+def _launcher(wildcards, threads):
+    if GPUS > 1:
+        return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={GPUS} -m emanet.cli"
+    return EMANET
+
+
+rule train:
+    input:
+        data=lambda w: f"{PREPARED}/{CONFIGS[w.experiment].data.dataset}",
+        weights=WEIGHTS_RECEIPT,
+    output:
+        f"{RESULTS}/runs/{{experiment}}/model.pt",
+    log:
+        f"{RESULTS}/logs/train_{{experiment}}.log",
+    params:
+        launcher=_launcher,
+        config_hash=lambda w: CONFIGS[w.experiment].hash(),
+    threads: 1 if GPUS == 0 else 16
+    resources:
+        gpu=GPUS,
+        tasks=0,
+        cpus_per_gpu=4,
+        mem_mb=4000 if GPUS == 0 else 64000,
+        runtime=60 if GPUS == 0 else 1440,
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.experiment} "
+        "--profile {PROFILE} --replace-changed > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        f"{RESULTS}/runs/{{experiment}}/model.pt",
+    output:
+        f"{RESULTS}/runs/{{experiment}}/evaluation.json",
+    log:
+        f"{RESULTS}/logs/evaluate_{{experiment}}.log",
+    params:
+        emanet=EMANET,
+        protocols=lambda w: pipeline.protocols(config, w.experiment),
+        scales=BASE.eval.scales,
+    threads: 1 if GPUS == 0 else 8
+    resources:
+        gpu=min(GPUS, 1),
+        mem_mb=4000 if GPUS == 0 else 32000,
+        runtime=30 if GPUS == 0 else 240,
+    conda:
+        "../../environment.yml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.emanet} evaluate --experiment {wildcards.experiment} "
+        "--profile {PROFILE} --for-tables > {log} 2>&1"
