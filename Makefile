@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The end-to-end path that exists today: Table 1's cost columns and the heads' speed on this machine.
+# The whole paper on the embedded tiny profile (CPU): synthetic archives in the official formats,
+# download, prepare, every experiment trained and evaluated, MLflow, the report. A rerun does nothing.
 demo: $(STAMP)
-	$(EMANET) bench complexity --output results/tiny/bench/complexity.json
-	$(EMANET) bench latency --size 17 --min-run-time 0.2
+	$(VENV)/bin/snakemake -c2 --quiet rules
+	@echo; cat results/tiny/report/report.md; echo
+	@echo "Report: results/tiny/report/report.html   MLflow: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$PWD/mlflow.db"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -96,6 +96,7 @@ class TrainConfig:
     log_interval: int
     seed: int
     device: str
+    cpu_threads: int
     amp: str
     channels_last: bool
     deterministic: bool

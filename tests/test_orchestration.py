@@ -1,45 +1,83 @@
-"""Snakemake and DVC declare the same stages, and both really run them (in a temporary copy)."""
+"""Snakemake and DVC declare the same stages and outputs, and both really run the pipeline."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from emanet import pipeline
+from emanet.config import load_params
+
 BIN = Path(sys.executable).parent
 PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "params.yaml", "environment.yml", "emanet")
+KEEP = ("ema512", "fcn")
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
+def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@localhost", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@localhost")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+               GIT_COMMITTER_EMAIL="t@localhost", MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture
-def workdir(tmp_path, root) -> Path:
+def _copy_project(root: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
     for name in PIPELINE_FILES:
         src = root / name
         if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(src, tmp_path / name)
-    return tmp_path
+            shutil.copy(src, dest / name)
+    return dest
 
 
-def test_both_orchestrators_declare_the_same_stages(root):
-    dvc_stages = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
-    rules = _run([str(BIN / "snakemake"), "--list-rules"], root).split()
-    assert dvc_stages == set(rules) - {"all"}
+def cut_down(params: dict, iterations: int = 30) -> dict:
+    """The tiny profile with two experiments on VOC, the tables reduced to the rows they fill."""
+    params["experiments"] = {k: v for k, v in params["experiments"].items() if k in KEEP}
+    params["datasets"] = ["voc"]
+    tables = {}
+    for name, table in params["tables"].items():
+        rows = [r for r in table["rows"] if r.get("experiment", KEEP[0]) in KEEP]
+        if any("experiment" in r for r in rows):
+            tables[name] = {**table, "rows": rows}
+    params["tables"] = tables
+    params["profiles"]["tiny"]["train"]["iterations"] = iterations
+    params["profiles"]["tiny"]["experiments"] = {}
+    return params
+
+
+def test_both_orchestrators_declare_the_same_stages_and_outputs(root):
+    params = load_params(root / "params.yaml")
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    rules = set(re.findall(r"^(\w+)\s+\d+$", _run([str(BIN / "snakemake"), "-n", "--forceall", "--quiet", "rules"],
+                                                   root), re.M)) - {"all", "total"}
+    assert set(dvc) == rules
+    profile = params["profile"]
+    expanded = set()
+    for name, stage in dvc.items():
+        items = params[stage["foreach"][2:-1]] if "foreach" in stage else [None]
+        body = stage.get("do", stage)
+        for item in items:
+            for out in body.get("outs", []) + body.get("metrics", []):
+                path = next(iter(out)) if isinstance(out, dict) else out
+                expanded.add(path.replace("${profile}", profile).replace("${item}", str(item))
+                             .replace("${key}", str(item)))
+    dry = _run([str(BIN / "snakemake"), "-n", "--forceall"], root)
+    smk_outputs = set(re.findall(r"^\s+output: (.+)$", dry, re.M))
+    smk_outputs = {p.strip() for line in smk_outputs for p in line.split(",")}
+    assert expanded == smk_outputs
+    assert {f"results/{profile}/runs/{e}/model.pt" for e in pipeline.experiments(params)} <= expanded
 
 
 def test_snakemake_lint_is_clean(root):
@@ -47,17 +85,36 @@ def test_snakemake_lint_is_clean(root):
 
 
 @pytest.mark.slow
-def test_snakemake_and_dvc_produce_the_same_outputs(workdir):
-    profile = yaml.safe_load((workdir / "params.yaml").read_text())["profile"]
-    out = workdir / "results" / profile / "bench" / "complexity.json"
-    _run([str(BIN / "snakemake"), "-c1"], workdir)
-    by_snakemake = json.loads(out.read_text())
-    assert "Nothing to be done" in _run([str(BIN / "snakemake"), "-c1"], workdir)
-    out.unlink()
+def test_snakemake_and_dvc_run_the_pipeline_to_the_same_metrics(tmp_path, root):
+    smk = _copy_project(root, tmp_path / "smk")
+    dvc = _copy_project(root, tmp_path / "dvc")
+    for work in (smk, dvc):
+        params = cut_down(yaml.safe_load((work / "params.yaml").read_text()))
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    _run(["git", "init", "-q"], workdir)
-    _run([str(BIN / "dvc"), "init", "-q"], workdir)
-    _run([str(BIN / "dvc"), "repro"], workdir)
-    assert json.loads(out.read_text()) == by_snakemake
-    assert by_snakemake["heads"]["ema512"]["params"] == 9_996_800
-    assert "up to date" in _run([str(BIN / "dvc"), "repro"], workdir)
+    _run([str(BIN / "snakemake"), "-c2"], smk)
+    report = smk / "results/tiny/report/report.html"
+    assert report.exists() and "NOT comparable" in report.read_text()
+    start = time.monotonic()
+    assert "Nothing to be done" in _run([str(BIN / "snakemake"), "-c2"], smk)
+    assert time.monotonic() - start < 60
+
+    _run(["git", "init", "-q"], dvc)
+    _run([str(BIN / "dvc"), "init", "-q"], dvc)
+    _run([str(BIN / "dvc"), "repro"], dvc)
+    for experiment in KEEP:
+        by_smk = json.loads((smk / f"results/tiny/runs/{experiment}/metrics.json").read_text())
+        by_dvc = json.loads((dvc / f"results/tiny/runs/{experiment}/metrics.json").read_text())
+        assert by_smk["confusion_matrix"] == by_dvc["confusion_matrix"], experiment
+        assert by_smk["config_hash"] == by_dvc["config_hash"]
+    start = time.monotonic()
+    assert "up to date" in _run([str(BIN / "dvc"), "repro"], dvc)
+    assert time.monotonic() - start < 60
+
+    # changing one experiment's params reruns only that experiment
+    params = yaml.safe_load((smk / "params.yaml").read_text())
+    params["experiments"]["fcn"]["model"]["dropout"] = 0.2
+    (smk / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = _run([str(BIN / "snakemake"), "-n", "-c2"], smk)
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, re.M))
+    assert jobs.get("train") == "1" and jobs.get("evaluate") == "1", dry[-2000:]

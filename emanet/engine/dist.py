@@ -57,8 +57,13 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def init(device_preference: str) -> DistContext:
-    """Join the process group if launched with several processes; return who and where we are."""
+def init(device_preference: str, cpu_threads: int = 0) -> DistContext:
+    """Join the process group if launched with several processes; return who and where we are.
+
+    ``cpu_threads`` > 0 fixes torch's intra-op threads: CPU floating-point results depend on it.
+    """
+    if cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
     rank, world, local_rank = _env_ranks()
     device = resolve_device(device_preference, local_rank)
     if world > 1 and not dist.is_initialized():

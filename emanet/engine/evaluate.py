@@ -87,7 +87,7 @@ def evaluate(cfg: Config, run_dir: Path, protocols: Sequence[str], scales: Seque
     Rank 0 writes ``metrics.json`` (``ss``) or ``metrics_<protocol>.json`` per protocol, and returns
     {protocol: metrics}. Predictions are saved for the first protocol only.
     """
-    ctx = edist.init(cfg.train.device)
+    ctx = edist.init(cfg.train.device, cfg.train.cpu_threads)
     try:
         return _evaluate(cfg, Path(run_dir), ctx, list(protocols), scales, split, save_predictions)
     finally:

@@ -115,7 +115,7 @@ def _gather_rng() -> list:
 
 def train(cfg: Config, run_dir: Path, tags: dict[str, str] | None = None) -> Path:
     """Train ``cfg`` into ``run_dir`` (resuming if a checkpoint is there); return the final weights' path."""
-    ctx = edist.init(cfg.train.device)
+    ctx = edist.init(cfg.train.device, cfg.train.cpu_threads)
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.ERROR)
     try:

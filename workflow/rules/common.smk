@@ -21,6 +21,14 @@ EMANET = f"{sys.executable} -m emanet.cli"
 GPUS = 4 if PROFILE == "paper" else 0
 
 
+def launcher(wildcards, threads):
+    """One torchrun with all the node's GPUs inside one Slurm task, or the plain CLI on a CPU."""
+    if GPUS > 1:
+        return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={GPUS} -m emanet.cli"
+    return EMANET
+
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     experiment="|".join(EXPERIMENTS),

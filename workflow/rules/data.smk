@@ -7,12 +7,13 @@ rule synth:
     log:
         f"{RESULTS}/logs/synth.log",
     params:
+        profile=PROFILE,
         emanet=EMANET,
         sources=BASE.sources,
     conda:
         "../../environment.yml"
     shell:
-        "mkdir -p {output} && {params.emanet} synth --params params.yaml --profile {PROFILE} > {log} 2>&1"
+        "mkdir -p {output} && {params.emanet} synth --params params.yaml --profile {params.profile} > {log} 2>&1"
 
 
 rule download:
@@ -23,12 +24,13 @@ rule download:
     log:
         f"{RESULTS}/logs/download_{{dataset}}.log",
     params:
+        profile=PROFILE,
         emanet=EMANET,
         sources=BASE.sources,
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} download {wildcards.dataset} --params params.yaml --profile {PROFILE} --quiet > {log} 2>&1"
+        "{params.emanet} download {wildcards.dataset} --params params.yaml --profile {params.profile} --quiet > {log} 2>&1"
 
 
 rule weights:
@@ -39,12 +41,13 @@ rule weights:
     log:
         f"{RESULTS}/logs/weights.log",
     params:
+        profile=PROFILE,
         emanet=EMANET,
         needed=pipeline.weights(config, PROFILE),
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} download weights --params params.yaml --profile {PROFILE} --quiet > {log} 2>&1"
+        "{params.emanet} download weights --params params.yaml --profile {params.profile} --quiet > {log} 2>&1"
 
 
 rule prepare:
@@ -55,6 +58,7 @@ rule prepare:
     log:
         f"{RESULTS}/logs/prepare_{{dataset}}.log",
     params:
+        profile=PROFILE,
         emanet=EMANET,
     threads: 2
     resources:
@@ -63,5 +67,5 @@ rule prepare:
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} prepare {wildcards.dataset} --params params.yaml --profile {PROFILE} "
+        "{params.emanet} prepare {wildcards.dataset} --params params.yaml --profile {params.profile} "
         "--workers {threads} --quiet > {log} 2>&1"

@@ -23,9 +23,10 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     params:
+        profile=PROFILE,
         emanet=EMANET,
         tables=config["tables"],
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} report --profile {PROFILE} > {log} 2>&1"
+        "{params.emanet} report --profile {params.profile} > {log} 2>&1"

@@ -3,12 +3,6 @@
 # executor from adding --ntasks-per-gpu, which would start the script once per GPU).
 
 
-def _launcher(wildcards, threads):
-    if GPUS > 1:
-        return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={GPUS} -m emanet.cli"
-    return EMANET
-
-
 rule train:
     input:
         data=lambda w: f"{PREPARED}/{CONFIGS[w.experiment].data.dataset}",
@@ -18,9 +12,10 @@ rule train:
     log:
         f"{RESULTS}/logs/train_{{experiment}}.log",
     params:
-        launcher=_launcher,
+        profile=PROFILE,
+        launcher=launcher,
         config_hash=lambda w: CONFIGS[w.experiment].hash(),
-    threads: 1 if GPUS == 0 else 16
+    threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 16
     resources:
         gpu=GPUS,
         tasks=0,
@@ -31,7 +26,7 @@ rule train:
         "../../environment.yml"
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.experiment} "
-        "--profile {PROFILE} --replace-changed > {log} 2>&1"
+        "--profile {params.profile} --replace-changed > {log} 2>&1"
 
 
 rule evaluate:
@@ -42,10 +37,11 @@ rule evaluate:
     log:
         f"{RESULTS}/logs/evaluate_{{experiment}}.log",
     params:
+        profile=PROFILE,
         emanet=EMANET,
         protocols=lambda w: pipeline.protocols(config, w.experiment),
         scales=BASE.eval.scales,
-    threads: 1 if GPUS == 0 else 8
+    threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 8
     resources:
         gpu=min(GPUS, 1),
         mem_mb=4000 if GPUS == 0 else 32000,
@@ -54,4 +50,4 @@ rule evaluate:
         "../../environment.yml"
     shell:
         "OMP_NUM_THREADS={threads} {params.emanet} evaluate --experiment {wildcards.experiment} "
-        "--profile {PROFILE} --for-tables > {log} 2>&1"
+        "--profile {params.profile} --for-tables > {log} 2>&1"
