@@ -143,7 +143,8 @@ def _metric_points(run_dir: Path) -> list[tuple[str, int, float]]:
 class Tracker:
     """Rank 0's tracker for one run folder; every MLflow failure is caught, and later replayed."""
 
-    RETRY_SECONDS = 30.0
+    #: how long to wait before trying a lost server again (EMANET_TRACKING_RETRY_SECONDS overrides)
+    RETRY_SECONDS = float(os.environ.get("EMANET_TRACKING_RETRY_SECONDS", "30"))
 
     def __init__(self, run_dir: Path, enabled: bool, uri: str | None, experiment: str, run_name: str,
                  params: dict[str, Any], tags: dict[str, str]):
@@ -203,3 +204,22 @@ class Tracker:
         _write_run_info(self.run_dir, info)
         if self.enabled:
             self._connect()
+
+
+def metrics_from_mlflow(uri: str, experiment_name: str) -> dict[str, dict]:
+    """{experiment: {"run_id", protocol: mIoU in [0, 1], ...}} from ``mlflow.search_runs`` alone
+    (the newest finished run of each experiment), to rebuild tables without the run folders."""
+    import mlflow
+
+    _client(uri)
+    runs = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"])
+    found: dict[str, dict] = {}
+    for _, run in runs.iterrows():
+        name = run.get("tags.experiment")
+        if not name or name in found:
+            continue
+        metrics = {col[len("metrics."):-len("/miou")]: float(run[col]) for col in runs.columns
+                   if col.startswith("metrics.") and col.endswith("/miou") and run[col] == run[col]}
+        found[name] = {"run_id": run["run_id"], **metrics}
+    return found

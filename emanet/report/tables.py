@@ -80,8 +80,18 @@ def _cost_cell(complexity: dict | None, key: str | None, field_name: str, bench_
     return Cell(ours=None, text=_format_cost(field_name, value, head), source=str(bench_file))
 
 
-def build_tables(params: dict, results_root: Path) -> list[Table]:
-    """Fill every table of params.yaml from ``results_root/runs/*`` and ``results_root/bench``."""
+def mlflow_cell(runs: dict[str, dict], experiment: str, protocol: str) -> Cell:
+    """A metric cell from :func:`emanet.tracking.metrics_from_mlflow`'s summary."""
+    run = runs.get(experiment)
+    if run is None or protocol not in run:
+        return Cell(missing=f"no finished MLflow run of {experiment} with {protocol}/miou")
+    value = 100.0 * run[protocol]
+    return Cell(ours=value, text=f"{value:.2f}", mlflow_run=run["run_id"])
+
+
+def build_tables(params: dict, results_root: Path, mlflow_runs: dict[str, dict] | None = None) -> list[Table]:
+    """Fill every table of params.yaml from ``results_root/runs/*`` and ``results_root/bench``, or, with
+    ``mlflow_runs``, the metric cells from MLflow alone."""
     validate_tables(params)
     bench_file = results_root / "bench" / "complexity.json"
     complexity = json.loads(bench_file.read_text()) if bench_file.exists() else None
@@ -94,7 +104,12 @@ def build_tables(params: dict, results_root: Path) -> list[Table]:
                 kind, _, value = column["source"].partition(":")
                 if kind == "metric":
                     experiment = row_spec.get("experiment")
-                    cell = _metric_cell(results_root / "runs" / experiment, value) if experiment else Cell()
+                    if not experiment:
+                        cell = Cell()
+                    elif mlflow_runs is not None:
+                        cell = mlflow_cell(mlflow_runs, experiment, value)
+                    else:
+                        cell = _metric_cell(results_root / "runs" / experiment, value)
                 else:
                     cell = _cost_cell(complexity, row_spec.get("cost"), value, bench_file)
                 cell.paper = (row_spec.get("paper") or {}).get(column["key"])

@@ -1,0 +1,115 @@
+"""Beyond one machine, for real: Snakemake through a single-node Slurm, a PostgreSQL-backed MLflow
+server shared by the pipeline, and that server going away in the middle of a training run.
+
+The servers are started and stopped by the tests (tests/helpers/services.py); without the Debian
+packages (or root) the tests are skipped with the reason. `.ci/run` installs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from emanet import tracking_server
+from tests.helpers.mlflow_server import free_port
+from tests.helpers.runs import ROOT, run_args
+from tests.helpers.services import Postgres, Slurm
+from tests.test_orchestration import BIN, KEEP, _copy_project, cut_down
+
+pytestmark = pytest.mark.slow
+
+
+def _project(tmp_path: Path, name: str) -> Path:
+    work = _copy_project(ROOT, tmp_path / name)
+    params = cut_down(yaml.safe_load((work / "params.yaml").read_text()))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return work
+
+
+def _snakemake(work: Path, env: dict, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(env, PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    # the failure mode of Snakemake-on-Slurm is a hang, not an error: interrupt, then kill
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), str(BIN / "snakemake"), *extra]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _matrix(work: Path, experiment: str) -> list:
+    return json.loads((work / f"results/tiny/runs/{experiment}/metrics.json").read_text())["confusion_matrix"]
+
+
+def test_slurm_pipeline_submits_every_training_with_sbatch_and_matches_a_local_run(tmp_path):
+    local, cluster = _project(tmp_path, "local"), _project(tmp_path, "cluster")
+    with Slurm(tmp_path) as slurm:
+        env = dict(slurm.env, MLFLOW_TRACKING_URI=f"sqlite:///{cluster}/mlflow.db")
+        _snakemake(cluster, env, "--workflow-profile", "workflow/profiles/slurm-local")
+    _snakemake(local, dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{local}/mlflow.db"), "-c2")
+    for experiment in KEEP:
+        info = json.loads((cluster / f"results/tiny/runs/{experiment}/run.json").read_text())
+        assert info["slurm_job_ids"], f"{experiment} did not run under Slurm"
+        assert _matrix(cluster, experiment) == _matrix(local, experiment)
+    mlflow.set_tracking_uri(f"sqlite:///{cluster}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["emanet/tiny/voc"])
+    assert set(runs["tags.experiment"]) == set(KEEP)
+    assert runs["tags.slurm_job_id"].notna().all(), "every training run carries its Slurm job id"
+
+
+def test_pipeline_against_a_postgres_backed_server_and_a_table_from_mlflow_alone(tmp_path):
+    work = _project(tmp_path, "work")
+    port = free_port()
+    with Postgres(tmp_path) as pg:
+        server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port, log_file=tmp_path / "mlflow.log")
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _snakemake(work, dict(os.environ, MLFLOW_TRACKING_URI=url), "-c2")
+            from_mlflow = subprocess.run(
+                [str(BIN / "emanet"), "report", "--from-mlflow", url, "--table", "table1"], cwd=work,
+                capture_output=True, text=True, check=True).stdout
+        finally:
+            tracking_server.stop(server)
+    from_folders = (work / "results/tiny/report/table1.md").read_text()
+    assert from_mlflow.strip() == from_folders.strip()
+    assert "EMANet (512) | " in from_mlflow and "missing" not in from_mlflow.split("EMANet (512)")[1].split("\n")[0]
+
+
+def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_root):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with Postgres(tmp_path) as pg:
+        server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port, log_file=tmp_path / "mlflow.log")
+        args = run_args("train", tmp_path / "out", prepared_root, "train.iterations=200", "train.log_interval=5",
+                        "train.batch_size=4", "tracking.enabled=true")
+        env = dict(os.environ, MLFLOW_TRACKING_URI=url, EMANET_TRACKING_RETRY_SECONDS="1", OMP_NUM_THREADS="1")
+        training = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = tmp_path / "out/runs/ema512/train_log.csv"
+        try:
+            while not log.exists() or log.read_text().count("\n") < 4:
+                assert training.poll() is None, training.stderr.read()
+                time.sleep(0.2)
+            tracking_server.stop(server)          # the server goes away mid-run ...
+            time.sleep(3)
+            assert training.poll() is None, "training must go on without the server"
+            server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port,
+                                           log_file=tmp_path / "mlflow.log")   # ... and comes back
+            _, stderr = training.communicate(timeout=600)
+            assert training.returncode == 0, stderr[-3000:]
+            assert "is unreachable" in stderr and "answers again" in stderr
+            run_id = json.loads((tmp_path / "out/runs/ema512/run.json").read_text())["mlflow_run_id"]
+            client = mlflow.MlflowClient(url)
+            steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+            logged = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
+            assert sorted(steps) == logged == list(range(5, 201, 5)), "every point once, none lost"
+            assert client.get_run(run_id).info.status == "FINISHED"
+        finally:
+            training.kill()
+            tracking_server.stop(server)
