@@ -86,7 +86,8 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
     url = f"http://127.0.0.1:{port}"
     with Postgres(tmp_path) as pg:
         server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port, log_file=tmp_path / "mlflow.log")
-        args = run_args("train", tmp_path / "out", prepared_root, "train.iterations=200", "train.log_interval=5",
+        # long enough (about 40 s) for the server to be stopped and restarted while it trains
+        args = run_args("train", tmp_path / "out", prepared_root, "train.iterations=600", "train.log_interval=10",
                         "train.batch_size=4", "tracking.enabled=true")
         env = dict(os.environ, MLFLOW_TRACKING_URI=url, EMANET_TRACKING_RETRY_SECONDS="1", OMP_NUM_THREADS="1")
         training = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=env,
@@ -99,8 +100,10 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
             tracking_server.stop(server)          # the server goes away mid-run ...
             time.sleep(3)
             assert training.poll() is None, "training must go on without the server"
+            rows_while_down = log.read_text().count("\n")
             server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port,
                                            log_file=tmp_path / "mlflow.log")   # ... and comes back
+            assert training.poll() is None, "the restart must happen mid-run for this test to mean anything"
             _, stderr = training.communicate(timeout=600)
             assert training.returncode == 0, stderr[-3000:]
             assert "is unreachable" in stderr and "answers again" in stderr
@@ -108,7 +111,8 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
             client = mlflow.MlflowClient(url)
             steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
             logged = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
-            assert sorted(steps) == logged == list(range(5, 201, 5)), "every point once, none lost"
+            assert sorted(steps) == logged == list(range(10, 601, 10)), "every point once, none lost"
+            assert rows_while_down > 4, "points were logged to the run folder while the server was down"
             assert client.get_run(run_id).info.status == "FINISHED"
         finally:
             training.kill()

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,15 +47,17 @@ class Postgres:
     """``with Postgres(tmp) as pg: pg.uri`` is a trust-auth cluster with an empty ``mlflow`` database."""
 
     def __init__(self, workdir: Path):
-        self.bin, self.dir, self.port = require_postgres(), workdir / "pg", free_port()
+        # pytest's tmp folders are private to root: the cluster lives where the postgres user can reach it
+        self.bin, self.port = require_postgres(), free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="emanet-pg-", dir="/tmp"))
+        self.dir = self.root / "pg"
         self.uri = f"postgresql://postgres@127.0.0.1:{self.port}/mlflow"
 
     def _as_postgres(self, command: str) -> None:
         subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True, timeout=120)
 
     def __enter__(self) -> Postgres:
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.dir.parent, "postgres", "postgres")
+        shutil.chown(self.root, "postgres", "postgres")
         self._as_postgres(f"{self.bin}/initdb -D {self.dir} -A trust -U postgres")
         self._as_postgres(f"{self.bin}/pg_ctl -D {self.dir} -l {self.dir.parent}/pg.log "
                           f"-o '-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir.parent}' -w start")
@@ -63,10 +66,14 @@ class Postgres:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._as_postgres(f"{self.bin}/pg_ctl -D {self.dir} -m fast -w stop")
+        try:
+            self._as_postgres(f"{self.bin}/pg_ctl -D {self.dir} -m fast -w stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
-SLURM_CONF = """ClusterName=emanet-test
+MARKER = "# written by emanet's tests; removed when they stop\n"
+SLURM_CONF = MARKER + """ClusterName=emanet-test
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
@@ -96,18 +103,26 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
 
 class Slurm:
-    """``with Slurm(tmp) as slurm: slurm.env`` holds SLURM_CONF for sbatch/squeue and Snakemake."""
+    """``with Slurm(tmp) as slurm:`` a one-node cluster on 127.0.0.1; ``slurm.env`` for the clients.
+
+    The configuration goes to /etc/slurm/slurm.conf, where every Slurm command looks (srun inside a job
+    does not see SLURM_CONF), and is removed afterwards; a machine with its own Slurm configuration is
+    left alone and the test is skipped.
+    """
 
     def __init__(self, workdir: Path):
         require_slurm()
         self.state = workdir / "slurm"
-        self.conf = self.state / "slurm.conf"
-        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+        self.conf = Path("/etc/slurm/slurm.conf")
+        if self.conf.exists() and not self.conf.read_text().startswith(MARKER):
+            pytest.skip(f"{self.conf} is a real Slurm configuration: not replacing it for a test")
+        self.env = dict(os.environ)
         self.started_munge = False
 
     def _write_conf(self) -> None:
         for sub in ("state", "spool", "log"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
         mem_kb = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
         self.conf.write_text(SLURM_CONF.format(host=socket.gethostname().split(".")[0], state=self.state,
                                                cpus=os.cpu_count(), mem=int(mem_kb / 1024 * 0.85),
@@ -146,6 +161,7 @@ class Slurm:
                     os.kill(int(pid_file.read_text()), signal.SIGTERM)
                 except (ProcessLookupError, ValueError):
                     pass
+        self.conf.unlink(missing_ok=True)
         if self.started_munge and Path("/run/munge/munged.pid").exists():
             try:
                 os.kill(int(Path("/run/munge/munged.pid").read_text()), signal.SIGTERM)
