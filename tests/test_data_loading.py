@@ -9,8 +9,7 @@ from torch.utils.data import DataLoader
 from emanet.data.dataset import SegmentationDataset
 from emanet.data.prepare import prepare
 from emanet.data.sources import DataError
-from emanet.data.transforms import (MEAN, STD, EvalTransform, TrainTransform, multiscale_views, normalize,
-                                    pad_to_8k1)
+from emanet.data.transforms import MEAN, STD, EvalTransform, TrainTransform, multiscale_views, normalize, pad_to_8k1
 
 
 @pytest.fixture(scope="module")

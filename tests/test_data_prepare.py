@@ -16,11 +16,10 @@ import scipy.io
 from PIL import Image
 
 from emanet.data import prepare as prepare_module
-from emanet.data.classes import CONTEXT59, VOC_CLASSES, cocostuff_class_names
+from emanet.data.classes import CONTEXT59, VOC_CLASSES, cocostuff_class_names, palette_png
 from emanet.data.download import fetch
 from emanet.data.prepare import OFFICIAL_COUNTS, prepare, read_meta
 from emanet.data.sources import DataError, read_id_list
-from emanet.data.synthetic import palette_png
 from tests.helpers.http_server import FolderServer
 
 N = 6  # images per split in the session's synthetic archives

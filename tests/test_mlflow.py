@@ -35,7 +35,7 @@ def test_training_and_evaluation_are_recorded(tmp_path, prepared_root, server):
     info = json.loads((tmp_path / "runs/ema512/run.json").read_text())
     runs = _runs(server.url)
     run = runs[runs["run_id"] == info["mlflow_run_id"]].iloc[0]
-    assert run["params.model.ema.num_bases"] == "16" and run["params.train.iterations"] == "20"
+    assert run["params.model.ema.num_bases"] == "64" and run["params.train.iterations"] == "20"
     assert run["tags.config_hash"] == info["config_hash"] and run["tags.data_checksum"] == info["data_checksum"]
     assert run["tags.experiment"] == "ema512" and run["tags.git_commit"]
     assert run["status"] == "FINISHED"

@@ -61,7 +61,8 @@ def _download_weights(args: argparse.Namespace, cfg) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    from emanet.data.prepare import OFFICIAL_COUNTS, prepare as convert
+    from emanet.data.prepare import OFFICIAL_COUNTS
+    from emanet.data.prepare import prepare as convert
 
     cfg = profile_config(args)
     raw_dir = args.raw_dir or (cfg and cfg.sources.raw_dir)

@@ -42,7 +42,8 @@ def _set_aside_if_changed(run_dir: Path, config_hash: str) -> None:
 
 def evaluate(args: argparse.Namespace) -> int:
     from emanet import pipeline
-    from emanet.engine.evaluate import SCALES_NOTE, evaluate as run_evaluation, protocol_name
+    from emanet.engine.evaluate import SCALES_NOTE, protocol_name
+    from emanet.engine.evaluate import evaluate as run_evaluation
 
     params, cfg, run_dir = resolve_run(args)
     if args.for_tables:

@@ -75,6 +75,20 @@ def voc_colormap(n: int = 256) -> np.ndarray:
     return cmap
 
 
+def palette_png(label: np.ndarray) -> bytes:
+    """An indexed PNG of uint8 class ids with the 256-entry VOC palette: VOC's own label format, and the
+    canonical label file of the prepared layout (viewable, and read back as indices)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    image.putpalette(voc_colormap().flatten().tolist())
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def cocostuff_lut(first_id: int) -> np.ndarray:
     """Lookup table from raw COCO-Stuff values to the 171 train ids (0..170), everything else 255.
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from PIL import Image
+from torch.utils.data import Dataset
 
 from emanet.data.prepare import read_meta
 from emanet.data.sources import DataError, read_id_list, read_index_png

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -25,11 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from emanet.data import cocostuff, context, voc
-from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, cocostuff_lut, context59_lut, voc_colormap
+from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, cocostuff_lut, context59_lut, palette_png
 from emanet.data.conversion import Conversion
 from emanet.data.sources import DataError, Sample, check_values, image_size, mat_field, read_index_png
 from emanet.io import atomic_write_json, atomic_write_text
@@ -82,15 +80,6 @@ READERS: dict[str, Callable[[Path], np.ndarray]] = {
 }
 
 
-def encode_label(label: np.ndarray) -> bytes:
-    """The canonical label file: an indexed PNG with the VOC palette (one uint8 class id per pixel)."""
-    image = Image.fromarray(label.astype(np.uint8), mode="P")
-    image.putpalette(voc_colormap().flatten().tolist())
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
-
-
 def convert_sample(sample: Sample, out: Path, num_classes: int) -> tuple[str, str]:
     """Write one sample's image and label into ``out``; return (id, md5 of the label file)."""
     label = READERS[sample.reader](sample.label)
@@ -99,7 +88,7 @@ def convert_sample(sample: Sample, out: Path, num_classes: int) -> tuple[str, st
         raise DataError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
                         f"{sample.image} is {size[1]}x{size[0]}")
     check_values(sample.label, label, [*range(num_classes), IGNORE])
-    png = encode_label(label)
+    png = palette_png(label)
     (out / "labels" / f"{sample.image_id}.png").write_bytes(png)
     image = out / "images" / f"{sample.image_id}.jpg"
     try:

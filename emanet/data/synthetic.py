@@ -24,8 +24,7 @@ import scipy.sparse
 from PIL import Image
 
 from emanet.data import catalog
-from emanet.data.classes import (CONTEXT59, CONTEXT_NUM_RAW, COCOSTUFF_LABELS, COCOSTUFF_UNUSED,
-                                 voc_colormap)
+from emanet.data.classes import COCOSTUFF_LABELS, COCOSTUFF_UNUSED, CONTEXT59, CONTEXT_NUM_RAW, palette_png
 from emanet.data.scenes import Shape, boundary_band, random_mask, render
 from emanet.io import atomic_write_bytes, atomic_write_json
 
@@ -63,15 +62,6 @@ class Archive:
 def jpeg(img: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(img).save(out, "JPEG", quality=92)
-    return out.getvalue()
-
-
-def palette_png(label: np.ndarray) -> bytes:
-    """Indexed PNG with the 256-entry VOC palette (as VOC's SegmentationClass files)."""
-    im = Image.fromarray(label.astype(np.uint8), mode="P")
-    im.putpalette(voc_colormap().flatten().tolist())
-    out = io.BytesIO()
-    im.save(out, "PNG")
     return out.getvalue()
 
 

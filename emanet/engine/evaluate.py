@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from emanet.config import Config
 from emanet.data.dataset import SegmentationDataset
@@ -75,9 +74,9 @@ def predict(model: Segmentor, image: torch.Tensor, scales: Sequence[float] | Non
 
 def save_prediction(path: Path, pred: torch.Tensor) -> None:
     """A palette PNG in the VOC colour map, the format the VOC evaluation server expects."""
-    from emanet.data.prepare import encode_label
+    from emanet.data.classes import palette_png
 
-    atomic_write_bytes(path, encode_label(pred.cpu().numpy().astype(np.uint8)))
+    atomic_write_bytes(path, palette_png(pred.cpu().numpy().astype(np.uint8)))
 
 
 def evaluate(cfg: Config, run_dir: Path, protocols: Sequence[str], scales: Sequence[float] | None = None,

@@ -31,7 +31,8 @@ from emanet.config import Config, ConfigError, flatten
 from emanet.data.dataset import SegmentationDataset
 from emanet.data.prepare import read_meta
 from emanet.data.transforms import TrainTransform
-from emanet.engine import checkpoint, dist as edist
+from emanet.engine import checkpoint
+from emanet.engine import dist as edist
 from emanet.engine.optim import param_groups, poly_lr, set_lr
 from emanet.engine.sampler import IterationBatchSampler
 from emanet.engine.syncbn import convert_sync_batchnorm

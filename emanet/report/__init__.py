@@ -69,12 +69,12 @@ def _figures(params: dict, profile: str, results_root: Path, tables: dict[str, T
 
 
 def _model_figures(params: dict, profile: str, run_dir: Path, folder: Path):
+    import torch
+
     from emanet.data.dataset import SegmentationDataset
     from emanet.data.transforms import EvalTransform
     from emanet.engine.evaluate import load_trained
     from emanet.engine.train import dataset_root
-
-    import torch
 
     cfg = resolve(params, profile, experiment="ema512")
     dataset = SegmentationDataset(dataset_root(cfg), cfg.eval.split, EvalTransform())

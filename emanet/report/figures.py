@@ -20,8 +20,9 @@ from emanet.report.tables import Table  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    from emanet.io import atomic_write_bytes
     import io
+
+    from emanet.io import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
