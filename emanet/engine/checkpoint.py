@@ -35,9 +35,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(path: Path, **state: Any) -> Path:
+    """A resumable checkpoint (see the module docstring), written atomically."""
+    return save_object(path, state)
+
+
+def save_object(path: Path, obj: Any) -> Path:
     """``torch.save`` into memory, then an atomic write (temp file + fsync + rename)."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -205,21 +205,11 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     bar.close()
     final = run_dir / "model.pt"
     if ctx.is_main:
-        _save_weights(final, model)
+        # the final weights as a plain state dict (loadable with weights_only=True)
+        checkpoint.save_object(final, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         tracker.finish()
     edist.barrier()
     return final
-
-
-def _save_weights(path: Path, model: torch.nn.Module) -> None:
-    """The final weights as a plain state dict (loadable with weights_only=True)."""
-    import io
-
-    from emanet.io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _tags(cfg: Config, meta: dict, extra: dict[str, str]) -> dict[str, str]:
