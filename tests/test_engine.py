@@ -122,3 +122,15 @@ def test_a_run_folder_of_another_configuration_is_refused(tmp_path, prepared_roo
     _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
     proc = emanet(run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"))
     assert proc.returncode == 2 and "holds a run of another configuration" in proc.stderr
+
+
+def test_replace_changed_sets_the_old_run_aside_and_trains_afresh(tmp_path, prepared_root):
+    _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
+    old_hash = json.loads((tmp_path / "runs/ema512/run.json").read_text())["config_hash"]
+    out = _ok(emanet([*run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"),
+                      "--replace-changed"])).stdout
+    assert "configuration changed" in out
+    kept = tmp_path / f"runs/ema512.replaced-{old_hash}"
+    assert (kept / "model.pt").exists(), "nothing is deleted"
+    assert json.loads((tmp_path / "runs/ema512/run.json").read_text())["config_hash"] != old_hash
+    assert weights(tmp_path / "runs/ema512")["head.block.bases"].shape[-1] == 8

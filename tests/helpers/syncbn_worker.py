@@ -1,0 +1,38 @@
+"""Run under torchrun: GlobalBatchNorm2d on each rank's half must match BatchNorm2d on the whole batch."""
+
+import sys
+
+import torch
+import torch.distributed as dist
+
+from emanet.engine.syncbn import GlobalBatchNorm2d
+
+
+def main(out: str) -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5) * 3 + 2
+    w = torch.randn(4, 3, 5, 5)
+    ours, ref = GlobalBatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    shard = x.chunk(2)[rank].clone().requires_grad_(True)
+    y = ours(shard)
+    (y * w.chunk(2)[rank]).sum().backward()
+    full = x.clone().requires_grad_(True)
+    y_ref = ref(full)
+    (y_ref * w).sum().backward()
+    weight_grad = ours.weight.grad.clone()
+    dist.all_reduce(weight_grad)  # DDP would average; the sum over ranks is the full-batch gradient
+    diffs = {
+        "output": (y - y_ref.chunk(2)[rank]).abs().max().item(),
+        "input_grad": (shard.grad - full.grad.chunk(2)[rank]).abs().max().item(),
+        "weight_grad": (weight_grad - ref.weight.grad).abs().max().item(),
+        "running_var": (ours.running_var - ref.running_var).abs().max().item(),
+        "running_mean": (ours.running_mean - ref.running_mean).abs().max().item(),
+    }
+    torch.save(diffs, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,37 @@
+"""The gloo global BatchNorm: under 2-process torchrun it equals BatchNorm2d on the whole batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+from emanet.engine.syncbn import GlobalBatchNorm2d, convert_sync_batchnorm
+
+
+def test_two_ranks_match_batchnorm_on_the_whole_batch(tmp_path, root):
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(root / "tests/helpers/syncbn_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        diffs = torch.load(tmp_path / f"rank{rank}.pt")
+        assert max(diffs.values()) < 1e-5, diffs
+
+
+def test_conversion_keeps_state_and_single_process_behaviour():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm2d(4)))
+    with torch.no_grad():
+        net[1].running_mean.fill_(0.5)
+    converted = convert_sync_batchnorm(net, torch.device("cpu"))
+    assert isinstance(converted[1], GlobalBatchNorm2d) and isinstance(converted[2][0], GlobalBatchNorm2d)
+    assert torch.equal(converted[1].running_mean, torch.full((4,), 0.5))
+    x = torch.randn(2, 3, 8, 8)
+    reference = nn.BatchNorm2d(4)
+    reference.load_state_dict(converted[1].state_dict())
+    features = converted[0](x)
+    torch.testing.assert_close(converted[1](features), reference(features))  # no process group: plain BN
