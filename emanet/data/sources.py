@@ -7,7 +7,6 @@ class files split on the first ``": "`` only. Errors name the file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,12 +147,3 @@ def listing(ids: Iterable[str], limit: int = 10) -> str:
     ids = sorted(ids)
     more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
     return ", ".join(ids[:limit]) + more
-
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def check_ids(ids: Iterable[str], source: Path) -> None:
-    bad = [i for i in ids if not _SAFE_ID.match(i)]
-    if bad:
-        raise DataError(f"{source}: ids with unexpected characters: {listing(bad)}")

@@ -19,16 +19,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def global_batch(n: int, batch_size: int, seed: int, iteration: int) -> list[int]:
-    """Virtual indices of iteration ``iteration``'s global batch (may span an epoch boundary)."""
-    start = iteration * batch_size
-    out = []
-    for position in range(start, start + batch_size):
-        epoch, offset = divmod(position, n)
-        out.append(int(epoch * n + epoch_permutation(n, seed, epoch)[offset]))
-    return out
-
-
 class IterationBatchSampler(Sampler[list[int]]):
     """Yields this rank's slice of each global batch for iterations ``start .. total - 1``."""
 
