@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import torch
 
 from tests.helpers import ema_ddp_worker
+from tests.helpers.runs import run_worker
 
 
-def test_moving_average_is_over_the_global_batch(tmp_path, root):
-    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(root / "tests/helpers/ema_ddp_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_moving_average_is_over_the_global_batch(tmp_path):
+    run_worker("ema_ddp_worker.py", tmp_path)
     rank0 = torch.load(tmp_path / "bases_rank0.pt")
     rank1 = torch.load(tmp_path / "bases_rank1.pt")
     assert torch.equal(rank0, rank1), "ranks drifted apart: the batch mean was not all-reduced"

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import torch
 from torch import nn
 
 from emanet.engine.syncbn import GlobalBatchNorm2d, convert_sync_batchnorm
+from tests.helpers.runs import run_worker
 
 
-def test_two_ranks_match_batchnorm_on_the_whole_batch(tmp_path, root):
-    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(root / "tests/helpers/syncbn_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_two_ranks_match_batchnorm_on_the_whole_batch(tmp_path):
+    run_worker("syncbn_worker.py", tmp_path)
     for rank in (0, 1):
         diffs = torch.load(tmp_path / f"rank{rank}.pt")
         assert max(diffs.values()) < 1e-5, diffs
