@@ -100,15 +100,22 @@ class TrainConfig:
     amp: str
     channels_last: bool
     deterministic: bool
+    init_from: str | None
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol: the split, and the scales and flip of multi-scale testing."""
+    """Evaluation protocol: the dataset and split, and the scales and flip of multi-scale testing.
 
+    A split without labels (VOC test) is predicted and packaged for the evaluation server instead of
+    scored; ``server_labels`` points a local stand-in for that server at ground truth (synthetic only).
+    """
+
+    dataset: str | None
     split: str
     scales: list[float]
     flip: bool
+    server_labels: str | None
 
 
 @dataclass(frozen=True)
@@ -199,7 +206,7 @@ def parse_set(assignments: list[str]) -> dict:
     return nested
 
 
-RESERVED = ("profile", "profiles", "experiments", "tables", "datasets")
+RESERVED = ("profile", "profiles", "experiments", "finetunes", "tables", "datasets")
 
 
 def resolve(params: dict, profile: str | None = None, overrides: list[str] | None = None,
@@ -208,12 +215,14 @@ def resolve(params: dict, profile: str | None = None, overrides: list[str] | Non
 
     The fourth layer (``profiles.<p>.experiments.<name>``) lets the tiny profile shrink what an
     experiment enlarges (a 256-channel head becomes a 32-channel one on CPU) without a second list.
+    ``experiment`` names a key of ``experiments`` or of ``finetunes`` (runs that start from another
+    run's weights, ``train.init_from``; kept apart so DVC can declare that dependency).
     """
     profiles = params.get("profiles") or {}
     profile = profile or params.get("profile")
     if profile not in profiles:
         raise ConfigError(f"unknown profile {profile!r}; params.yaml defines {sorted(profiles)}")
-    experiments = params.get("experiments") or {}
+    experiments = {**(params.get("experiments") or {}), **(params.get("finetunes") or {})}
     if experiment is not None and experiment not in experiments:
         raise ConfigError(f"unknown experiment {experiment!r}; params.yaml defines {sorted(experiments)}")
     base = {k: v for k, v in params.items() if k not in RESERVED}

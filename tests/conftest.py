@@ -46,7 +46,7 @@ def raw_dir(tmp_path, synth_dir) -> Path:
     raw = tmp_path / "raw"
     raw.mkdir()
     for path in synth_dir.iterdir():
-        if path.name != "manifest.json":
+        if path.is_file() and path.name != "manifest.json":
             shutil.copy(path, raw / path.name)
     return raw
 

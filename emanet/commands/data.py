@@ -82,7 +82,7 @@ def prepare(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from emanet.data.catalog import DATASETS, WEIGHTS
     from emanet.data.prepare import CONVERTERS
-    from emanet.data.synthetic import WRITERS
+    from emanet.data.synthetic import SAME_ARCHIVES, WRITERS
 
     p = sub.add_parser("synth", help="write small archives in the official formats (tiny profile, tests)",
                        description="Writes, for every archive the paper profile downloads, a small one with the "
@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images-per-split", type=int, default=12, help="images per split (default 12)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", default="80,128", metavar="MIN,MAX", help="image side range (default 80,128)")
-    p.add_argument("--dataset", action="append", choices=list(WRITERS), help="only these (repeatable)")
+    p.add_argument("--dataset", action="append", choices=[*WRITERS, *SAME_ARCHIVES], help="only these (repeatable)")
     p.set_defaults(handler=synth)
 
     p = sub.add_parser("download", help="fetch a dataset's archives or an ImageNet checkpoint, verified",

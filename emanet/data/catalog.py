@@ -34,6 +34,12 @@ VOC2010 = RemoteFile(
     tuple(f"{base}/voc2010/VOCtrainval_03-May-2010.tar" for base in _OXFORD),
     {"md5": "da459979d0c395079b5c75ee67908abb", "sha1": "bf9985e9f2b064752bf6bd654d89f017c76c395a"},
 )
+VOC2012_TEST = RemoteFile(
+    "VOC2012test.tar", ("http://host.robots.ox.ac.uk:8080/eval/downloads/VOC2012test.tar",),
+    access="the VOC 2012 test images are behind a (free) login on the PASCAL VOC evaluation server "
+           "(http://host.robots.ox.ac.uk:8080/): download VOC2012test.tar there and put it in sources.raw_dir "
+           "(or on a mirror); it is pinned by SHA-256 on first sight",
+)
 CONTEXT_TRAINVAL = RemoteFile("trainval.tar.gz", ("https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",))
 COCOSTUFF10K = RemoteFile("cocostuff-10k-v1.1.zip", (f"{_CALVIN}/cocostuff-10k-v1.1.zip",))
 COCOSTUFF10K_LABELS = RemoteFile(
@@ -52,6 +58,9 @@ DATASETS: dict[str, tuple[RemoteFile, ...]] = {
     "context": (VOC2010, CONTEXT_TRAINVAL),
     "cocostuff10k": (COCOSTUFF10K, COCOSTUFF10K_LABELS),
     "cocostuff164k": (COCO_TRAIN2017, COCO_VAL2017, STUFFTHINGMAPS, COCOSTUFF_LABELS),
+    "voc_test": (VOC2012_TEST,),
+    # Table 2's COCO pre-training data: the 164k release relabelled to VOC's 21 classes
+    "coco_voc": (COCO_TRAIN2017, COCO_VAL2017, STUFFTHINGMAPS, COCOSTUFF_LABELS),
 }
 
 

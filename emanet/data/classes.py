@@ -112,3 +112,22 @@ def context59_lut() -> np.ndarray:
     for train_id, (_, _, raw) in enumerate(CONTEXT59):
         lut[raw] = train_id
     return lut
+
+
+#: COCO ``labels.txt`` ids of the 20 VOC classes, in VOC order (aeroplane = airplane 5, ..., tvmonitor = tv
+#: 72): the categories torchvision's ``references/segmentation/coco_utils.py`` keeps for VOC pre-training.
+COCO_VOC_IDS = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
+
+
+def coco_voc_lut() -> np.ndarray:
+    """Lookup table from 164k stuffthingmaps values (labels.txt id - 1, 255 unlabeled) to VOC's 21 ids.
+
+    The 20 VOC categories get their VOC id; every other thing and all stuff are background (0), as in
+    torchvision's mapping; unlabeled pixels stay 255 (torchvision, drawing polygons, would call them
+    background, but stuffthingmaps leave them unlabeled for a reason: they may hold unannotated things).
+    """
+    lut = np.zeros(256, dtype=np.uint8)
+    for voc_id, coco_id in enumerate(COCO_VOC_IDS, start=1):
+        lut[coco_id - 1] = voc_id
+    lut[IGNORE] = IGNORE
+    return lut

@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from emanet.data import catalog
-from emanet.data.classes import COCOSTUFF_LABELS, COCOSTUFF_UNUSED
+from emanet.data.classes import COCO_VOC_IDS, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, VOC_CLASSES
 from emanet.data.conversion import Conversion
 from emanet.data.sources import DataError, Sample, extracted, listing, locate, read_class_file, read_id_list, stems
 
 OFFICIAL_COUNTS_10K = {"train": 9000, "test": 1000}
 OFFICIAL_COUNTS_164K = {"train": 118287, "val": 5000}
+#: torchvision's COCO-for-VOC rule: training images need more than 1,000 pixels of the 20 VOC classes.
+COCO_VOC_MIN_PIXELS = 1000
 
 
 def class_names(raw_dir: Path, file_name: str) -> list[str]:
@@ -70,3 +72,19 @@ def convert_164k(raw_dir: Path) -> Conversion:
     return Conversion("cocostuff164k", class_names(raw_dir, catalog.COCOSTUFF_LABELS.name), splits, samples,
                       {"route": "stuffthingmaps_trainval2017 PNGs (id - 1, 255 kept, 11 unused ids dropped)",
                        "class_order": "labels.txt order of the 171 used ids"})
+
+
+def convert_coco_voc(raw_dir: Path) -> Conversion:
+    """COCO 2017 relabelled to VOC's 21 classes, for Table 2's COCO pre-training (paper.md §1.2).
+
+    The 164k stuffthingmaps give every pixel a COCO id: the 20 VOC categories take their VOC id, all
+    other things and stuff become background, unlabeled stays 255 (``classes.coco_voc_lut``). As in
+    torchvision's reference, training images with at most 1,000 VOC pixels are dropped; val keeps all.
+    """
+    full = convert_164k(raw_dir)
+    samples = {i: Sample(s.image_id, s.image, s.label, "coco_voc_png") for i, s in full.samples.items()}
+    return Conversion("coco_voc", list(VOC_CLASSES), full.splits, samples,
+                      {"route": "stuffthingmaps_trainval2017 PNGs: the 20 VOC categories -> VOC ids, other "
+                                "things and stuff -> 0, 255 kept; train images with <= 1,000 VOC pixels dropped",
+                       "class_order": "VOC", "coco_ids_of_voc_classes_1_to_20": list(COCO_VOC_IDS)},
+                      min_labelled_pixels={"train": COCO_VOC_MIN_PIXELS})

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -55,16 +56,18 @@ class RemoteFile:
 
     ``checksums`` maps an algorithm (md5, sha1, sha256) to its hex digest; a digest shorter than the
     algorithm's full length is a prefix, as torchvision pins its weight files (8 hex digits of SHA-256).
-    ``size`` in bytes, when known, is checked too.
+    ``size`` in bytes, when known, is checked too. ``access`` says how to obtain a file that needs a
+    login (the VOC test images): the error shows it when no source gave a copy.
     """
 
     name: str
     urls: tuple[str, ...]
     checksums: Mapping[str, str] = field(default_factory=dict)
     size: int | None = None
+    access: str | None = None
 
     def with_checksums(self, checksums: Mapping[str, str], size: int | None) -> RemoteFile:
-        return RemoteFile(self.name, self.urls, dict(checksums), size)
+        return dataclasses.replace(self, checksums=dict(checksums), size=size)
 
 
 def file_digests(path: Path, algorithms: Iterable[str] = ALGORITHMS) -> dict[str, str]:
@@ -113,6 +116,8 @@ def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (
     target = dest_dir / entry.name
     if target.exists():
         verify(target, entry.checksums, entry.size)
+        if not entry.checksums:  # placed by hand (a file behind a login): pinned from now on
+            _pin(dest_dir, pins, target, entry.name)
         log.info("%s: already downloaded and verified", target)
         return target
     part = dest_dir / (entry.name + ".part")
@@ -134,7 +139,8 @@ def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (
             _pin(dest_dir, pins, part, entry.name)
         os.replace(part, target)
         return target
-    raise FetchError(f"{entry.name}: no source gave a verified copy:\n  " + "\n  ".join(errors))
+    hint = f"\n{entry.name}: {entry.access}" if entry.access else ""
+    raise FetchError(f"{entry.name}: no source gave a verified copy:\n  " + "\n  ".join(errors) + hint)
 
 
 PINS_FILE = "pinned-checksums.json"

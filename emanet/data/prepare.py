@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emanet.data import cocostuff, context, voc
-from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, cocostuff_lut, context59_lut, palette_png
+from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, coco_voc_lut, cocostuff_lut, context59_lut, palette_png
 from emanet.data.conversion import Conversion
 from emanet.data.sources import DataError, Sample, check_values, image_size, mat_field, read_index_png
 from emanet.io import atomic_write_json, atomic_write_text
@@ -35,11 +35,13 @@ from emanet.io import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 CONVERTERS: dict[str, Callable[[Path], Conversion]] = {
-    "voc": voc.convert, "context": context.convert,
+    "voc": voc.convert, "voc_test": voc.convert_test, "context": context.convert,
     "cocostuff10k": cocostuff.convert_10k, "cocostuff164k": cocostuff.convert_164k,
+    "coco_voc": cocostuff.convert_coco_voc,
 }
-OFFICIAL_COUNTS = {"voc": voc.OFFICIAL_COUNTS, "context": context.OFFICIAL_COUNTS,
-                   "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K, "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K}
+OFFICIAL_COUNTS = {"voc": voc.OFFICIAL_COUNTS, "voc_test": voc.OFFICIAL_COUNTS_TEST,
+                   "context": context.OFFICIAL_COUNTS, "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K,
+                   "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K, "coco_voc": cocostuff.OFFICIAL_COUNTS_164K}
 _VOC_VALUES = [*range(21), IGNORE]
 
 
@@ -73,32 +75,51 @@ def _cocostuff164k_png(path: Path) -> np.ndarray:
     return cocostuff_lut(first_id=0)[label]
 
 
+def _coco_voc_png(path: Path) -> np.ndarray:
+    label = read_index_png(path)
+    check_values(path, label, [*range(182), IGNORE])
+    return coco_voc_lut()[label]
+
+
 #: Sample.reader -> function(label path) -> uint8 train ids (raw values validated first).
 READERS: dict[str, Callable[[Path], np.ndarray]] = {
     "voc_png": _voc_png, "sbd_mat": _sbd_mat, "context_mat": _context_mat,
-    "cocostuff10k_mat": _cocostuff10k_mat, "cocostuff164k_png": _cocostuff164k_png,
+    "cocostuff10k_mat": _cocostuff10k_mat, "cocostuff164k_png": _cocostuff164k_png, "coco_voc_png": _coco_voc_png,
 }
 
 
-def convert_sample(sample: Sample, out: Path, num_classes: int) -> tuple[str, str]:
-    """Write one sample's image and label into ``out``; return (id, md5 of the label file)."""
+def convert_sample(sample: Sample, out: Path, num_classes: int, min_pixels: int | None = None) -> tuple[str, str | None]:
+    """Write one sample's image and label into ``out``; return (id, md5 of the label file).
+
+    The md5 is None for an image without a label; with ``min_pixels``, an image with at most that many
+    pixels of a class other than background and ignore is skipped and its id comes back as None.
+    """
+    if sample.label is None:
+        _link_image(sample, out)
+        return sample.image_id, None
     label = READERS[sample.reader](sample.label)
     size = image_size(sample.image)
     if label.shape != size:
         raise DataError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
                         f"{sample.image} is {size[1]}x{size[0]}")
     check_values(sample.label, label, [*range(num_classes), IGNORE])
+    if min_pixels is not None and np.count_nonzero((label != 0) & (label != IGNORE)) <= min_pixels:
+        return None, None
     png = palette_png(label)
     (out / "labels" / f"{sample.image_id}.png").write_bytes(png)
+    _link_image(sample, out)
+    return sample.image_id, hashlib.md5(png).hexdigest()
+
+
+def _link_image(sample: Sample, out: Path) -> None:
     image = out / "images" / f"{sample.image_id}.jpg"
     try:
         os.link(sample.image, image)
     except OSError:
         shutil.copyfile(sample.image, image)
-    return sample.image_id, hashlib.md5(png).hexdigest()
 
 
-def _convert_star(args: tuple) -> tuple[str, str]:
+def _convert_star(args: tuple) -> tuple[str | None, str | None]:
     return convert_sample(*args)
 
 
@@ -152,29 +173,47 @@ def prepare(dataset: str, raw_dir: str | Path, out: str | Path, expected_counts:
     return final
 
 
+def _minimum(conv: Conversion, image_id: str) -> int | None:
+    """The labelled-pixel minimum of an id: only ids that are in no split without a minimum are filtered."""
+    limits = [conv.min_labelled_pixels.get(split) for split, ids in conv.splits.items() if image_id in ids]
+    return None if None in limits or not limits else min(limits)
+
+
 def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: bool) -> None:
     (tmp / "images").mkdir()
     (tmp / "labels").mkdir()
     (tmp / "splits").mkdir()
     ids = sorted(conv.samples)
-    jobs = [(conv.samples[i], tmp, len(conv.classes)) for i in ids]
+    members = {split: set(split_ids) for split, split_ids in conv.splits.items()}
+    limits = {i: _minimum(conv, i) for i in ids} if conv.min_labelled_pixels else dict.fromkeys(ids)
+    jobs = [(conv.samples[i], tmp, len(conv.classes), limits[i]) for i in ids]
     bar = dict(total=len(jobs), desc=f"prepare {conv.dataset}", disable=not progress, unit="img")
     if workers > 1 and len(jobs) >= 64:
         with ProcessPoolExecutor(workers) as pool:
             digests = dict(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
     else:
         digests = dict(tqdm(map(_convert_star, jobs), **bar))
-    manifest = "".join(f"{digests[i]}  labels/{i}.png\n" for i in ids)
+    digests.pop(None, None)  # images dropped by min_labelled_pixels
+    kept = {split: [i for i in split_ids if i in digests] for split, split_ids in conv.splits.items()}
+    manifest = "".join(f"{digests[i]}  labels/{i}.png\n" for i in ids if digests.get(i))
     atomic_write_text(tmp / "labels.md5", manifest)
-    for split, split_ids in conv.splits.items():
+    for split, split_ids in kept.items():
         atomic_write_text(tmp / "splits" / f"{split}.txt", "".join(f"{i}\n" for i in split_ids))
-    atomic_write_json(tmp / "meta.json", {
+    meta = {
         "dataset": conv.dataset, "classes": conv.classes, "num_classes": len(conv.classes),
-        "ignore_index": IGNORE, "counts": {s: len(v) for s, v in conv.splits.items()},
-        "label_checksum": hashlib.sha256(manifest.encode()).hexdigest(),
+        "ignore_index": IGNORE, "counts": {s: len(v) for s, v in kept.items()},
+        "label_checksum": hashlib.sha256(manifest.encode()).hexdigest() if manifest else None,
         "label_format": "indexed PNG (VOC palette), uint8 class ids, 255 = ignore",
         "counts_checked": counted, "source": conv.source,
-    })
+        "unlabelled_splits": sorted(s for s, v in conv.splits.items() if v and all(digests[i] is None for i in v)),
+    }
+    if conv.min_labelled_pixels:
+        meta["filtered"] = {s: {"min_labelled_pixels": n, "source_count": len(members[s]),
+                                "removed": len(members[s]) - len(kept[s])} for s, n in conv.min_labelled_pixels.items()}
+    if meta["unlabelled_splits"]:
+        images = "".join(f"{hashlib.md5((tmp / 'images' / f'{i}.jpg').read_bytes()).hexdigest()}  {i}.jpg\n" for i in ids)
+        meta["image_checksum"] = hashlib.sha256(images.encode()).hexdigest()
+    atomic_write_json(tmp / "meta.json", meta)
 
 
 def read_meta(root: str | Path) -> dict:

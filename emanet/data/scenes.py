@@ -44,11 +44,16 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 @dataclass
 class Shape:
-    """One object: a filled ellipse or rectangle of class ``train_id`` (``value`` written in the label)."""
+    """One object: a filled ellipse or rectangle of class ``train_id`` (``value`` written in the label).
+
+    ``look`` = (train id, number of classes) borrows another dataset's appearance for the class: a COCO
+    "person" looks like a VOC "person", so pre-training on one helps on the other, as with real data.
+    """
 
     train_id: int
     value: int
     mask: np.ndarray
+    look: tuple[int, int] | None = None
 
 
 def random_mask(rng: np.random.Generator, h: int, w: int, min_frac: float = 0.18,
@@ -68,8 +73,9 @@ def random_mask(rng: np.random.Generator, h: int, w: int, min_frac: float = 0.18
 def paint(img: np.ndarray, shape: Shape, num_classes: int, rng: np.random.Generator) -> None:
     """Paint a class's colour and texture into ``img`` where ``shape.mask`` is set (in place)."""
     h, w = shape.mask.shape
-    colour = class_colour(shape.train_id, num_classes) + rng.uniform(-8, 8, size=3)
-    layer = colour + _texture(shape.train_id, h, w)[..., None] + rng.normal(0, 6, size=(h, w, 3))
+    look_id, look_classes = shape.look or (shape.train_id, num_classes)
+    colour = class_colour(look_id, look_classes) + rng.uniform(-8, 8, size=3)
+    layer = colour + _texture(look_id, h, w)[..., None] + rng.normal(0, 6, size=(h, w, 3))
     img[shape.mask] = layer[shape.mask]
 
 

@@ -24,12 +24,14 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a converted dataset: where its JPEG is, where its label is and how to read it."""
+    """One image of a converted dataset: where its JPEG is, where its label is and how to read it.
+
+    ``label`` and ``reader`` are None for a split without public labels (VOC test)."""
 
     image_id: str
     image: Path
-    label: Path
-    reader: str  # a key of emanet.data.prepare.READERS
+    label: Path | None
+    reader: str | None  # a key of emanet.data.prepare.READERS
 
 
 def read_id_list(path: Path) -> list[str]:

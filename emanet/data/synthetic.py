@@ -24,7 +24,8 @@ import scipy.sparse
 from PIL import Image
 
 from emanet.data import catalog
-from emanet.data.classes import COCOSTUFF_LABELS, COCOSTUFF_UNUSED, CONTEXT59, CONTEXT_NUM_RAW, palette_png
+from emanet.data.classes import (COCO_VOC_IDS, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, CONTEXT59, CONTEXT_NUM_RAW,
+                                 palette_png)
 from emanet.data.scenes import Shape, boundary_band, random_mask, render
 from emanet.io import atomic_write_bytes, atomic_write_json
 
@@ -209,14 +210,33 @@ def cocostuff_labels_txt() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _coco_scene(rng: np.random.Generator, sizes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """An image and its labels.txt-id map: a stuff background, 1-3 things, an unlabeled corner."""
+def _coco_thing(rng: np.random.Generator, h: int, w: int, coco_id: int, train_id: int, min_frac: float = 0.18) -> Shape:
+    """A COCO thing; the 20 VOC categories look like their VOC class (see :class:`Shape`)."""
+    voc = COCO_VOC_IDS.index(coco_id) + 1 if coco_id in COCO_VOC_IDS else None
+    return Shape(train_id, coco_id, random_mask(rng, h, w, min_frac), look=(voc, 21) if voc else None)
+
+
+def _coco_scene(rng: np.random.Generator, sizes: tuple[int, int], voc_thing: bool | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its labels.txt-id map: a stuff background, 2 things, an unlabeled corner.
+
+    ``voc_thing`` True puts a large thing of a VOC category first, False keeps VOC categories out (an
+    image COCO-for-VOC pre-training filters away), None draws both things from all 80.
+    """
     used = [k for k in range(1, 183) if k not in COCOSTUFF_UNUSED]
     train_id = {k: i for i, k in enumerate(used)}
     h, w = _size(rng, sizes)
     stuff = int(rng.choice(used[80:]))
     fill = Shape(train_id[stuff], stuff, np.ones((h, w), dtype=bool))
-    things = [Shape(train_id[k], k, random_mask(rng, h, w)) for k in rng.choice(used[:80], 2, replace=False)]
+    if voc_thing is None:
+        picks = [int(k) for k in rng.choice(used[:80], 2, replace=False)]
+        things = [_coco_thing(rng, h, w, k, train_id[k]) for k in picks]
+    else:
+        others = [k for k in used[:80] if k not in COCO_VOC_IDS]
+        first = int(rng.choice(COCO_VOC_IDS if voc_thing else others))
+        second = int(rng.choice([k for k in others if k != first]))
+        things = [_coco_thing(rng, h, w, first, train_id[first], 0.45 if voc_thing else 0.18),
+                  _coco_thing(rng, h, w, second, train_id[second], 0.1)]
     img, label, _ = render(rng, h, w, things, 171, fill=fill)
     label[-4:, -4:] = 0
     return img, label
@@ -249,23 +269,58 @@ def write_cocostuff10k(out: Path, rng: np.random.Generator, n: int, sizes: tuple
 
 
 def write_cocostuff164k(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
-    """train2017.zip, val2017.zip, stuffthingmaps_trainval2017.zip (grayscale, id-1, 255) and labels.txt."""
+    """train2017.zip, val2017.zip, stuffthingmaps_trainval2017.zip (grayscale, id-1, 255) and labels.txt.
+
+    train holds 2n images, val n (train is the larger split, as in the release). Three images in four
+    show a large object of a VOC category, so the COCO-for-VOC conversion keeps them and drops the rest.
+    """
     maps = Archive()
-    for split, archive_entry, offset in (("train2017", catalog.COCO_TRAIN2017, 9), ("val2017", catalog.COCO_VAL2017, 139)):
+    for split, archive_entry, offset, count in (("train2017", catalog.COCO_TRAIN2017, 9, 2 * n),
+                                                ("val2017", catalog.COCO_VAL2017, 139, n)):
         images = Archive()
-        for k in range(n):
+        for k in range(count):
             image_id = f"{offset + 31 * k:012d}"
-            img, label = _coco_scene(rng, sizes)
+            img, label = _coco_scene(rng, sizes, voc_thing=k % 4 != 3)
             images.add(f"{split}/{image_id}.jpg", jpeg(img))
             maps.add(f"{split}/{image_id}.png", gray_png(np.where(label == 0, 255, label.astype(np.int64) - 1)))
         images.write(out / archive_entry.name)
     maps.write(out / catalog.STUFFTHINGMAPS.name)
     atomic_write_bytes(out / catalog.COCOSTUFF_LABELS.name, cocostuff_labels_txt())
-    return {"train": n, "val": n}
+    return {"train": 2 * n, "val": n}
+
+
+# --- VOC 2012 test (Table 2) -------------------------------------------------------------------------
+
+#: Where synth keeps the labels the evaluation server would keep: ``<out>/server/<dataset>/<id>.png``.
+SERVER_DIR = "server"
+
+
+def write_voc_test(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
+    """VOC2012test.tar: JPEGImages (segmentation test images and detection-only ones), the Segmentation
+    and Main test lists, no labels. The server's ground truth goes to ``server/voc_test/`` beside the
+    archives (not in the manifest, never downloaded): a local stand-in scores submissions with it."""
+    ids = [f"{2008 + k % 4}_{500000 + k:06d}" for k in range(n + n // 2)]
+    segmentation = sorted(ids[:n])
+    archive, root = Archive(), "VOCdevkit/VOC2012"
+    server = out / SERVER_DIR / "voc_test"
+    for image_id in sorted(ids):
+        h, w = _size(rng, sizes)
+        shapes = _objects(rng, h, w, list(range(1, 21)), 21)
+        img, label, _ = render(rng, h, w, shapes, 21)
+        archive.add(f"{root}/JPEGImages/{image_id}.jpg", jpeg(img))
+        archive.add(f"{root}/Annotations/{image_id}.xml", _voc_xml(image_id, h, w, []))
+        if image_id in segmentation:
+            atomic_write_bytes(server / f"{image_id}.png", palette_png(np.where(boundary_band(label), 255, label)))
+    archive.add(f"{root}/ImageSets/Segmentation/test.txt", id_list(segmentation))
+    archive.add(f"{root}/ImageSets/Main/test.txt", id_list(sorted(ids)))
+    archive.write(out / catalog.VOC2012_TEST.name)
+    return {"test": n}
 
 
 WRITERS = {"voc": write_voc, "context": write_context, "cocostuff10k": write_cocostuff10k,
-           "cocostuff164k": write_cocostuff164k}
+           "cocostuff164k": write_cocostuff164k, "voc_test": write_voc_test}
+#: Datasets converted from another one's archives: their counts are those of the source archives.
+SAME_ARCHIVES = {"coco_voc": "cocostuff164k"}
 
 
 def synthesize(out: str | Path, images_per_split: int = 12, seed: int = 0,
@@ -278,9 +333,11 @@ def synthesize(out: str | Path, images_per_split: int = 12, seed: int = 0,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name in datasets or list(WRITERS):
+    wanted = [SAME_ARCHIVES.get(name, name) for name in datasets or list(WRITERS)]
+    for name in dict.fromkeys(wanted):
         rng = np.random.default_rng([seed, list(WRITERS).index(name)])
         counts[name] = WRITERS[name](out, rng, images_per_split, sizes)
+    counts.update({alias: counts[source] for alias, source in SAME_ARCHIVES.items() if source in counts})
     files = [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
              for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
     return atomic_write_json(out / MANIFEST, {"generator": "emanet synth", "seed": seed,

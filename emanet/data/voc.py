@@ -13,9 +13,10 @@ from pathlib import Path
 from emanet.data import catalog
 from emanet.data.classes import VOC_CLASSES
 from emanet.data.conversion import Conversion
-from emanet.data.sources import DataError, Sample, listing, locate, read_id_list, stems
+from emanet.data.sources import DataError, Sample, extracted, find_dir, listing, locate, read_id_list, stems
 
 OFFICIAL_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "trainaug": 10582}
+OFFICIAL_COUNTS_TEST = {"test": 1456}
 _SBD_MEMBERS = [f"benchmark_RELEASE/dataset/{m}" for m in ("cls", "img", "train.txt", "val.txt")]
 
 
@@ -55,3 +56,32 @@ def convert(raw_dir: Path) -> Conversion:
     return Conversion("voc", list(VOC_CLASSES),
                       {"train": train, "val": val, "trainval": trainval, "trainaug": trainaug}, samples,
                       {"route": route, "class_order": "VOC"})
+
+
+def _test_tree(raw_dir: Path) -> Path:
+    """VOCdevkit/VOC2012 holding ImageSets/Segmentation/test.txt: from VOC2012test.tar when it is there,
+    else an extracted tree (the test tar is often unpacked over the trainval one)."""
+    name = catalog.VOC2012_TEST.name
+    if (raw_dir / name).is_file() or (raw_dir / "extracted" / name).exists():
+        root = find_dir(extracted(raw_dir, name), "VOCdevkit/VOC2012")
+        if root is None:
+            raise DataError(f"{raw_dir / name}: has no 'VOCdevkit/VOC2012' folder")
+        return root
+    root = find_dir(raw_dir, "VOCdevkit/VOC2012")
+    if root is None or not (root / "ImageSets" / "Segmentation" / "test.txt").is_file():
+        raise DataError(f"{raw_dir}: neither {name} nor an extracted VOCdevkit/VOC2012 with "
+                        f"ImageSets/Segmentation/test.txt ({catalog.VOC2012_TEST.access})")
+    return root
+
+
+def convert_test(raw_dir: Path) -> Conversion:
+    """The 1,456 VOC 2012 segmentation test images, without labels: the evaluation server scores them."""
+    voc = _test_tree(raw_dir)
+    test = read_id_list(voc / "ImageSets" / "Segmentation" / "test.txt")
+    samples = {i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", None, None) for i in test}
+    missing = sorted(i for i, s in samples.items() if not s.image.exists())
+    if missing:
+        raise DataError(f"{voc / 'JPEGImages'}: {len(missing)} test images are missing: {listing(missing)}")
+    return Conversion("voc_test", list(VOC_CLASSES), {"test": test}, samples,
+                      {"route": "VOC2012test.tar ImageSets/Segmentation/test.txt (no public labels)",
+                       "class_order": "VOC"})
