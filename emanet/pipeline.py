@@ -27,9 +27,41 @@ def parse_protocol(name: str) -> tuple[bool, bool, int | None]:
     return match.group(1) == "ms", bool(match.group(2)), int(match.group(4)) if match.group(4) else None
 
 
+def validate_runs(params: dict) -> None:
+    """``finetunes`` each name their parent in ``train.init_from`` (DVC reads it there as a dependency);
+    ``experiments`` never do; names are unique and the chains end in an experiment."""
+    experiments, finetunes = params.get("experiments") or {}, params.get("finetunes") or {}
+    for name in sorted(set(experiments) & set(finetunes)):
+        raise ConfigError(f"{name!r} is both in experiments and in finetunes")
+    for name, overrides in experiments.items():
+        if ((overrides or {}).get("train") or {}).get("init_from") is not None:
+            raise ConfigError(f"experiments.{name}.train.init_from: a run that starts from another run's weights "
+                              f"belongs in finetunes (so both orchestrators see the dependency)")
+    for name, overrides in experiments.items():
+        if ((overrides or {}).get("eval") or {}).get("dataset") is not None:
+            raise ConfigError(f"experiments.{name}.eval.dataset: evaluating on another dataset than the training one "
+                              f"is for finetunes (which state it, so DVC sees the data)")
+    for name, overrides in finetunes.items():
+        for section in ("data", "eval"):
+            if ((overrides or {}).get(section) or {}).get("dataset") is None:
+                raise ConfigError(f"missing key 'finetunes.{name}.{section}.dataset' (DVC reads the data from it)")
+    for name in finetunes:
+        seen = [name]
+        while seen[-1] in finetunes:
+            parent = ((finetunes[seen[-1]] or {}).get("train") or {}).get("init_from")
+            if parent is None:
+                raise ConfigError(f"missing key 'finetunes.{seen[-1]}.train.init_from' (the run it starts from)")
+            if parent not in experiments and parent not in finetunes:
+                raise ConfigError(f"finetunes.{seen[-1]}.train.init_from: {parent!r} is not an experiment or finetune")
+            if parent in seen:
+                raise ConfigError(f"finetunes: {' -> '.join([*seen, parent])} is a cycle")
+            seen.append(parent)
+
+
 def validate_tables(params: dict) -> None:
     """Every table: a title, columns with a known source, rows naming known experiments and cost keys."""
-    experiments = params.get("experiments") or {}
+    validate_runs(params)
+    experiments = {**(params.get("experiments") or {}), **(params.get("finetunes") or {})}
     for name, table in (params.get("tables") or {}).items():
         where = f"tables.{name}"
         for key in ("title", "columns", "rows"):
@@ -64,7 +96,7 @@ def _check_row(row: dict, where: str, keys: set[str], experiments: dict) -> None
     if set(row) - allowed:
         raise ConfigError(f"unknown key '{where}.{sorted(set(row) - allowed)[0]}'")
     if "experiment" in row and row["experiment"] not in experiments:
-        raise ConfigError(f"{where}.experiment: {row['experiment']!r} is not in experiments")
+        raise ConfigError(f"{where}.experiment: {row['experiment']!r} is not in experiments or finetunes")
     if "cost" in row and row["cost"] not in (*HEAD_SPECS, "backbone"):
         raise ConfigError(f"{where}.cost: {row['cost']!r} is not one of backbone, {', '.join(HEAD_SPECS)}")
     bad = set(row.get("paper") or {}) - keys
@@ -75,9 +107,25 @@ def _check_row(row: dict, where: str, keys: set[str], experiments: dict) -> None
 
 
 def experiments(params: dict) -> list[str]:
-    """Every experiment the pipeline trains (each once, whatever number of tables shows it)."""
+    """The runs trained from an ImageNet backbone (or from scratch): the ``train`` stage."""
     validate_tables(params)
     return list(params.get("experiments") or {})
+
+
+def finetunes(params: dict) -> list[str]:
+    """The runs that start from another run's weights (``train.init_from``): the ``finetune`` stage."""
+    validate_tables(params)
+    return list(params.get("finetunes") or {})
+
+
+def parent(params: dict, run: str) -> str | None:
+    """The run a finetune starts from (None for an experiment)."""
+    return (((params.get("finetunes") or {}).get(run) or {}).get("train") or {}).get("init_from")
+
+
+def runs(params: dict) -> list[str]:
+    """Every run the pipeline trains and evaluates, each once, whatever number of tables shows it."""
+    return experiments(params) + finetunes(params)
 
 
 def protocols(params: dict, experiment: str) -> list[str]:
@@ -96,12 +144,12 @@ def tables_of(params: dict, experiment: str) -> list[str]:
 
 
 def configs(params: dict, profile: str | None = None) -> dict[str, Config]:
-    return {name: resolve(params, profile, experiment=name) for name in experiments(params)}
+    return {name: resolve(params, profile, experiment=name) for name in runs(params)}
 
 
 def datasets(params: dict, profile: str | None = None) -> list[str]:
-    """params.yaml's ``datasets``, checked against what the experiments train on."""
-    used = {cfg.data.dataset for cfg in configs(params, profile).values()}
+    """params.yaml's ``datasets``, checked against what the runs train and evaluate on."""
+    used = {d for cfg in configs(params, profile).values() for d in (cfg.data.dataset, cfg.eval.dataset) if d}
     listed = set(params.get("datasets") or [])
     if listed != used:
         raise ConfigError(f"datasets: lists {sorted(listed)} but the experiments use {sorted(used)}")

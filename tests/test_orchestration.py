@@ -20,6 +20,10 @@ from emanet.config import load_params
 BIN = Path(sys.executable).parent
 PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "params.yaml", "environment.yml", "emanet")
 KEEP = ("ema512", "fcn")
+#: a Table 2-like chain: ema512's weights fine-tuned on trainval, then VOC test packaged and scored
+FINETUNE = {"ema512_trainval": {"data": {"dataset": "voc", "train_split": "trainval"},
+                                "eval": {"dataset": "voc_test", "split": "test"},
+                                "train": {"init_from": "ema512", "iterations": 10}}}
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
@@ -43,12 +47,16 @@ def _copy_project(root: Path, dest: Path) -> Path:
 
 
 def cut_down(params: dict, iterations: int = 30) -> dict:
-    """The tiny profile with two experiments on VOC, the tables reduced to the rows they fill."""
+    """The tiny profile with two experiments on VOC and one finetune of one of them evaluated on VOC test,
+    the tables reduced to the rows they fill."""
     params["experiments"] = {k: v for k, v in params["experiments"].items() if k in KEEP}
-    params["datasets"] = ["voc"]
+    params["finetunes"] = FINETUNE
+    params["datasets"] = ["voc", "voc_test"]
     tables = {}
     for name, table in params["tables"].items():
-        rows = [r for r in table["rows"] if r.get("experiment", KEEP[0]) in KEEP]
+        rows = [{**r, "experiment": "ema512_trainval"} if r.get("experiment") == "coco_r101_trainval" else r
+                for r in table["rows"]]
+        rows = [r for r in rows if r.get("experiment", KEEP[0]) in (*KEEP, *FINETUNE)]
         if any("experiment" in r for r in rows):
             tables[name] = {**table, "rows": rows}
     params["tables"] = tables
@@ -102,11 +110,14 @@ def test_snakemake_and_dvc_run_the_pipeline_to_the_same_metrics(tmp_path, root):
     _run(["git", "init", "-q"], dvc)
     _run([str(BIN / "dvc"), "init", "-q"], dvc)
     _run([str(BIN / "dvc"), "repro"], dvc)
-    for experiment in KEEP:
+    for experiment in [*KEEP, *FINETUNE]:
         by_smk = json.loads((smk / f"results/tiny/runs/{experiment}/metrics.json").read_text())
         by_dvc = json.loads((dvc / f"results/tiny/runs/{experiment}/metrics.json").read_text())
         assert by_smk["confusion_matrix"] == by_dvc["confusion_matrix"], experiment
         assert by_smk["config_hash"] == by_dvc["config_hash"]
+    tarball = "results/tiny/runs/ema512_trainval/submission_ms_flip.tar.gz"
+    assert (smk / tarball).read_bytes() == (dvc / tarball).read_bytes()
+    assert json.loads((smk / "results/tiny/runs/ema512_trainval/run.json").read_text())["init_sha256"]
     start = time.monotonic()
     assert "up to date" in _run([str(BIN / "dvc"), "repro"], dvc)
     assert time.monotonic() - start < 60
@@ -117,4 +128,10 @@ def test_snakemake_and_dvc_run_the_pipeline_to_the_same_metrics(tmp_path, root):
     (smk / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = _run([str(BIN / "snakemake"), "-n", "-c2"], smk)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, re.M))
-    assert jobs.get("train") == "1" and jobs.get("evaluate") == "1", dry[-2000:]
+    assert jobs.get("train") == "1" and jobs.get("evaluate") == "1" and "finetune" not in jobs, dry[-2000:]
+
+    # retraining the parent reruns its finetune, which sets the old fine-tuned run aside
+    params["experiments"]["ema512"]["model"] = {"dropout": 0.2}
+    (smk / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run([str(BIN / "snakemake"), "-c2"], smk)
+    assert list((smk / "results/tiny/runs").glob("ema512_trainval.replaced-*"))

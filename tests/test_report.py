@@ -82,5 +82,5 @@ def test_table_schema_errors_name_the_key(params, mutate, message):
 def test_protocols_come_from_the_tables(params):
     assert pipeline.protocols(params, "ema512") == ["ss", "ms_flip"]
     assert pipeline.protocols(params, "r50_t2") == ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
-    assert pipeline.tables_of(params, "ema512") == ["attention", "k_sweep", "table1"]
+    assert pipeline.tables_of(params, "ema512") == ["attention", "k_sweep", "table1", "table2_stages"]
     assert pipeline.parse_protocol("ms_flip_T4") == (True, True, 4)

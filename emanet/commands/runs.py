@@ -19,25 +19,35 @@ def resolve_run(args: argparse.Namespace):
 
 def train(args: argparse.Namespace) -> int:
     from emanet import pipeline
+    from emanet.engine.train import run_identity
     from emanet.engine.train import train as run_training
 
     params, cfg, run_dir = resolve_run(args)
     if args.replace_changed:
-        _set_aside_if_changed(run_dir, cfg.hash())
+        _set_aside_if_changed(run_dir, run_identity(cfg, run_dir))
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     return 0
 
 
-def _set_aside_if_changed(run_dir: Path, config_hash: str) -> None:
-    """Move a run folder of another configuration to ``<run>.replaced-<its hash>`` (nothing is deleted)."""
+def _set_aside_if_changed(run_dir: Path, identity: dict) -> None:
+    """Move a run folder of another configuration, or one started from other weights, to
+    ``<run>.replaced-<its hash>[-<its init digest>]`` (nothing is deleted)."""
     from emanet.tracking import read_run_info
 
-    old = read_run_info(run_dir).get("config_hash")
-    if old and old != config_hash:
-        target = run_dir.with_name(f"{run_dir.name}.replaced-{old}")
-        run_dir.rename(target)
-        print(f"{run_dir}: configuration changed ({old} -> {config_hash}); the old run is kept in {target}")
+    info = read_run_info(run_dir)
+    old = {key: info.get(key) for key in identity}
+    if not old["config_hash"] or old == identity:
+        return
+    suffix = old["config_hash"] + (f"-{old['init_sha256'][:12]}" if old.get("init_sha256") else "")
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{suffix}")
+    copies = 1
+    while target.exists():  # the same run set aside before (a parent retrained back and forth)
+        copies += 1
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{suffix}.{copies}")
+    run_dir.rename(target)
+    what = "configuration" if old["config_hash"] != identity["config_hash"] else "initial weights"
+    print(f"{run_dir}: {what} changed; the old run is kept in {target}")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -55,12 +65,17 @@ def evaluate(args: argparse.Namespace) -> int:
     results = run_evaluation(cfg, run_dir, protocols, scales, args.split,
                              Path(args.save_predictions) if args.save_predictions else None)
     for name, result in results.items():
+        if result["miou"] is None:
+            print(f"{cfg.experiment} [{name}] on {result['split']} ({result['images']} images, no public labels): "
+                  f"packaged as {result['submission']} for {result['server']}")
+            continue
         print(f"{cfg.experiment} [{name}] on {result['split']} ({result['images']} images): "
               f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_acc']:.2f}")
         if result["scales"] != [1.0]:
             print(f"  scales {result['scales']}, flip {result['flip']}: {SCALES_NOTE}")
     if args.for_tables:
-        atomic_write_json(run_dir / "evaluation.json", {n: {"miou": r["miou"]} for n, r in results.items()})
+        atomic_write_json(run_dir / "evaluation.json", {n: {k: r[k] for k in ("miou", "submission") if k in r}
+                                                        for n, r in results.items()})
     return 0
 
 
@@ -72,7 +87,7 @@ def track_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="a key of params.yaml's experiments")
     p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
     p.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
@@ -85,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)",
                        description="Trains an experiment of params.yaml with the official recipe. Start it with "
                                    "torchrun for several processes. Rerunning the same command resumes.")
-    _run_options(p)
+    add_run_options(p)
     p.add_argument("--replace-changed", action="store_true",
                    help="if the run folder holds another configuration, set it aside and start afresh "
                         "(what the pipelines do when params change)")
@@ -95,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Scores the experiment's model.pt. Single-scale as the official code by default; "
                                    "--multi-scale/--flip for the paper's MS+Flip. Start with torchrun to spread the "
                                    "images over processes (each image is counted once).")
-    _run_options(p)
+    add_run_options(p)
     p.add_argument("--multi-scale", action="store_true", help="average softmax over --scales")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
     p.add_argument("--scales", help="comma-separated, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (default: params eval.scales)")

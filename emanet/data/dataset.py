@@ -46,19 +46,28 @@ class SegmentationDataset(Dataset):
     def num_classes(self) -> int:
         return self.meta["num_classes"]
 
+    @property
+    def labelled(self) -> bool:
+        """False for a split whose labels are not public (VOC test): only images can be loaded."""
+        return self.split not in self.meta.get("unlabelled_splits", [])
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def load_image(self, index: int) -> torch.Tensor:
+        """The uint8 image (3, H, W)."""
+        with Image.open(self.root / "images" / f"{self.ids[index]}.jpg") as im:
+            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw sample: uint8 image (3, H, W) and uint8 label (H, W)."""
-        image_id = self.ids[index]
-        with Image.open(self.root / "images" / f"{image_id}.jpg") as im:
-            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-        label = torch.from_numpy(read_index_png(self.root / "labels" / f"{image_id}.png"))
-        return image, label
+        if not self.labelled:
+            raise DataError(f"{self.root}: split {self.split!r} has no labels (images only: use load_image)")
+        label = torch.from_numpy(read_index_png(self.root / "labels" / f"{self.ids[index]}.png"))
+        return self.load_image(index), label
 
     def __getitem__(self, index: int):
         """``index`` may be virtual (``epoch * len + i``, as the training sampler yields): it selects

@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import io
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,10 +24,11 @@ import torch.nn.functional as F
 
 from emanet.config import Config
 from emanet.data.dataset import SegmentationDataset
-from emanet.data.transforms import EvalTransform, multiscale_views, pad_to_8k1
+from emanet.data.transforms import EvalTransform, multiscale_views, normalize, pad_to_8k1
 from emanet.engine import dist as edist
+from emanet.data.fetch import file_digests
+from emanet.engine import submission
 from emanet.engine.metrics import confusion_matrix, scores
-from emanet.engine.train import dataset_root
 from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from emanet.models import Segmentor, build_model
 from emanet.models.weights import WeightLoadError
@@ -93,17 +95,25 @@ def evaluate(cfg: Config, run_dir: Path, protocols: Sequence[str], scales: Seque
         edist.cleanup()
 
 
+def eval_root(cfg: Config) -> Path:
+    """The prepared dataset evaluated on: ``eval.dataset`` (e.g. voc_test), else the training one."""
+    return Path(cfg.data.root) / (cfg.eval.dataset or cfg.data.dataset)
+
+
 def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> dict[str, dict]:
     from emanet.pipeline import parse_protocol
 
     split = split or cfg.eval.split
     parsed = {name: parse_protocol(name) for name in protocols}
-    dataset = SegmentationDataset(dataset_root(cfg), split, EvalTransform())
+    dataset = SegmentationDataset(eval_root(cfg), split, EvalTransform())
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
     results = {}
     for name, (multi_scale, flip, stages) in parsed.items():
         model.set_eval_stages(stages)
         used_scales = list(scales or cfg.eval.scales) if multi_scale else None
+        if not dataset.labelled:
+            results[name] = _submit(cfg, run_dir, ctx, dataset, model, name, used_scales, flip, stages)
+            continue
         matrix = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64, device=ctx.device)
         for index in range(ctx.rank, len(dataset), ctx.world_size):
             image, label = dataset[index]
@@ -120,12 +130,48 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     return results
 
 
+def _submit(cfg, run_dir, ctx, dataset, model, protocol, scales, flip, stages) -> dict:
+    """Predict a split without labels and package it for the evaluation server (``submission_<protocol>``).
+
+    With ``eval.server_labels`` (synthetic data), the package is scored as the server would score it
+    and the metrics are written as for any split; otherwise the result says where the package is.
+    """
+    pending = run_dir / f".submission_{protocol}.tmp"
+    for index in range(ctx.rank, len(dataset), ctx.world_size):
+        image = normalize(dataset.load_image(index))
+        save_prediction(pending / f"{dataset.ids[index]}.png", predict(model, image.to(ctx.device), scales, flip))
+    edist.barrier()
+    tarball = run_dir / f"submission_{protocol}.tar.gz"
+    result = {"protocol": protocol, "split": dataset.split, "dataset": dataset.meta["dataset"], "images": len(dataset),
+              "scales": scales or [1.0], "flip": flip, "submission": str(tarball), "miou": None,
+              "server": submission.SERVER_URL, "experiment": cfg.experiment, "config_hash": cfg.hash()}
+    if ctx.is_main:
+        submission.package(pending, dataset.ids, tarball)
+        shutil.rmtree(pending, ignore_errors=True)
+        result["submission_sha256"] = file_digests(tarball, ["sha256"])["sha256"]
+        if cfg.eval.server_labels:
+            matrix = submission.score(tarball, Path(cfg.eval.server_labels), dataset.ids, dataset.num_classes,
+                                      dataset.meta["ignore_index"])
+            scored = _result(cfg, dataset, matrix, protocol, dataset.split, scales, flip, stages)
+            result = {**scored, "submission": str(tarball), "submission_sha256": result["submission_sha256"],
+                      "scored_by": f"local stand-in for the evaluation server, ground truth {cfg.eval.server_labels}"}
+            write_metrics(run_dir, result, default=protocol == "ss")
+        else:
+            log.warning("%s: upload to %s, then `emanet submission record --experiment %s --protocol %s --miou ...`",
+                        tarball, submission.SERVER_URL, cfg.experiment, protocol)
+        atomic_write_json(run_dir / f"submission_{protocol}.json", {k: v for k, v in result.items()
+                                                                     if k != "confusion_matrix"})
+    edist.barrier()
+    return result
+
+
 def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict:
     result = scores(matrix.cpu().numpy(), dataset.classes)
     trained_t = cfg.model.ema.eval_stages or cfg.model.ema.stages
     result.update(protocol=protocol, split=split, images=len(dataset), scales=scales or [1.0], flip=flip,
                   eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
-                  config_hash=cfg.hash(), git_commit=git_commit(), data_checksum=dataset.meta["label_checksum"],
+                  config_hash=cfg.hash(), git_commit=git_commit(),
+                  data_checksum=dataset.meta["label_checksum"] or dataset.meta["image_checksum"],
                   experiment=cfg.experiment, confusion_matrix=matrix.cpu().tolist())
     if scales:
         result["note"] = SCALES_NOTE

@@ -35,10 +35,12 @@ from emanet.engine import checkpoint
 from emanet.engine import dist as edist
 from emanet.engine.optim import param_groups, poly_lr, set_lr
 from emanet.engine.sampler import IterationBatchSampler
+from emanet.data.fetch import file_digests
 from emanet.engine.syncbn import convert_sync_batchnorm
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
+from emanet.models.weights import WeightLoadError
 from emanet.pipeline import pretrained_path
 from emanet.tracking import Tracker, git_commit, read_run_info
 
@@ -49,6 +51,32 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def dataset_root(cfg: Config) -> Path:
     return Path(cfg.data.root) / cfg.data.dataset
+
+
+def init_weights(cfg: Config, run_dir: Path) -> Path | None:
+    """The final weights of ``train.init_from``, a sibling run folder (runs live side by side)."""
+    if cfg.train.init_from is None:
+        return None
+    path = Path(run_dir).parent / cfg.train.init_from / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: train.init_from={cfg.train.init_from!r} has no trained model; train "
+                                f"that experiment first")
+    return path
+
+
+def run_identity(cfg: Config, run_dir: Path) -> dict[str, str | None]:
+    """What a run folder must match to be resumed: the config hash and the digest of the initial weights
+    (a retrained parent run changes a fine-tuning run's starting point but not its config)."""
+    init = init_weights(cfg, run_dir)
+    return {"config_hash": cfg.hash(), "init_sha256": file_digests(init, ["sha256"])["sha256"] if init else None}
+
+
+def load_init_weights(model: torch.nn.Module, path: Path) -> None:
+    """Every parameter and buffer (EMA bases included) from another run's model.pt, strictly."""
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise WeightLoadError(f"{path}: does not fit this experiment's model ({exc})") from None
 
 
 def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
@@ -71,16 +99,19 @@ def seed_everything(seed: int, rank: int) -> None:
     random.seed(seed + rank)
 
 
-def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int) -> None:
+def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int, identity: dict) -> None:
     """config.yaml (resolved) and run.json (hash, commit, data checksum); refuse a foreign run folder."""
     info = read_run_info(run_dir)
     if info.get("config_hash") not in (None, cfg.hash()):
         raise ConfigError(f"{run_dir} holds a run of another configuration (hash {info['config_hash']}, now "
                           f"{cfg.hash()}): use another --out or remove the folder")
+    if info.get("config_hash") and info.get("init_sha256") != identity["init_sha256"]:
+        raise ConfigError(f"{run_dir} started from other weights than {cfg.train.init_from}'s model.pt now "
+                          f"(retrained since?): pass --replace-changed or remove the folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     slurm = os.environ.get("SLURM_JOB_ID")
-    info.update(config_hash=cfg.hash(), experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.data.dataset,
+    info.update(**identity, init_from=cfg.train.init_from, experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.data.dataset,
                 git_commit=git_commit(), data_checksum=meta["label_checksum"], world_size=world_size,
                 slurm_job_ids=sorted(set(info.get("slurm_job_ids", [])) | ({slurm} if slurm else set())))
     atomic_write_json(run_dir / "run.json", info)
@@ -132,7 +163,10 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         torch.use_deterministic_algorithms(True)
     seed_everything(t.seed, ctx.rank)
     dataset = SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)), t.seed)
-    model = build_model(dataclasses.replace(cfg.model, pretrained=pretrained_path(cfg)), dataset.num_classes)
+    identity = run_identity(cfg, run_dir)
+    init = init_weights(cfg, run_dir)
+    model = build_model(dataclasses.replace(cfg.model, pretrained=None if init else pretrained_path(cfg)),
+                        dataset.num_classes)
     if ctx.distributed:
         model = convert_sync_batchnorm(model, ctx.device)
     memory_format = torch.channels_last if t.channels_last else torch.preserve_format
@@ -142,9 +176,12 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
 
     last = run_dir / "checkpoints" / "last.pt"
     if ctx.is_main:
-        write_run_files(run_dir, cfg, meta, ctx.world_size)
+        write_run_files(run_dir, cfg, meta, ctx.world_size, identity)
     edist.barrier()
     start, saved_rng = 0, None
+    if init and not last.exists():
+        load_init_weights(model, init)
+        log.info("%s: starting from %s", cfg.experiment, init)
     if last.exists():
         state = checkpoint.load(last)
         model.load_state_dict(state["model"])

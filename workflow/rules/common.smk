@@ -8,6 +8,8 @@ from emanet.config import resolve
 PROFILE = config["profile"]
 BASE = resolve(config, PROFILE)
 EXPERIMENTS = pipeline.experiments(config)
+FINETUNES = pipeline.finetunes(config)
+RUNS = EXPERIMENTS + FINETUNES
 CONFIGS = pipeline.configs(config, PROFILE)
 DATASETS = pipeline.datasets(config, PROFILE)
 RESULTS = f"results/{PROFILE}"
@@ -21,6 +23,12 @@ EMANET = f"{sys.executable} -m emanet.cli"
 GPUS = 4 if PROFILE == "paper" else 0
 
 
+def run_data(run):
+    """The prepared datasets a run trains and evaluates on."""
+    cfg = CONFIGS[run]
+    return sorted({f"{PREPARED}/{d}" for d in (cfg.data.dataset, cfg.eval.dataset) if d})
+
+
 def launcher(wildcards, threads):
     """One torchrun with all the node's GPUs inside one Slurm task, or the plain CLI on a CPU."""
     if GPUS > 1:
@@ -32,6 +40,7 @@ def launcher(wildcards, threads):
 wildcard_constraints:
     dataset="|".join(DATASETS),
     experiment="|".join(EXPERIMENTS),
+    finetune="|".join(FINETUNES),
 
 
 localrules:

@@ -16,7 +16,7 @@ rule complexity:
 
 rule report:
     input:
-        expand(f"{RESULTS}/runs/{{experiment}}/evaluation.json", experiment=EXPERIMENTS),
+        expand(f"{RESULTS}/runs/{{run}}/evaluation.json", run=RUNS),
         f"{RESULTS}/bench/complexity.json",
     output:
         f"{RESULTS}/report/report.html",

@@ -1,11 +1,13 @@
-# One training and one evaluation per experiment; an experiment shared by several tables trains once.
+# One training and one evaluation per run; a run shared by several tables trains once. A finetune
+# (Table 2's COCO -> trainaug -> trainval chain) starts from its parent's model.pt and is trained and
+# evaluated in one job, as in dvc.yaml (whose foreach cannot give a dependency to some items only).
 # A job with N GPUs runs one torchrun with N processes inside one Slurm task (tasks=0 stops the Slurm
 # executor from adding --ntasks-per-gpu, which would start the script once per GPU).
 
 
 rule train:
     input:
-        data=lambda w: f"{PREPARED}/{CONFIGS[w.experiment].data.dataset}",
+        data=lambda w: run_data(w.experiment),
         weights=WEIGHTS_RECEIPT,
     output:
         f"{RESULTS}/runs/{{experiment}}/model.pt",
@@ -51,3 +53,33 @@ rule evaluate:
     shell:
         "OMP_NUM_THREADS={threads} {params.emanet} evaluate --experiment {wildcards.experiment} "
         "--profile {params.profile} --for-tables > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        data=lambda w: run_data(w.finetune),
+        init=lambda w: f"{RESULTS}/runs/{pipeline.parent(config, w.finetune)}/model.pt",
+    output:
+        f"{RESULTS}/runs/{{finetune}}/model.pt",
+        f"{RESULTS}/runs/{{finetune}}/evaluation.json",
+    log:
+        f"{RESULTS}/logs/finetune_{{finetune}}.log",
+    params:
+        profile=PROFILE,
+        launcher=launcher,
+        config_hash=lambda w: CONFIGS[w.finetune].hash(),
+        protocols=lambda w: pipeline.protocols(config, w.finetune),
+        scales=BASE.eval.scales,
+    threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 16
+    resources:
+        gpu=GPUS,
+        tasks=0,
+        cpus_per_gpu=4,
+        mem_mb=4000 if GPUS == 0 else 64000,
+        runtime=60 if GPUS == 0 else 1440,
+    conda:
+        "../../environment.yml"
+    shell:
+        "(OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.finetune} "
+        "--profile {params.profile} --replace-changed && OMP_NUM_THREADS={threads} {params.launcher} "
+        "evaluate --experiment {wildcards.finetune} --profile {params.profile} --for-tables) > {log} 2>&1"
