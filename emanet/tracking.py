@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # Fail fast instead of retrying for minutes while training waits (MLflow's defaults: 7 retries, 120 s).
 _CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-ARTIFACT_SUFFIXES = (".json", ".csv", ".png", ".yaml")
+ARTIFACT_SUFFIXES = (".json", ".csv", ".png", ".yaml", ".gz")  # .gz: the VOC test submission
 
 
 def default_uri(project: Path | None = None) -> str:

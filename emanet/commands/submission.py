@@ -29,7 +29,7 @@ def record(args: argparse.Namespace) -> int:
     """Store the evaluation server's score of a packaged submission as the run's metrics for ``--protocol``."""
     from emanet.commands.runs import resolve_run
     from emanet.data.fetch import file_digests
-    from emanet.engine.evaluate import write_metrics
+    from emanet.engine.evaluate import sync_to_mlflow, write_metrics
 
     _, cfg, run_dir = resolve_run(args)
     summary_path = run_dir / f"submission_{args.protocol}.json"
@@ -50,6 +50,7 @@ def record(args: argparse.Namespace) -> int:
               "miou": args.miou / 100.0, "per_class": per_class,
               "scored_by": f"PASCAL VOC evaluation server ({args.url or summary['server']})"}
     print(write_metrics(run_dir, result, default=args.protocol == "ss"))
+    sync_to_mlflow(run_dir)
     print("rebuild the tables with `emanet report` (or `snakemake --forcerun report`)")
     return 0
 

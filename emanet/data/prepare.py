@@ -88,7 +88,8 @@ READERS: dict[str, Callable[[Path], np.ndarray]] = {
 }
 
 
-def convert_sample(sample: Sample, out: Path, num_classes: int, min_pixels: int | None = None) -> tuple[str, str | None]:
+def convert_sample(sample: Sample, out: Path, num_classes: int,
+                   min_pixels: int | None = None) -> tuple[str | None, str | None]:
     """Write one sample's image and label into ``out``; return (id, md5 of the label file).
 
     The md5 is None for an image without a label; with ``min_pixels``, an image with at most that many
@@ -211,9 +212,14 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
         meta["filtered"] = {s: {"min_labelled_pixels": n, "source_count": len(members[s]),
                                 "removed": len(members[s]) - len(kept[s])} for s, n in conv.min_labelled_pixels.items()}
     if meta["unlabelled_splits"]:
-        images = "".join(f"{hashlib.md5((tmp / 'images' / f'{i}.jpg').read_bytes()).hexdigest()}  {i}.jpg\n" for i in ids)
-        meta["image_checksum"] = hashlib.sha256(images.encode()).hexdigest()
+        meta["image_checksum"] = _image_checksum(tmp / "images", ids)
     atomic_write_json(tmp / "meta.json", meta)
+
+
+def _image_checksum(folder: Path, ids: list[str]) -> str:
+    """What identifies a split without labels: the SHA-256 of its images' MD5 list."""
+    listing = "".join(f"{hashlib.md5((folder / f'{i}.jpg').read_bytes()).hexdigest()}  {i}.jpg\n" for i in ids)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def read_meta(root: str | Path) -> dict:

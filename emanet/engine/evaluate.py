@@ -24,9 +24,14 @@ import torch.nn.functional as F
 
 from emanet.config import Config
 from emanet.data.dataset import SegmentationDataset
-from emanet.data.transforms import EvalTransform, multiscale_views, normalize, pad_to_8k1
-from emanet.engine import dist as edist
 from emanet.data.fetch import file_digests
+from emanet.data.transforms import (
+    EvalTransform,
+    multiscale_views,
+    normalize,
+    pad_to_8k1,
+)
+from emanet.engine import dist as edist
 from emanet.engine import submission
 from emanet.engine.metrics import confusion_matrix, scores
 from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -126,7 +131,7 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
         if ctx.is_main:
             write_metrics(run_dir, results[name], default=name == "ss")
     if ctx.is_main:
-        _sync(run_dir)
+        sync_to_mlflow(run_dir)
     return results
 
 
@@ -189,7 +194,8 @@ def write_metrics(run_dir: Path, result: dict, default: bool) -> Path:
     return atomic_write_json(run_dir / f"metrics{suffix}.json", result)
 
 
-def _sync(run_dir: Path) -> None:
+def sync_to_mlflow(run_dir: Path) -> None:
+    """Mirror the run folder's new metrics into its MLflow run; a failure only warns (replay later)."""
     info = read_run_info(run_dir)
     if not info.get("tracking_uri"):
         return

@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from emanet.config import Config, ConfigError, flatten
 from emanet.data.dataset import SegmentationDataset
+from emanet.data.fetch import file_digests
 from emanet.data.prepare import read_meta
 from emanet.data.transforms import TrainTransform
 from emanet.engine import checkpoint
 from emanet.engine import dist as edist
 from emanet.engine.optim import param_groups, poly_lr, set_lr
 from emanet.engine.sampler import IterationBatchSampler
-from emanet.data.fetch import file_digests
 from emanet.engine.syncbn import convert_sync_batchnorm
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model

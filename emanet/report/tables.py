@@ -61,9 +61,18 @@ def _format_cost(field_name: str, value: float, head: bool) -> str:
 
 def _metric_cell(run_dir: Path, protocol: str) -> Cell:
     path = run_dir / ("metrics.json" if protocol == "ss" else f"metrics_{protocol}.json")
+    package = run_dir / f"submission_{protocol}.json"
+    packaged = json.loads(package.read_text()) if package.exists() else None
     if not path.exists():
+        if packaged:  # a test split: the score comes from the evaluation server
+            return Cell(text="awaiting server", source=str(run_dir),
+                        missing=f"upload {packaged['submission']} to {packaged['server']}, then `emanet submission "
+                                f"record --experiment {run_dir.name} --protocol {protocol} --miou ...`")
         return Cell(missing=f"{path} not found")
     metrics = json.loads(path.read_text())
+    if packaged and metrics.get("submission_sha256") != packaged["submission_sha256"]:
+        return Cell(text="stale", source=str(run_dir),
+                    missing=f"{path} scores an earlier package than {packaged['submission']}: submit it again")
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     value = 100.0 * metrics["miou"]
     return Cell(ours=value, text=f"{value:.2f}", source=str(run_dir), mlflow_run=info.get("mlflow_run_id"))
@@ -133,6 +142,12 @@ def _ours_text(cell: Cell) -> str:
     return "missing" if cell.missing else "–"
 
 
+def _pending(table: Table) -> list[str]:
+    """What to do for cells that wait on someone (the evaluation server): one line per cell."""
+    return [f"{row.label}, {column['label']}: {cell.missing}" for row in table.rows for column in table.columns
+            if (cell := row.cells[column["key"]]).text and cell.missing]
+
+
 def to_markdown(table: Table) -> str:
     header = ["Method"] + [f"{c['label']} ours / paper" for c in table.columns]
     lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -146,6 +161,7 @@ def to_markdown(table: Table) -> str:
         lines.append("| " + " | ".join([label] + cells) + " |")
     lines += ["", "n/p: not published by the paper. [R]/[A]/[S]/[U]: confidence of the paper's value "
                   "(shared/reference/paper.md §0). Differences are ours minus the paper's, in mIoU points."]
+    lines += [f"- {line}" for line in _pending(table)]
     if any(c["source"] == "cost:activation_bytes" for c in table.columns):
         lines.append("Memory: backbone in bytes, head overheads in millions of fp32 activations, the units Table 1 "
                      "appears to use (`emanet bench complexity` explains). Costs are always Table 1's setting.")
@@ -193,8 +209,10 @@ def to_html(table: Table) -> str:
             tds.append(f"<td>{ours}</td><td{cls}>{paper}</td><td>{diff}</td>")
         note = f"<br><small>{html.escape(row.note)}</small>" if row.note else ""
         body.append(f"<tr><th>{html.escape(row.label)}{note}</th>{''.join(tds)}</tr>")
+    pending = "".join(f"<li>{html.escape(line)}</li>" for line in _pending(table))
     return (f"<h2 id='{table.name}'>{html.escape(table.title)}</h2><table><thead><tr><th></th>{head}</tr>"
-            f"<tr><th></th>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+            f"<tr><th></th>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            + (f"<ul>{pending}</ul>" if pending else ""))
 
 
 def _relative_link(source: str) -> str:
