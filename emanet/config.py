@@ -105,7 +105,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol: the dataset and split, and the scales and flip of multi-scale testing.
+    """Evaluation protocol: the dataset and split, the output stride (None: as trained; the paper trains
+    Fig. 4's models at 16 and tests at 8), and the scales and flip of multi-scale testing.
 
     A split without labels (VOC test) is predicted and packaged for the evaluation server instead of
     scored; ``server_labels`` points a local stand-in for that server at ground truth (synthetic only).
@@ -113,6 +114,7 @@ class EvalConfig:
 
     dataset: str | None
     split: str
+    output_stride: int | None
     scales: list[float]
     flip: bool
     server_labels: str | None

@@ -65,3 +65,25 @@ def test_protocol_names():
     assert protocol_name(False, False, None) == "ss"
     assert protocol_name(True, True, None) == "ms_flip"
     assert protocol_name(False, False, 5) == "ss_T5"
+
+
+@pytest.mark.parametrize("head", ["ema", "aspp"])
+def test_a_model_trained_at_os16_is_evaluated_at_os8_with_the_same_weights(tmp_path, tiny_config, head):
+    """Fig. 4's protocol (train at OS 16, test at OS 8): the weights load unchanged into the denser network,
+    whose features (and ASPP rates) follow the evaluation stride."""
+    import dataclasses
+
+    from emanet.engine.evaluate import load_trained
+
+    trained = dataclasses.replace(tiny_config, model=dataclasses.replace(tiny_config.model, output_stride=16, head=head))
+    model = build_model(trained.model, num_classes=21)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    cfg = dataclasses.replace(trained, eval=dataclasses.replace(trained.eval, output_stride=8))
+    dense = load_trained(cfg, tmp_path, 21, torch.device("cpu"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(dense.state_dict()[key], value), key
+    image = torch.randn(1, 3, 65, 65)
+    with torch.no_grad():
+        assert dense.backbone(image).shape[-1] == 9 and model.eval().backbone(image).shape[-1] == 5
+    as_trained = load_trained(trained, tmp_path, 21, torch.device("cpu"))
+    assert as_trained.backbone.output_stride == 16

@@ -50,11 +50,13 @@ def protocol_name(multi_scale: bool, flip: bool, stages: int | None) -> str:
 
 
 def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.device) -> Segmentor:
-    """The run's final weights (``model.pt``, a plain state dict) in an eval-mode model."""
+    """The run's final weights (``model.pt``, a plain state dict) in an eval-mode model, built at
+    ``eval.output_stride`` when set (a dilated ResNet has the same weights at every output stride)."""
     weights = run_dir / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained model; run `emanet train` for this experiment first")
-    model = build_model(dataclasses.replace(cfg.model, pretrained=None), num_classes)
+    stride = cfg.eval.output_stride or cfg.model.output_stride  # same weights, other strides and dilations
+    model = build_model(dataclasses.replace(cfg.model, pretrained=None, output_stride=stride), num_classes)
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except RuntimeError as exc:
@@ -174,6 +176,7 @@ def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict
     result = scores(matrix.cpu().numpy(), dataset.classes)
     trained_t = cfg.model.ema.eval_stages or cfg.model.ema.stages
     result.update(protocol=protocol, split=split, images=len(dataset), scales=scales or [1.0], flip=flip,
+                  output_stride=cfg.eval.output_stride or cfg.model.output_stride,
                   eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
                   config_hash=cfg.hash(), git_commit=git_commit(),
                   data_checksum=dataset.meta["label_checksum"] or dataset.meta["image_checksum"],
