@@ -206,13 +206,14 @@ class Tracker:
             self._connect()
 
 
-def metrics_from_mlflow(uri: str, experiment_name: str) -> dict[str, dict]:
+def metrics_from_mlflow(uri: str, experiment_names: list[str]) -> dict[str, dict]:
     """{experiment: {"run_id", protocol: mIoU in [0, 1], ...}} from ``mlflow.search_runs`` alone
-    (the newest finished run of each experiment), to rebuild tables without the run folders."""
+    (the newest finished run of each experiment), to rebuild tables without the run folders.
+    MLflow experiments that do not exist (a dataset nobody trained on yet) are skipped."""
     import mlflow
 
     _client(uri)
-    runs = mlflow.search_runs(experiment_names=[experiment_name], filter_string="attributes.status = 'FINISHED'",
+    runs = mlflow.search_runs(experiment_names=experiment_names, filter_string="attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"])
     found: dict[str, dict] = {}
     for _, run in runs.iterrows():

@@ -20,13 +20,15 @@ def report(args: argparse.Namespace) -> int:
 
 def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
     """Print tables rebuilt from mlflow.search_runs alone (metric columns; costs live in the bench file)."""
+    from emanet import pipeline
     from emanet.config import resolve
     from emanet.report.tables import build_tables, to_markdown
     from emanet.tracking import default_uri, metrics_from_mlflow
 
     cfg = resolve(params, profile)
-    experiment = cfg.tracking.experiment.format(profile=profile, dataset=args.dataset or cfg.data.dataset)
-    runs = metrics_from_mlflow(args.from_mlflow if args.from_mlflow != "-" else default_uri(), experiment)
+    datasets = args.dataset or sorted({c.data.dataset for c in pipeline.configs(params, profile).values()})
+    names = [cfg.tracking.experiment.format(profile=profile, dataset=d) for d in datasets]
+    runs = metrics_from_mlflow(args.from_mlflow if args.from_mlflow != "-" else default_uri(), names)
     tables = build_tables(params, Path(args.results or f"results/{profile}"), mlflow_runs=runs)
     for table in tables:
         if not args.table or table.name in args.table:
@@ -61,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", help="results root (default results/<profile>)")
     p.add_argument("--from-mlflow", metavar="URI", help="print tables whose metric cells come from MLflow alone "
                                                      "('-' for the default tracking URI)")
-    p.add_argument("--dataset", help="with --from-mlflow: the dataset's MLflow experiment (default: data.dataset)")
+    p.add_argument("--dataset", action="append", help="with --from-mlflow: only this dataset's MLflow experiment "
+                                                      "(repeatable; default: every dataset the runs train on)")
     p.add_argument("--table", action="append", help="with --from-mlflow: only these tables (repeatable)")
     p.set_defaults(handler=report)
