@@ -22,7 +22,7 @@ from emanet import tracking_server
 from tests.helpers.mlflow_server import free_port
 from tests.helpers.runs import ROOT, run_args
 from tests.helpers.services import Postgres, Slurm
-from tests.test_orchestration import BIN, KEEP, _copy_project, cut_down
+from tests.test_orchestration import BIN, FINETUNE, KEEP, _copy_project, cut_down
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +53,13 @@ def test_slurm_pipeline_submits_every_training_with_sbatch_and_matches_a_local_r
         env = dict(slurm.env, MLFLOW_TRACKING_URI=f"sqlite:///{cluster}/mlflow.db")
         _snakemake(cluster, env, "--workflow-profile", "workflow/profiles/slurm-local")
     _snakemake(local, dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{local}/mlflow.db"), "-c2")
-    for experiment in KEEP:
+    for experiment in [*KEEP, *FINETUNE]:
         info = json.loads((cluster / f"results/tiny/runs/{experiment}/run.json").read_text())
         assert info["slurm_job_ids"], f"{experiment} did not run under Slurm"
         assert _matrix(cluster, experiment) == _matrix(local, experiment)
     mlflow.set_tracking_uri(f"sqlite:///{cluster}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["emanet/tiny/voc"])
-    assert set(runs["tags.experiment"]) == set(KEEP)
+    assert set(runs["tags.experiment"]) == {*KEEP, *FINETUNE}
     assert runs["tags.slurm_job_id"].notna().all(), "every training run carries its Slurm job id"
 
 

@@ -25,12 +25,7 @@ import torch.nn.functional as F
 from emanet.config import Config
 from emanet.data.dataset import SegmentationDataset
 from emanet.data.fetch import file_digests
-from emanet.data.transforms import (
-    EvalTransform,
-    multiscale_views,
-    normalize,
-    pad_to_8k1,
-)
+from emanet.data.transforms import EvalTransform, multiscale_views, normalize, pad_to_8k1
 from emanet.engine import dist as edist
 from emanet.engine import submission
 from emanet.engine.metrics import confusion_matrix, scores
