@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import shutil
 import tarfile
 import zipfile
 
@@ -280,3 +281,17 @@ def test_test_split_is_packaged_scored_by_the_stand_in_or_recorded_from_the_serv
     (run / "submission_ms_flip.json").write_text(json.dumps(package))
     tables = {t.name: t for t in build_tables(table_params, tmp_path / "out")}
     assert tables["table2"].rows[-1].cells["test"].text == "stale"
+
+
+def test_voc_and_voc_test_each_find_their_own_tree_whatever_was_extracted_first(tmp_path, raw_dir):
+    """Both archives unpack to VOCdevkit/VOC2012: preparing VOC test first must not make VOC pick its tree."""
+    prepare("voc_test", raw_dir, tmp_path / "prepared", None, progress=False)
+    root = prepare("voc", raw_dir, tmp_path / "prepared", None, progress=False)
+    assert read_meta(root)["counts"]["trainaug"] > 0
+    merged = tmp_path / "merged"  # the common habit: the test tar unpacked over the trainval tree
+    for archive in ("VOCtrainval_11-May-2012.tar", "VOC2012test.tar"):
+        with tarfile.open(raw_dir / archive) as tar:
+            tar.extractall(merged, filter="data")
+    shutil.copy(raw_dir / "benchmark.tgz", merged / "benchmark.tgz")
+    assert read_meta(prepare("voc_test", merged, tmp_path / "again", None, progress=False))["counts"]["test"]
+    assert read_meta(prepare("voc", merged, tmp_path / "again", None, progress=False))["counts"]["val"]

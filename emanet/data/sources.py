@@ -102,14 +102,20 @@ def check_values(path: Path, values: np.ndarray, allowed: Iterable[int]) -> None
         raise DataError(f"{path}: label values outside the classes: {bad[:10]}")
 
 
-def find_dir(raw_dir: Path, pattern: str, max_depth: int = 4) -> Path | None:
-    """The shallowest folder under ``raw_dir`` whose path ends with ``pattern`` (e.g. VOCdevkit/VOC2012)."""
+def find_dir(raw_dir: Path, pattern: str, max_depth: int = 4, marker: str | None = None) -> Path | None:
+    """The shallowest folder under ``raw_dir`` whose path ends with ``pattern`` (e.g. VOCdevkit/VOC2012)
+    and, with ``marker``, that holds that file: the VOC trainval and test archives both unpack to
+    VOCdevkit/VOC2012, and each converter must find its own."""
     parts = pattern.strip("/").split("/")
-    if raw_dir.parts[-len(parts):] == tuple(parts) and raw_dir.is_dir():
+
+    def fits(path: Path) -> bool:
+        return path.is_dir() and (marker is None or (path / marker).is_file())
+
+    if raw_dir.parts[-len(parts):] == tuple(parts) and fits(raw_dir):
         return raw_dir
     for depth in range(max_depth):
         glob = "/".join(["*"] * depth + parts) if depth else pattern
-        hits = sorted(p for p in raw_dir.glob(glob) if p.is_dir())
+        hits = sorted(p for p in raw_dir.glob(glob) if fits(p))
         if hits:
             return hits[0]
     return None
@@ -126,17 +132,18 @@ def extracted(raw_dir: Path, archive_name: str, members: list[str] | None = None
     return safe_extract(archive, target, members)
 
 
-def locate(raw_dir: Path, pattern: str, archive_name: str, members: list[str] | None = None) -> Path:
-    """An extracted tree ending in ``pattern``, extracting ``archive_name`` from ``raw_dir`` if needed."""
-    found = find_dir(raw_dir, pattern)
+def locate(raw_dir: Path, pattern: str, archive_name: str, members: list[str] | None = None,
+           marker: str | None = None) -> Path:
+    """An extracted tree ending in ``pattern`` (holding ``marker``), extracting ``archive_name`` if needed."""
+    found = find_dir(raw_dir, pattern, marker=marker)
     if found:
         return found
     if not (raw_dir / archive_name).is_file() and not (raw_dir / "extracted" / archive_name).exists():
         raise DataError(f"{raw_dir}: neither an extracted '{pattern}' folder nor the archive {archive_name} "
                         f"(run `emanet download` first)")
-    found = find_dir(extracted(raw_dir, archive_name, members), pattern)
+    found = find_dir(extracted(raw_dir, archive_name, members), pattern, marker=marker)
     if not found:
-        raise DataError(f"{raw_dir / archive_name}: has no '{pattern}' folder")
+        raise DataError(f"{raw_dir / archive_name}: has no '{pattern}' folder" + (f" with {marker}" if marker else ""))
     return found
 
 

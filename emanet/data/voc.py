@@ -13,15 +13,16 @@ from pathlib import Path
 from emanet.data import catalog
 from emanet.data.classes import VOC_CLASSES
 from emanet.data.conversion import Conversion
-from emanet.data.sources import DataError, Sample, extracted, find_dir, listing, locate, read_id_list, stems
+from emanet.data.sources import DataError, Sample, find_dir, listing, locate, read_id_list, stems
 
 OFFICIAL_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "trainaug": 10582}
 OFFICIAL_COUNTS_TEST = {"test": 1456}
+_TRAIN_LIST, _TEST_LIST = "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/test.txt"
 _SBD_MEMBERS = [f"benchmark_RELEASE/dataset/{m}" for m in ("cls", "img", "train.txt", "val.txt")]
 
 
 def convert(raw_dir: Path) -> Conversion:
-    voc = locate(raw_dir, "VOCdevkit/VOC2012", catalog.VOC2012.name)
+    voc = locate(raw_dir, "VOCdevkit/VOC2012", catalog.VOC2012.name, marker=_TRAIN_LIST)
     seg = voc / "ImageSets" / "Segmentation"
     train, val = read_id_list(seg / "train.txt"), read_id_list(seg / "val.txt")
     trainval = read_id_list(seg / "trainval.txt") if (seg / "trainval.txt").exists() else sorted(train + val)
@@ -59,19 +60,14 @@ def convert(raw_dir: Path) -> Conversion:
 
 
 def _test_tree(raw_dir: Path) -> Path:
-    """VOCdevkit/VOC2012 holding ImageSets/Segmentation/test.txt: from VOC2012test.tar when it is there,
-    else an extracted tree (the test tar is often unpacked over the trainval one)."""
+    """VOCdevkit/VOC2012 holding ImageSets/Segmentation/test.txt: an extracted tree (the test tar is often
+    unpacked over the trainval one), else VOC2012test.tar unpacked."""
     name = catalog.VOC2012_TEST.name
-    if (raw_dir / name).is_file() or (raw_dir / "extracted" / name).exists():
-        root = find_dir(extracted(raw_dir, name), "VOCdevkit/VOC2012")
-        if root is None:
-            raise DataError(f"{raw_dir / name}: has no 'VOCdevkit/VOC2012' folder")
-        return root
-    root = find_dir(raw_dir, "VOCdevkit/VOC2012")
-    if root is None or not (root / "ImageSets" / "Segmentation" / "test.txt").is_file():
-        raise DataError(f"{raw_dir}: neither {name} nor an extracted VOCdevkit/VOC2012 with "
-                        f"ImageSets/Segmentation/test.txt ({catalog.VOC2012_TEST.access})")
-    return root
+    found = find_dir(raw_dir, "VOCdevkit/VOC2012", marker=_TEST_LIST)
+    if found is None and not (raw_dir / name).is_file():
+        raise DataError(f"{raw_dir}: neither {name} nor an extracted VOCdevkit/VOC2012 with {_TEST_LIST} "
+                        f"({catalog.VOC2012_TEST.access})")
+    return found or locate(raw_dir, "VOCdevkit/VOC2012", name, marker=_TEST_LIST)
 
 
 def convert_test(raw_dir: Path) -> Conversion:
