@@ -27,35 +27,45 @@ def parse_protocol(name: str) -> tuple[bool, bool, int | None]:
     return match.group(1) == "ms", bool(match.group(2)), int(match.group(4)) if match.group(4) else None
 
 
+def _override(overrides: dict | None, section: str, key: str):
+    """``overrides[section][key]`` of one run's entry in params.yaml, None when absent."""
+    return ((overrides or {}).get(section) or {}).get(key)
+
+
 def validate_runs(params: dict) -> None:
-    """``finetunes`` each name their parent in ``train.init_from`` (DVC reads it there as a dependency);
-    ``experiments`` never do; names are unique and the chains end in an experiment."""
+    """``finetunes`` each name their parent in ``train.init_from`` and their data in ``data.dataset`` and
+    ``eval.dataset`` (DVC reads its dependencies there); ``experiments`` set neither init_from nor
+    eval.dataset; names are unique; every chain ends in an experiment."""
     experiments, finetunes = params.get("experiments") or {}, params.get("finetunes") or {}
-    for name in sorted(set(experiments) & set(finetunes)):
-        raise ConfigError(f"{name!r} is both in experiments and in finetunes")
+    both = sorted(set(experiments) & set(finetunes))
+    if both:
+        raise ConfigError(f"{both[0]!r} is both in experiments and in finetunes")
     for name, overrides in experiments.items():
-        if ((overrides or {}).get("train") or {}).get("init_from") is not None:
+        if _override(overrides, "train", "init_from") is not None:
             raise ConfigError(f"experiments.{name}.train.init_from: a run that starts from another run's weights "
                               f"belongs in finetunes (so both orchestrators see the dependency)")
-    for name, overrides in experiments.items():
-        if ((overrides or {}).get("eval") or {}).get("dataset") is not None:
+        if _override(overrides, "eval", "dataset") is not None:
             raise ConfigError(f"experiments.{name}.eval.dataset: evaluating on another dataset than the training one "
                               f"is for finetunes (which state it, so DVC sees the data)")
     for name, overrides in finetunes.items():
         for section in ("data", "eval"):
-            if ((overrides or {}).get(section) or {}).get("dataset") is None:
+            if _override(overrides, section, "dataset") is None:
                 raise ConfigError(f"missing key 'finetunes.{name}.{section}.dataset' (DVC reads the data from it)")
-    for name in finetunes:
-        seen = [name]
-        while seen[-1] in finetunes:
-            parent = ((finetunes[seen[-1]] or {}).get("train") or {}).get("init_from")
-            if parent is None:
-                raise ConfigError(f"missing key 'finetunes.{seen[-1]}.train.init_from' (the run it starts from)")
-            if parent not in experiments and parent not in finetunes:
-                raise ConfigError(f"finetunes.{seen[-1]}.train.init_from: {parent!r} is not an experiment or finetune")
-            if parent in seen:
-                raise ConfigError(f"finetunes: {' -> '.join([*seen, parent])} is a cycle")
-            seen.append(parent)
+        _check_chain(name, experiments, finetunes)
+
+
+def _check_chain(name: str, experiments: dict, finetunes: dict) -> None:
+    """Follow init_from from ``name`` to an experiment; a missing or unknown parent or a cycle is an error."""
+    seen = [name]
+    while seen[-1] in finetunes:
+        parent = _override(finetunes[seen[-1]], "train", "init_from")
+        if parent is None:
+            raise ConfigError(f"missing key 'finetunes.{seen[-1]}.train.init_from' (the run it starts from)")
+        if parent not in experiments and parent not in finetunes:
+            raise ConfigError(f"finetunes.{seen[-1]}.train.init_from: {parent!r} is not an experiment or finetune")
+        if parent in seen:
+            raise ConfigError(f"finetunes: {' -> '.join([*seen, parent])} is a cycle")
+        seen.append(parent)
 
 
 def validate_tables(params: dict) -> None:
@@ -120,7 +130,7 @@ def finetunes(params: dict) -> list[str]:
 
 def parent(params: dict, run: str) -> str | None:
     """The run a finetune starts from (None for an experiment)."""
-    return (((params.get("finetunes") or {}).get(run) or {}).get("train") or {}).get("init_from")
+    return _override((params.get("finetunes") or {}).get(run), "train", "init_from")
 
 
 def runs(params: dict) -> list[str]:

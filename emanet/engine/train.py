@@ -111,8 +111,8 @@ def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int, ide
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     slurm = os.environ.get("SLURM_JOB_ID")
-    info.update(**identity, init_from=cfg.train.init_from, experiment=cfg.experiment, profile=cfg.profile, dataset=cfg.data.dataset,
-                git_commit=git_commit(), data_checksum=meta["label_checksum"], world_size=world_size,
+    info.update(**identity, init_from=cfg.train.init_from, experiment=cfg.experiment, profile=cfg.profile,
+                dataset=cfg.data.dataset, git_commit=git_commit(), data_checksum=meta["label_checksum"], world_size=world_size,
                 slurm_job_ids=sorted(set(info.get("slurm_job_ids", [])) | ({slurm} if slurm else set())))
     atomic_write_json(run_dir / "run.json", info)
 
