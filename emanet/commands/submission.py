@@ -44,7 +44,7 @@ def record(args: argparse.Namespace) -> int:
         raise ValueError(f"{summary['submission']}: changed since it was packaged; evaluate again")
     if not 0.0 <= args.miou <= 100.0:
         raise ValueError(f"--miou is a percentage, got {args.miou}")
-    per_class = _per_class(Path(args.per_class), summary) if args.per_class else {}
+    per_class = _per_class(Path(args.per_class)) if args.per_class else {}
     result = {**{k: summary[k] for k in ("protocol", "split", "images", "scales", "flip", "experiment",
                                          "config_hash", "submission", "submission_sha256")},
               "miou": args.miou / 100.0, "per_class": per_class,
@@ -55,7 +55,7 @@ def record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _per_class(path: Path, summary: dict) -> dict[str, float]:
+def _per_class(path: Path) -> dict[str, float]:
     """class,iou rows (percent), as the server's result page lists them."""
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
