@@ -260,9 +260,15 @@ def test_test_split_is_packaged_scored_by_the_stand_in_or_recorded_from_the_serv
     record = ["submission", *_args("record", tmp_path, prepared_root, params)]
     bad = emanet([*record, "--miou", "187"])
     assert bad.returncode == 2 and "percentage" in bad.stderr
-    _ok(emanet([*record, "--miou", "87.7", "--url", "http://host.robots.ox.ac.uk:8080/anonymous/X.html"]))
+    (tmp_path / "classes.csv").write_text("class,iou\naeroplane,90.1\nbicycle,x\n")
+    bad = emanet([*record, "--miou", "87.7", "--per-class", str(tmp_path / "classes.csv")])
+    assert bad.returncode == 2 and "classes.csv: expected 'class,iou' rows" in bad.stderr
+    (tmp_path / "classes.csv").write_text("class,iou\naeroplane,90.1\nbicycle,41.5\n")
+    _ok(emanet([*record, "--miou", "87.7", "--url", "http://host.robots.ox.ac.uk:8080/anonymous/X.html",
+                "--per-class", str(tmp_path / "classes.csv")]))
     recorded = json.loads((run / "metrics_ms_flip.json").read_text())
     assert recorded["miou"] == pytest.approx(0.877) and "evaluation server" in recorded["scored_by"]
+    assert recorded["per_class"] == pytest.approx({"aeroplane": 0.901, "bicycle": 0.415})
     tables = {t.name: t for t in build_tables(table_params, tmp_path / "out")}
     assert tables["table2"].rows[-1].cells["test"].text == "87.70"
 
