@@ -19,12 +19,12 @@ def resolve_run(args: argparse.Namespace):
 
 def train(args: argparse.Namespace) -> int:
     from emanet import pipeline
-    from emanet.engine.train import run_identity
+    from emanet.engine.train import init_weights, run_identity
     from emanet.engine.train import train as run_training
 
     params, cfg, run_dir = resolve_run(args)
     if args.replace_changed:
-        _set_aside_if_changed(run_dir, run_identity(cfg, run_dir))
+        _set_aside_if_changed(run_dir, run_identity(cfg, init_weights(cfg, run_dir)))
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     return 0

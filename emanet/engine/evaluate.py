@@ -31,7 +31,7 @@ from emanet.engine import submission
 from emanet.engine.metrics import confusion_matrix, scores
 from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from emanet.models import Segmentor, build_model
-from emanet.models.weights import WeightLoadError
+from emanet.models.weights import load_model_weights
 from emanet.tracking import git_commit, read_run_info, sync_run
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,7 @@ def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.dev
         raise FileNotFoundError(f"{weights}: no trained model; run `emanet train` for this experiment first")
     stride = cfg.eval.output_stride or cfg.model.output_stride  # same weights, other strides and dilations
     model = build_model(dataclasses.replace(cfg.model, pretrained=None, output_stride=stride), num_classes)
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise WeightLoadError(f"{weights}: does not fit the configured model ({exc})") from None
+    load_model_weights(model, weights)
     return model.to(device).eval()
 
 

@@ -40,7 +40,7 @@ from emanet.engine.syncbn import convert_sync_batchnorm
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
-from emanet.models.weights import WeightLoadError
+from emanet.models.weights import load_model_weights
 from emanet.pipeline import pretrained_path
 from emanet.tracking import Tracker, git_commit, read_run_info
 
@@ -64,19 +64,10 @@ def init_weights(cfg: Config, run_dir: Path) -> Path | None:
     return path
 
 
-def run_identity(cfg: Config, run_dir: Path) -> dict[str, str | None]:
+def run_identity(cfg: Config, init: Path | None) -> dict[str, str | None]:
     """What a run folder must match to be resumed: the config hash and the digest of the initial weights
-    (a retrained parent run changes a fine-tuning run's starting point but not its config)."""
-    init = init_weights(cfg, run_dir)
+    ``init`` (a retrained parent run changes a fine-tuning run's starting point but not its config)."""
     return {"config_hash": cfg.hash(), "init_sha256": file_digests(init, ["sha256"])["sha256"] if init else None}
-
-
-def load_init_weights(model: torch.nn.Module, path: Path) -> None:
-    """Every parameter and buffer (EMA bases included) from another run's model.pt, strictly."""
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise WeightLoadError(f"{path}: does not fit this experiment's model ({exc})") from None
 
 
 def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
@@ -163,8 +154,8 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         torch.use_deterministic_algorithms(True)
     seed_everything(t.seed, ctx.rank)
     dataset = SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)), t.seed)
-    identity = run_identity(cfg, run_dir)
     init = init_weights(cfg, run_dir)
+    identity = run_identity(cfg, init)
     model = build_model(dataclasses.replace(cfg.model, pretrained=None if init else pretrained_path(cfg)),
                         dataset.num_classes)
     if ctx.distributed:
@@ -180,7 +171,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     edist.barrier()
     start, saved_rng = 0, None
     if init and not last.exists():
-        load_init_weights(model, init)
+        load_model_weights(model, init)  # every parameter and buffer, EMA bases included
         log.info("%s: starting from %s", cfg.experiment, init)
     if last.exists():
         state = checkpoint.load(last)

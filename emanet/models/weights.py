@@ -62,6 +62,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {_strip_prefixes(k): v for k, v in obj.items()}
 
 
+def load_model_weights(model: nn.Module, path: str | Path) -> None:
+    """A whole model's state dict (a run's ``model.pt``: backbone, head, EMA bases), strictly."""
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise WeightLoadError(f"{path}: does not fit the configured model ({exc})") from None
+
+
 def _strip_prefixes(key: str) -> str:
     changed = True
     while changed:
