@@ -95,12 +95,15 @@ def convert_sample(sample: Sample, out: Path, num_classes: int,
 
     The md5 is None for an image without a label; with ``min_pixels``, an image with at most that many
     pixels of a class other than background and ignore is skipped and its id comes back as None.
+    The image and the label are decoded fully once, here: a truncated, empty or corrupt file raises
+    DataError naming it, so nothing damaged reaches the prepared layout (and later stages).
     """
     if sample.label is None:
+        image_size(sample.image)  # decodes every pixel: the only check a label-less image gets
         _link_image(sample, out)
         return sample.image_id, None
     label = READERS[sample.reader](sample.label)
-    size = image_size(sample.image)
+    size = image_size(sample.image)  # decodes every pixel, not only the header
     if label.shape != size:
         raise DataError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
                         f"{sample.image} is {size[1]}x{size[0]}")
@@ -195,11 +198,15 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
     bar = dict(total=len(jobs), desc=f"prepare {conv.dataset}", disable=not progress, unit="img")
     if workers > 1 and len(jobs) >= 64:
         with ProcessPoolExecutor(workers) as pool:
-            digests = dict(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
+            outcomes = list(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
     else:
-        digests = dict(tqdm(map(_convert_star, jobs), **bar))
-    digests.pop(None, None)  # images dropped by min_labelled_pixels
-    kept = {split: [i for i in split_ids if i in digests] for split, split_ids in conv.splits.items()}
+        outcomes = list(tqdm(map(_convert_star, jobs), **bar))
+    # Bookkeeping is keyed by the requested ids, never by what came back: an id the filter dropped comes
+    # back as (None, None) and must still be known as dropped, whichever position it had in its split.
+    dropped = {i for i, (kept_id, _) in zip(ids, outcomes) if kept_id is None}
+    digests = {i: md5 for i, (kept_id, md5) in zip(ids, outcomes) if kept_id is not None}
+    kept = {split: [i for i in split_ids if i not in dropped] for split, split_ids in conv.splits.items()}
+    _check_not_emptied(conv, kept)
     manifest = "".join(f"{digests[i]}  labels/{i}.png\n" for i in ids if digests.get(i))
     atomic_write_text(tmp / "labels.md5", manifest)
     for split, split_ids in kept.items():
@@ -210,14 +217,30 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
         "label_checksum": hashlib.sha256(manifest.encode()).hexdigest() if manifest else None,
         "label_format": "indexed PNG (VOC palette), uint8 class ids, 255 = ignore",
         "counts_checked": counted, "source": conv.source,
-        "unlabelled_splits": sorted(s for s, v in conv.splits.items() if v and all(digests[i] is None for i in v)),
+        "unlabelled_splits": sorted(s for s, v in conv.splits.items()
+                                    if v and all(conv.samples[i].label is None for i in v)),
     }
     if conv.min_labelled_pixels:
-        meta["filtered"] = {s: {"min_labelled_pixels": n, "source_count": len(conv.splits[s]),
-                                "removed": len(conv.splits[s]) - len(kept[s])} for s, n in conv.min_labelled_pixels.items()}
+        meta["filtered"] = {s: {"min_labelled_pixels": n, "source_count": len(conv.splits.get(s, [])),
+                                "removed": len(conv.splits.get(s, [])) - len(kept.get(s, [])),
+                                "removed_ids": [i for i in conv.splits.get(s, []) if i in dropped]}
+                            for s, n in conv.min_labelled_pixels.items()}
     if meta["unlabelled_splits"]:
-        meta["image_checksum"] = _image_checksum(tmp / "images", ids)
+        meta["image_checksum"] = _image_checksum(tmp / "images", [i for i in ids if i not in dropped])
     atomic_write_json(tmp / "meta.json", meta)
+
+
+def _check_not_emptied(conv: Conversion, kept: dict[str, list[str]]) -> None:
+    """A split that had ids and lost every one of them to ``min_labelled_pixels`` is an error, not an
+    empty split: nothing could train on it, and the cause is almost always the wrong label maps."""
+    emptied = [s for s, n in conv.min_labelled_pixels.items() if conv.splits.get(s) and not kept[s]]
+    if emptied:
+        detail = "; ".join(f"{s}: all {len(conv.splits[s]):,} images have at most "
+                           f"{conv.min_labelled_pixels[s]:,} pixels of a class other than background"
+                           for s in emptied)
+        raise DataError(f"{conv.dataset}: the labelled-pixel filter removed every image of {', '.join(emptied)} "
+                        f"({detail}). Check that the label maps are the dataset's own ({conv.source.get('route')}); "
+                        f"nothing was written.")
 
 
 def _image_checksum(folder: Path, ids: list[str]) -> str:
