@@ -31,8 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ConfigError, DataError, FetchError, FileNotFoundError, ValueError) as exc:
-        print(f"emanet: error: {exc}", file=sys.stderr)
+        print(f"emanet: error: {_message(exc)}", file=sys.stderr)
         return 2
+
+
+def _message(exc: BaseException) -> str:
+    """The error's own message. An error raised in a DataLoader worker reaches the main process as the
+    same type whose message is torch's "Caught X in DataLoader worker process N. Original Traceback ..."
+    (the worker's whole traceback as text): keep only the original message, which names the file."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
+        return text
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else \
+        f"{kind.__module__}.{kind.__qualname__}"
+    _, found, original = text.rpartition(f"\n{name}: ")
+    return original.rstrip("\n") if found else text
 
 
 if __name__ == "__main__":

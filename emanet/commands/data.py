@@ -71,12 +71,31 @@ def prepare(args: argparse.Namespace) -> int:
     if args.no_count_check:
         expected = None
     elif manifest:
-        expected = json.loads(Path(manifest).read_text())["counts"][args.dataset]
+        expected = _manifest_counts(Path(manifest), args.dataset)
     else:
         expected = OFFICIAL_COUNTS[args.dataset]
     print(convert(args.dataset, need(raw_dir, "--raw-dir"), need(out, "--out"), expected, args.workers,
                   progress=not args.quiet))
     return 0
+
+
+def _manifest_counts(path: Path, dataset: str) -> dict[str, int]:
+    """split -> count of ``dataset`` from an `emanet synth` manifest (UTF-8 JSON); errors name the file."""
+    from emanet.data.sources import DataError
+    from emanet.textfile import read_text_file
+
+    try:
+        counts = json.loads(read_text_file(path, DataError))["counts"][dataset]
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found (`emanet synth` writes one beside the archives)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); regenerate it with `emanet synth`") from None
+    except (KeyError, TypeError):
+        raise DataError(f"{path}: has no split counts for {dataset!r} (a manifest of `emanet synth "
+                        f"--dataset {dataset}` has them)") from None
+    if not isinstance(counts, dict) or not all(isinstance(n, int) for n in counts.values()):
+        raise DataError(f"{path}: counts.{dataset} must map split names to integers, got {counts!r}")
+    return counts
 
 
 def register(sub: argparse._SubParsersAction) -> None:

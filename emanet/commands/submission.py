@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -56,13 +57,28 @@ def record(args: argparse.Namespace) -> int:
 
 
 def _per_class(path: Path) -> dict[str, float]:
-    """class,iou rows (percent), as the server's result page lists them."""
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    try:
-        return {name.strip(): float(value) / 100.0 for name, value in rows if name.strip() != "class"}
-    except ValueError as exc:
-        raise ValueError(f"{path}: expected 'class,iou' rows with IoU in percent ({exc})") from None
+    """class -> IoU (a fraction) from ``class,iou`` rows in percent, as the server's result page lists them.
+
+    UTF-8 (a BOM, as Excel's "CSV UTF-8" writes, is dropped; CRLF or CR line ends); a ``class,...`` header
+    row, blank lines, surrounding blanks, empty trailing cells and a ``%`` after the number are tolerated.
+    Raises ValueError naming the file (and line) for anything else."""
+    from emanet.textfile import read_text_file
+
+    reader = csv.reader(io.StringIO(read_text_file(path), newline=""))
+    per_class = {}
+    for row in reader:
+        cells = [cell.strip() for cell in row]
+        while cells and not cells[-1]:
+            cells.pop()
+        if not cells or cells[0].lower() == "class":
+            continue
+        try:
+            name, value = cells
+            per_class[name] = float(value.removesuffix("%").strip()) / 100.0
+        except ValueError:
+            raise ValueError(f"{path}: expected 'class,iou' rows with IoU in percent; line {reader.line_num} "
+                             f"is {','.join(row)!r}") from None
+    return per_class
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from emanet.data.prepare import read_meta
-from emanet.data.sources import DataError, read_id_list, read_index_png
+from emanet.data.sources import DataError, decode_image, read_id_list, read_index_png
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -57,16 +56,24 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def _fix(self) -> str:
+        """What to do about a damaged file of the prepared layout (the end of decode errors)."""
+        return (f"the prepared copy is damaged: delete {self.root} and run `emanet prepare "
+                f"{self.meta.get('dataset', self.root.name)}` again (images are hard links to the raw files: "
+                f"if prepare then refuses the original, re-download or re-extract its archive)")
+
     def load_image(self, index: int) -> torch.Tensor:
-        """The uint8 image (3, H, W)."""
-        with Image.open(self.root / "images" / f"{self.ids[index]}.jpg") as im:
-            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+        """The uint8 image (3, H, W). Raises DataError naming the file if it cannot be fully decoded."""
+        im = decode_image(self.root / "images" / f"{self.ids[index]}.jpg", self._fix)
+        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The raw sample: uint8 image (3, H, W) and uint8 label (H, W)."""
+        """The raw sample: uint8 image (3, H, W) and uint8 label (H, W). Raises DataError naming the
+        file for an image or label that cannot be fully decoded (also inside DataLoader workers)."""
         if not self.labelled:
             raise DataError(f"{self.root}: split {self.split!r} has no labels (images only: use load_image)")
-        label = torch.from_numpy(read_index_png(self.root / "labels" / f"{self.ids[index]}.png"))
+        label = torch.from_numpy(read_index_png(self.root / "labels" / f"{self.ids[index]}.png", self._fix))
         return self.load_image(index), label
 
     def __getitem__(self, index: int):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from emanet.data.catalog import DATASETS, WEIGHTS, WeightsEntry
 from emanet.data.fetch import FetchError, RemoteFile, download, safe_extract, verify
+from emanet.textfile import read_text_file
 
 
 def names() -> list[str]:
@@ -26,7 +27,7 @@ def read_manifest(path: str | Path) -> dict[str, dict]:
     """name -> {"sha256", "size"} from a manifest file; errors name the file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text_file(path, FetchError))
         return {f["name"]: {"sha256": f["sha256"], "size": int(f["size"])} for f in data["files"]}
     except FileNotFoundError:
         raise FetchError(f"{path}: manifest not found") from None

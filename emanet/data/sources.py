@@ -2,24 +2,38 @@
 
 Every reader follows datasets.md §1: label PNGs as raw indices (``np.array`` of the P or L image, never
 ``convert``), list files with LF or CRLF, with or without a final newline, plain or DeepLab two-column,
-class files split on the first ``": "`` only. Errors name the file.
+class files split on the first ``": "`` only. Text is read by :mod:`emanet.textfile` (UTF-8, BOM dropped);
+images and label PNGs are decoded fully by :func:`decode_image`, so a truncated or corrupt file is refused
+by name where it is read. Errors name the file.
 """
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from emanet.data.fetch import safe_extract
+from emanet.textfile import text_lines
 
 
 class DataError(ValueError):
     """Bad or missing input data; the message names the file and what is wrong."""
+
+
+#: What to do about a damaged file taken from a downloaded archive (the end of decode errors).
+REDOWNLOAD = ("re-download or re-extract the archive it came from (`emanet download` verifies checksums; "
+              "delete the file's raw_dir/extracted/<archive> folder to extract it again)")
+#: Errors Pillow raises for bytes it cannot identify or decode (zlib, struct and bomb errors included).
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, TypeError, IndexError, KeyError, struct.error,
+                  zlib.error, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -35,55 +49,98 @@ class Sample:
 
 
 def read_id_list(path: Path) -> list[str]:
-    """Ids of a split list: one per line, or DeepLab's ``/JPEGImages/<id>.jpg /Seg…/<id>.png``."""
+    """Ids of a split list: one per line, or DeepLab's ``/JPEGImages/<id>.jpg /Seg…/<id>.png``.
+
+    Read by :func:`emanet.textfile.read_text_file` (UTF-8; BOM dropped; LF, CRLF or CR); blank lines and
+    surrounding blanks are ignored. Raises DataError naming the file if it is missing or not UTF-8 text."""
     if not path.is_file():
         raise DataError(f"{path}: list file not found")
-    ids = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            ids.append(Path(line.split()[0]).stem)
-    return ids
+    return [Path(line.split()[0]).stem for _, line in text_lines(path, DataError)]
 
 
 def read_class_file(path: Path) -> dict[int, str]:
-    """``"<k>: <name>"`` lines -> {k: name}; split on the first ": " only, names stripped."""
+    """``"<k>: <name>"`` lines -> {k: name}; split on the first ": " only, names stripped.
+
+    Read as :func:`read_id_list` reads list files; raises DataError naming the file (and the line)."""
     if not path.is_file():
         raise DataError(f"{path}: class list not found")
     classes = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in text_lines(path, DataError):
         key, sep, name = line.partition(": ")
-        if not sep or not key.strip().isdigit():
+        key = key.strip()
+        if not sep or not (key.isascii() and key.isdigit()):
             raise DataError(f"{path}:{number}: expected '<k>: <name>', got {line!r}")
+        if int(key) in classes:
+            raise DataError(f"{path}:{number}: class {int(key)} is listed twice ({classes[int(key)]!r} and "
+                            f"{name.strip()!r}); each id must appear once")
         classes[int(key)] = name.strip()
     return classes
 
 
-def read_index_png(path: Path) -> np.ndarray:
-    """A label PNG's stored indices (mode P or L); anything else is an error naming the file."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise DataError(f"{path}: label PNG must be palette (P) or grayscale (L), got mode {im.mode}")
-        return np.array(im)
+def read_index_png(path: Path, fix: str = REDOWNLOAD) -> np.ndarray:
+    """A label PNG's stored indices (mode P or L); anything else is an error naming the file.
+
+    Decoded fully by :func:`decode_image` (``fix`` completes its error message)."""
+    im = decode_image(path, fix)
+    if im.mode not in ("P", "L"):
+        raise DataError(f"{path}: label PNG must be palette (P) or grayscale (L), got mode {im.mode}")
+    return np.array(im)
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels."""
+def decode_image(path: str | Path, fix: str = REDOWNLOAD, data: bytes | None = None) -> Image.Image:
+    """The image at ``path`` (JPEG, PNG, any format Pillow reads), every pixel decoded (``Image.load``).
+
+    A file that cannot be fully decoded fails here, by name, not later in a DataLoader worker as a bare
+    ``OSError: image file is truncated``. ``data`` gives the bytes when they are not in a file of their
+    own (a PNG inside a tar: ``path`` is then the name to report, e.g. ``pkg.tar.gz:results/…/x.png``).
+    Returns the loaded image in its stored mode and size; no file stays open.
+
+    Raises DataError "<path>: <what is wrong>; <fix>" for a missing or unreadable file, an empty file,
+    bytes that are no image format Pillow knows (garbage), and truncated or corrupt image data.
+    """
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{path}: image file not found; {fix}") from None
+        except OSError as exc:
+            raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+    if not data:
+        raise DataError(f"{path}: is empty (0 bytes), not an image; {fix}")
     try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except (OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+        im = Image.open(io.BytesIO(data))
+    except _DECODE_ERRORS as exc:
+        raise DataError(f"{path}: is not an image file Pillow can identify ({len(data):,} bytes starting "
+                        f"{data[:8].hex(' ')}: {_reason(exc)}); {fix}") from None
+    try:
+        im.load()
+    except _DECODE_ERRORS as exc:
+        raise DataError(f"{path}: {im.format} image data cannot be decoded, the file is truncated or corrupt "
+                        f"({_reason(exc)}); {fix}") from None
+    return im
+
+
+def image_size(path: Path, fix: str = REDOWNLOAD) -> tuple[int, int]:
+    """(height, width) of the image at ``path``, after decoding every pixel (:func:`decode_image`), so a
+    truncated or corrupt image fails here, naming the file. About 1 ms for a 500x375 JPEG."""
+    im = decode_image(path, fix)
+    return im.height, im.width
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's reason, without the BytesIO repr it puts in 'cannot identify image file <...>'."""
+    return "unknown format" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
 
 
 def mat_field(path: Path, variable: str, field: str | None = None) -> np.ndarray:
     """A variable (or a field of a MATLAB struct variable) from a v5 ``.mat`` file."""
     try:
         data = scipy.io.loadmat(path)
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise DataError(f"{path}: not a readable MATLAB v5 file ({exc})") from None
+    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable MATLAB v5 file, empty, truncated or corrupt ({exc}); "
+                        f"{REDOWNLOAD}") from None
+    if not any(not k.startswith("__") for k in data):
+        raise DataError(f"{path}: holds no variables at all (truncated after its header?); {REDOWNLOAD}")
     if variable not in data:
         raise DataError(f"{path}: has no variable {variable!r} (found {sorted(k for k in data if not k.startswith('__'))})")
     value = data[variable]

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from emanet.data.sources import DataError, listing, read_index_png
+from emanet.data.sources import DataError, decode_image, listing, read_index_png
 from emanet.engine.metrics import confusion_matrix
 from emanet.io import atomic_write_bytes
 
 SERVER_URL = "http://host.robots.ox.ac.uk:8080/"
 RESULTS_DIR = "results/VOC2012/Segmentation/comp6_test_cls"
 _MTIME = 946684800  # fixed (2000-01-01) so the same predictions give the same archive
+_REPACKAGE = "package the predictions again (`emanet evaluate` writes the package)"
 
 
 def package(pred_dir: Path, ids: list[str], tarball: Path) -> Path:
@@ -37,7 +37,9 @@ def package(pred_dir: Path, ids: list[str], tarball: Path) -> Path:
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, \
             tarfile.open(fileobj=zipped, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for image_id in sorted(ids):
-            data = (pred_dir / f"{image_id}.png").read_bytes()
+            path = pred_dir / f"{image_id}.png"
+            data = path.read_bytes()
+            decode_image(path, "delete it and predict again (`emanet evaluate`)", data)  # never ship a damaged PNG
             info = tarfile.TarInfo(f"{RESULTS_DIR}/{image_id}.png")
             info.size, info.mtime, info.mode = len(data), _MTIME, 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -62,13 +64,12 @@ def read_package(tarball: Path, ids: list[str]) -> dict[str, np.ndarray]:
 
 
 def _png(tarball: Path, name: str, data: bytes) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.mode not in ("P", "L"):
-                raise DataError(f"{tarball}:{name}: must be an indexed (P) or grayscale PNG, got mode {im.mode}")
-            return np.array(im)
-    except OSError as exc:
-        raise DataError(f"{tarball}:{name}: not a readable PNG ({exc})") from None
+    """A package member's class map, fully decoded; damaged or non-indexed PNGs are errors naming it."""
+    im = decode_image(f"{tarball}:{name}", _REPACKAGE, data)
+    if im.format != "PNG" or im.mode not in ("P", "L"):
+        raise DataError(f"{tarball}:{name}: must be an indexed (P) or grayscale PNG, got a {im.format} image in "
+                        f"mode {im.mode}")
+    return np.array(im)
 
 
 def score(tarball: Path, labels_dir: Path, ids: list[str], num_classes: int, ignore_index: int = 255) -> torch.Tensor:
@@ -79,7 +80,8 @@ def score(tarball: Path, labels_dir: Path, ids: list[str], num_classes: int, ign
         label_path = Path(labels_dir) / f"{image_id}.png"
         if not label_path.is_file():
             raise DataError(f"{label_path}: no ground truth for test image {image_id}")
-        label = read_index_png(label_path)
+        label = read_index_png(label_path, f"restore the ground truth in {labels_dir} (the tiny profile's come "
+                                           f"from `emanet synth`, in data/<profile>/synth/server/)")
         if pred.shape != label.shape:
             raise DataError(f"{tarball}:{RESULTS_DIR}/{image_id}.png: is {pred.shape[1]}x{pred.shape[0]}, the "
                             f"image is {label.shape[1]}x{label.shape[0]}")
