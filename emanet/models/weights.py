@@ -1,19 +1,31 @@
-"""Load ImageNet checkpoints into a backbone, strictly and with clear reports.
+"""Load checkpoints into models, strictly, with short reports that name the cause.
 
 The official code loads with ``strict=False``, which silently hid key mismatches from its users
-(EMANet#9). Here every key is accounted for: the classifier (``fc.*``) is the only thing a checkpoint
-may carry that the backbone lacks, BatchNorm's ``num_batches_tracked`` the only thing it may lack, and
-a tensor whose shape does not fit is refused with its key named.
+(EMANet#9). Here every key is accounted for:
+
+* **ImageNet checkpoints into a backbone** (:func:`load_backbone_weights`): the classifier (``fc.*``) is
+  the only thing a checkpoint may carry that the backbone lacks, BatchNorm's ``num_batches_tracked`` the
+  only thing it may lack, and a tensor whose shape does not fit is refused with its key named.
+* **Whole models** (a run's ``model.pt`` for evaluation and prediction, ``train.init_from``'s parent,
+  the model inside a resumable checkpoint, and imported foreign weights): :func:`load_state` checks the
+  state dict against the model first (:func:`compare`) and refuses a misfit with a few lines — how many
+  entries match, the missing and unexpected counts with a handful of examples, the shape conflicts by
+  name, which architecture the checkpoint was made for against the model's, and the layout it looks
+  like (the official EMANet naming, a ``module.`` prefix, a bare ImageNet backbone...). Never a dump of
+  hundreds of keys.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from emanet.models import official
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +33,19 @@ log = logging.getLogger(__name__)
 _WRAPPER_PREFIXES = ("module.", "backbone.")
 #: Containers that checkpoints commonly nest their state dict in.
 _NESTING_KEYS = ("state_dict", "model", "net")
+#: How many keys an error message shows of each kind.
+EXAMPLES = 4
 
 
 class WeightLoadError(ValueError):
-    """A checkpoint that does not fit the backbone; the message names the file and the key."""
+    """A checkpoint that does not fit the model; the message names the file and the cause."""
+
+
+def abbreviate(keys: Iterable[str], limit: int = EXAMPLES) -> str:
+    """``"a, b, c, d, … (57 in all)"``: the first ``limit`` keys and how many there are."""
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", … ({len(keys)} in all)" if len(keys) > limit else "")
 
 
 @dataclass
@@ -39,9 +60,9 @@ class LoadReport:
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensors loaded", f"{len(self.ignored)} classifier keys ignored"]
         if self.missing:
-            parts.append(f"missing: {', '.join(self.missing)}")
+            parts.append(f"missing: {abbreviate(self.missing)}")
         if self.unexpected:
-            parts.append(f"unexpected: {', '.join(self.unexpected)}")
+            parts.append(f"unexpected: {abbreviate(self.unexpected)}")
         return "; ".join(parts)
 
 
@@ -57,18 +78,222 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for key in _NESTING_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightLoadError(f"{path}: expected a state dict of tensors")
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise WeightLoadError(f"{path}: expected a state dict (names -> tensors), found {describe_object(obj)}; "
+                              f"use an ImageNet checkpoint of torchvision or PyTorch-Encoding (`emanet download`)")
     return {_strip_prefixes(k): v for k, v in obj.items()}
 
 
-def load_model_weights(model: nn.Module, path: str | Path) -> None:
-    """A whole model's state dict (a run's ``model.pt``: backbone, head, EMA bases), strictly."""
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise WeightLoadError(f"{path}: does not fit the configured model ({exc})") from None
+# --- whole models -----------------------------------------------------------------------------------
 
+def _counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+@dataclass
+class FitReport:
+    """How a state dict fits a model's: entries matched, missing, unexpected and of another shape."""
+
+    matched: int
+    total: int
+    missing: list[str]
+    unexpected: list[str]
+    conflicts: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+
+    @property
+    def fits(self) -> bool:
+        return not (self.missing or self.unexpected or self.conflicts)
+
+    def summary(self) -> str:
+        """One line: counts, a handful of examples of each kind, the first shape conflicts by name."""
+        parts = [f"{self.matched} of the model's {self.total} entries match"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({abbreviate(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({abbreviate(self.unexpected)})")
+        if self.conflicts:
+            shown = ", ".join(f"{key} {tuple(a)} vs {tuple(b)}" for key, a, b in self.conflicts[:EXAMPLES])
+            more = f", … ({len(self.conflicts)} in all)" if len(self.conflicts) > EXAMPLES else ""
+            parts.append(f"{len(self.conflicts)} of another shape (checkpoint vs model: {shown}{more})")
+        return "; ".join(parts)
+
+
+def compare(source: Mapping[str, object], target: Mapping[str, torch.Tensor],
+            optional_counters: bool = False) -> FitReport:
+    """Compare a checkpoint's state dict with a model's (``model.state_dict()``), key by key.
+
+    A non-tensor value or a non-string key counts as unexpected. With ``optional_counters``, BatchNorm's
+    ``num_batches_tracked`` may be absent (older and foreign checkpoints); dtypes are not compared
+    (``load_state_dict`` casts).
+    """
+    missing = [k for k in target if k not in source and not (optional_counters and _counter(k))]
+    unexpected, conflicts, matched = [], [], 0
+    for key, value in source.items():
+        if not isinstance(key, str) or key not in target or not isinstance(value, torch.Tensor):
+            unexpected.append(key if isinstance(key, str) else repr(key))
+        elif value.shape != target[key].shape:
+            conflicts.append((key, tuple(value.shape), tuple(target[key].shape)))
+        else:
+            matched += 1
+    return FitReport(matched, len(target), missing, unexpected, conflicts)
+
+
+def architecture(state: Mapping[str, object]) -> dict[str, object]:
+    """What network an emanet-named state dict was made for, read from its keys and shapes: backbone
+    (by bottlenecks per stage), stem, layer1 width, head kind, head channels C, bases K, classes."""
+    from emanet.models.resnet import DEPTHS
+
+    def shape(key: str) -> tuple[int, ...] | None:
+        value = state.get(key)
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+    keys = [k for k in state if isinstance(k, str)]
+    arch: dict[str, object] = {}
+    blocks = tuple(len({k.split(".")[2] for k in keys if k.startswith(f"backbone.layer{i}.") and k.count(".") > 2})
+                   for i in range(1, 5))
+    if any(blocks):
+        names = [name for name, depth in DEPTHS.items() if depth == blocks]
+        arch["backbone"] = names[0] if names else f"ResNet with {'-'.join(map(str, blocks))} bottlenecks"
+    if shape("backbone.conv1.0.weight"):
+        arch["stem"] = "deep"
+    elif shape("backbone.conv1.weight"):
+        arch["stem"] = "torchvision"
+    if shape("backbone.layer1.0.conv1.weight"):
+        arch["width"] = shape("backbone.layer1.0.conv1.weight")[0]
+    if any(k.startswith("head.fc0.convs.") for k in keys):
+        arch["head"] = "aspp"
+    elif shape("head.block.bases"):
+        arch["head"] = "ema"
+    elif shape("head.block.theta.weight"):
+        arch["head"] = "nonlocal"
+    elif shape("head.block.conv_a.weight"):
+        arch["head"] = "a2"
+    elif shape("head.fc0.0.weight"):
+        arch["head"] = "fcn"
+    if shape("head.fc0.0.weight"):
+        arch["channels"] = shape("head.fc0.0.weight")[0]
+    if shape("head.block.bases"):
+        arch["bases"] = shape("head.block.bases")[-1]
+    if shape("head.classifier.weight"):
+        arch["classes"] = shape("head.classifier.weight")[0]
+    return arch
+
+
+#: How each field of :func:`architecture` is named in messages, and the setting that chooses it.
+_FIELDS = {"backbone": ("backbone", "model.backbone"), "stem": ("stem", "model.stem"),
+           "width": ("layer1 width", "model.base_width"), "head": ("head", "model.head"),
+           "channels": ("head channels C", "model.head_channels"), "bases": ("bases K", "model.ema.num_bases"),
+           "classes": ("classes", "the dataset")}
+
+
+def architecture_difference(source: Mapping[str, object], target: Mapping[str, torch.Tensor]) -> str:
+    """``"made for backbone resnet101, head channels C 512; the model has resnet_tiny, 64 (model.backbone,
+    model.head_channels)"``, or "" when the keys and shapes tell no difference."""
+    ours, theirs = architecture(target), architecture(source)
+    differ = [f for f in _FIELDS if f in theirs and theirs.get(f) != ours.get(f)]
+    if not differ:
+        return ""
+    made = ", ".join(f"{_FIELDS[f][0]} {theirs[f]}" for f in differ)
+    model = ", ".join(str(ours.get(f, "none")) for f in differ)
+    return f"the checkpoint was made for {made}; the model has {model} (set by {', '.join(_FIELDS[f][1] for f in differ)})"
+
+
+def layout_hint(keys: Iterable[object], importing: bool = False) -> str:
+    """What a state dict whose keys do not fit looks like, and what to do; "" if nothing is recognised.
+
+    ``importing``: the keys come from `emanet import-weights` (wrappers and the official naming already
+    handled), so only the other layouts are worth naming."""
+    keys = [k for k in keys if isinstance(k, str)]
+    if not keys:
+        return ""
+    convert = "convert it with `emanet import-weights FILE --experiment NAME`"
+    if not importing and sum(k.startswith("module.") for k in keys) > len(keys) // 2:
+        return f"its keys carry DataParallel/DDP's `module.` prefix: {convert}"
+    if official.looks_official(keys):
+        return (f"it uses the official EMANet naming (extractor., emau., fc2.): "
+                f"{'read it with --format official (or auto)' if importing else convert}")
+    if any(k.startswith(("decode_head.", "auxiliary_head.")) for k in keys):
+        return "it looks like an mmsegmentation checkpoint (decode_head.*), a layout emanet does not read"
+    if not any(k.startswith("head.") for k in keys) and any(k.startswith(("layer1.", "backbone.layer1.")) for k in keys):
+        return ("it looks like a backbone alone (an ImageNet classification checkpoint: no segmentation head); "
+                "use it for training as model.pretrained")
+    return ""
+
+
+def fit_message(source: Mapping[str, object], target: Mapping[str, torch.Tensor], what: str,
+                optional_counters: bool = False, importing: bool = False) -> str | None:
+    """None if ``source`` fits ``target``, else the few lines that say how and why it does not."""
+    report = compare(source, target, optional_counters)
+    if report.fits:
+        return None
+    lines = [f"does not fit {what}: {report.summary()}"]
+    cause = architecture_difference(source, target)
+    hint = layout_hint(source, importing)
+    if cause:
+        lines.append(f"  cause: {cause}")
+    if hint:
+        lines.append(f"  hint: {hint}")
+    return "\n".join(lines)
+
+
+def load_state(model: nn.Module, state: object, source: str | Path, what: str = "the configured model",
+               optional_counters: bool = False, importing: bool = False) -> None:
+    """Copy a whole model's state dict into ``model`` after checking that every entry fits.
+
+    ``state`` must be a dict of tensors with exactly the model's keys and shapes (BatchNorm's
+    ``num_batches_tracked`` may be absent with ``optional_counters``: the model's own counters stay).
+    Raises WeightLoadError "<source>: does not fit <what>: ..." (see :func:`fit_message`).
+    """
+    if not isinstance(state, dict):
+        raise WeightLoadError(f"{source}: expected a state dict (a dict of tensors), got {describe_object(state)}")
+    message = fit_message(state, model.state_dict(), what, optional_counters, importing)
+    if message:
+        raise WeightLoadError(f"{source}: {message}")
+    model.load_state_dict(state, strict=not optional_counters)
+
+
+def load_model_weights(model: nn.Module, path: str | Path) -> None:
+    """A whole model's state dict (a run's ``model.pt``: backbone, head, EMA bases), strictly.
+
+    The file is read with ``weights_only=True`` and must be a plain state dict in emanet's naming, as
+    training and `emanet import-weights` write it; anything else (a foreign or nested checkpoint, a
+    misfit, a corrupt file) raises WeightLoadError naming the file and the cause in a few lines.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightLoadError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
+        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        nested = [k for k in _NESTING_KEYS if isinstance(state.get(k), dict)]
+        inside = state[nested[0]] if nested else {}
+        hint = layout_hint(inside) if nested else ""
+        raise WeightLoadError(f"{path}: expected a plain state dict of tensors (a run's model.pt), found "
+                              f"{describe_object(state)}" + (f"; {hint}" if hint else
+                              "; convert a foreign checkpoint with `emanet import-weights FILE --experiment NAME`"
+                              if nested else ""))
+    load_state(model, state, path)
+
+
+def describe_object(obj: object) -> str:
+    """A few words on what a loaded object is: ``a dict with net (659 tensors), step (int)``."""
+    if isinstance(obj, dict):
+        items = []
+        for key, value in list(obj.items())[:EXAMPLES]:
+            if isinstance(value, dict):
+                kind = f"{sum(isinstance(v, torch.Tensor) for v in value.values())} tensors"
+            else:
+                kind = type(value).__name__
+            items.append(f"{key!r} ({kind})")
+        more = f", … ({len(obj)} entries in all)" if len(obj) > EXAMPLES else ""
+        return f"a dict with {', '.join(items)}{more}" if items else "an empty dict"
+    return f"a {type(obj).__name__}"
+
+
+# --- backbones ----------------------------------------------------------------------------------------
 
 def _strip_prefixes(key: str) -> str:
     changed = True
@@ -115,9 +340,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, strict: bool = 
 
 
 def _stem_hint(source: dict, target: dict) -> str:
-    """Say which stem the checkpoint was made for when it is the other one."""
+    """Say which stem the checkpoint was made for when it is the other one; or that it is a whole model."""
     if "conv1.weight" in source and "conv1.0.weight" in target:
         return ". This is a torchvision-style checkpoint (7x7 stem): set model.stem: torchvision"
     if "conv1.0.weight" in source and "conv1.weight" in target:
         return ". This is a deep-stem checkpoint (PyTorch-Encoding): set model.stem: deep"
+    if any(k.startswith("head.") for k in source) or official.looks_official(source):
+        return (". This is a whole segmentation model, not an ImageNet backbone: import it with "
+                "`emanet import-weights` (or start a finetune from a run with train.init_from)")
     return ""
