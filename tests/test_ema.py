@@ -183,3 +183,135 @@ def test_responsibilities_sum_to_one_per_pixel():
     z, mu = unit.em(feats)
     torch.testing.assert_close(z.sum(dim=2), torch.ones(2, 20))
     assert mu.shape == (2, 16, 8)
+
+
+# --- precision: at least float32 for the EM, never lower than the input -------------------------------------
+
+def _float32_path(unit: EMAUnit, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unit's float32 computation written out step by step (conv_in, EM, reconstruction, conv_out,
+    residual; the moving average) — what a float32 input must give, bit for bit."""
+    b, c, h, w = x.shape
+    feats = unit.conv_in(x).view(b, c, h * w)
+    mu = unit.bases.expand(b, -1, -1)
+    with torch.no_grad():
+        for _ in range(unit.active_stages):
+            z = torch.softmax(torch.bmm(feats.transpose(1, 2), mu), dim=2)
+            z_bar = z / (EPS + z.sum(dim=1, keepdim=True))
+            mu = torch.bmm(feats, z_bar)
+            mu = mu / (EPS + mu.norm(dim=1, keepdim=True))
+    recon = torch.bmm(mu, z.transpose(1, 2)).view(b, c, h, w)
+    out = torch.relu(unit.conv_out(torch.relu(recon)) + x)
+    bases = unit.bases.clone()
+    if unit.training:
+        mean = mu.sum(dim=0, keepdim=True) / torch.tensor([float(b)])
+        bases.mul_(unit.momentum).add_(mean, alpha=1 - unit.momentum)
+    return out, bases
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_float32_input_gives_the_float32_computation_bit_for_bit(train):
+    torch.manual_seed(0)
+    unit = _unit().train(train)
+    twin = _unit().train(train)
+    twin.load_state_dict(unit.state_dict())
+    x = _input()
+    with torch.no_grad():
+        expected, expected_bases = _float32_path(twin, x)
+        out = unit(x)
+    assert out.dtype == torch.float32 and unit.bases.dtype == torch.float32
+    assert torch.equal(out, expected)
+    assert torch.equal(unit.bases, expected_bases)
+
+
+@pytest.mark.parametrize("norm", ["l2", "layer", "none"])
+@pytest.mark.parametrize("train", [False, True])
+def test_float64_unit_computes_in_float64(norm, train):
+    """A float64 unit keeps float64 throughout: it matches the float64 equations to ~1e-12, far
+    beyond what a float32 pass (errors ~1e-7) could reach."""
+    unit = _unit(norm=norm).double().train(train)
+    x = _input().double()
+    bases_before = unit.bases.clone()
+    expected, mus = reference_forward(unit, x, train=train)
+    z, mu = unit.em(unit.conv_in(x).flatten(2))
+    assert z.dtype == mu.dtype == torch.float64
+    out = unit(x)
+    assert out.dtype == torch.float64 and unit.bases.dtype == torch.float64
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    if train:
+        torch.testing.assert_close(unit.bases, 0.9 * bases_before + 0.1 * mus.mean(dim=0, keepdim=True),
+                                   atol=1e-12, rtol=0)
+
+
+def test_gradcheck_through_the_em_iterations_in_float64():
+    """``gradient`` maintenance backpropagates through every EM step: the analytical gradients with
+    respect to the input, the bases and conv_in agree with finite differences."""
+    torch.manual_seed(0)
+    unit = EMAUnit(4, num_bases=3, stages=2, maintenance="gradient").double().eval()
+    x = torch.rand(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    bases = unit.bases.detach().clone().requires_grad_(True)
+    weight = unit.conv_in.weight.detach().clone().requires_grad_(True)
+
+    def run(x, bases, weight):
+        return torch.func.functional_call(unit, {"bases": bases, "conv_in.weight": weight}, (x,))
+
+    assert torch.autograd.gradcheck(run, (x, bases, weight), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_of_the_trained_parameters_in_official_mode():
+    """Official mode: the EM runs without autograd, so conv_out and its BN (what is trained) get exact
+    gradients; checked in float64 against finite differences."""
+    torch.manual_seed(0)
+    unit = _unit().double().eval()
+    x = _input().double()[:2, :, :3, :4]
+    names = ["conv_out.0.weight", "conv_out.1.weight", "conv_out.1.bias"]
+    params = tuple(dict(unit.named_parameters())[n].detach().clone().requires_grad_(True) for n in names)
+
+    def run(*values):
+        return torch.func.functional_call(unit, dict(zip(names, values)), (x,))
+
+    assert torch.autograd.gradcheck(run, params, eps=1e-6, atol=1e-5)
+
+
+def _spy_em(unit: EMAUnit) -> list[tuple[torch.dtype, ...]]:
+    """Record the dtypes of every EM call (features in, Z and mu out) while it runs as usual."""
+    seen, em = [], unit.em
+
+    def recording(x, stages=None):
+        z, mu = em(x, stages)
+        seen.append((x.dtype, z.dtype, mu.dtype))
+        return z, mu
+
+    unit.em = recording
+    return seen
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cpu_autocast_bfloat16_runs_the_em_in_float32(train):
+    unit = _unit().train(train)
+    x = _input().bfloat16()  # what fc0 gives under autocast
+    # The EM itself ignores autocast: bf16-valued features give exactly the float32 EM's Z and mu.
+    feats = unit.conv_in(x.float()).flatten(2)
+    z32, mu32 = unit.em(feats)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, mu = unit.em(feats)
+        z_bf, mu_bf = unit.em(feats.bfloat16())
+    assert torch.equal(z, z32) and torch.equal(mu, mu32)
+    assert z_bf.dtype == mu_bf.dtype == torch.float32
+    seen = _spy_em(unit)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = unit(x)
+    assert seen == [(torch.float32, torch.float32, torch.float32)]
+    assert out.dtype == torch.bfloat16, "conv_out and the residual follow autocast"
+    assert unit.bases.dtype == torch.float32
+
+
+def test_a_bfloat16_unit_still_runs_the_em_in_float32():
+    """A model cast to bf16 as a whole (no autocast): the EM is raised to float32, the output and the
+    bases stay bf16."""
+    unit = _unit().bfloat16().train()
+    seen = _spy_em(unit)
+    before = unit.bases.clone()
+    out = unit(_input().bfloat16())
+    assert seen == [(torch.float32, torch.float32, torch.float32)]
+    assert out.dtype == unit.bases.dtype == torch.bfloat16
+    assert not torch.equal(unit.bases, before)

@@ -41,6 +41,12 @@ def normalize_bases(mu: torch.Tensor, norm: str, eps: float = EPS) -> torch.Tens
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
+def em_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the EM iterations run in for an input of ``dtype``: at least float32, never lower
+    than the input (bf16/fp16 -> float32, float32 -> float32, float64 -> float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _no_autocast(device_type: str):
     """Disable autocast for this device (the meta device, used to count costs, has none)."""
     return nullcontext() if device_type == "meta" else torch.autocast(device_type, enabled=False)
@@ -124,11 +130,15 @@ class EMAUnit(nn.Module):
     def em(self, x: torch.Tensor, stages: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the EM iterations on features (B, C, N); return the last Z (B, N, K) and mu (B, C, K).
 
-        Autograd is on only in ``gradient`` maintenance, as in the official code's no-grad loop.
+        Computed in :func:`em_dtype` of the features, outside autocast (bf16/fp16 features are raised
+        to float32; the bases are cast to that dtype). Autograd is on only in ``gradient`` maintenance, as in the
+        official code's no-grad loop.
         """
         stages = self.active_stages if stages is None else stages
-        mu = self.bases.expand(x.shape[0], -1, -1)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.maintenance == "gradient"):
+        x = x.to(em_dtype(x.dtype))
+        mu = self.bases.to(x.dtype).expand(x.shape[0], -1, -1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.maintenance == "gradient"), \
+                _no_autocast(x.device.type):
             for _ in range(stages):
                 z = torch.softmax(torch.bmm(x.transpose(1, 2), mu), dim=2)
                 z_bar = z / (EPS + z.sum(dim=1, keepdim=True))
@@ -136,15 +146,24 @@ class EMAUnit(nn.Module):
         return z, mu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W), in the dtype the rest of the model computes in.
+
+        ``conv_in``, the EM iterations and the reconstruction run in :func:`em_dtype` of the input
+        (float32 for bf16/fp16 inputs under autocast or in a half model, float64 for a float64 model),
+        outside autocast; ``conv_out`` gets the reconstruction in its own weights' dtype (autocast,
+        when on, lowers it as for any conv).
+        """
         identity = x
         b, c, h, w = x.shape
-        # The EM iterations and the reconstruction stay in float32 under autocast: the softmax over raw
-        # inner products and the 1e-6 epsilons are not meant for half precision.
+        dtype = em_dtype(x.dtype)
+        # The softmax over raw inner products and the 1e-6 epsilons are not meant for half precision;
+        # for float32 inputs every cast below is a no-op (same kernels, same bits as a plain conv_in).
         with _no_autocast(x.device.type):
-            feats = self.conv_in(x.float()).view(b, c, h * w)
+            weight, bias = self.conv_in.weight.to(dtype), self.conv_in.bias.to(dtype)
+            feats = F.conv2d(x.to(dtype), weight, bias).view(b, c, h * w)
             z, mu = self.em(feats)
             recon = torch.bmm(mu, z.transpose(1, 2)).view(b, c, h, w)
-        out = self.conv_out(F.relu(recon))
+        out = self.conv_out(F.relu(recon).to(self.conv_out[0].weight.dtype))
         if self.training and self.maintenance == "moving_average":
             self._update_bases(mu)
         return F.relu(out + identity)
@@ -155,7 +174,7 @@ class EMAUnit(nn.Module):
         mean = _global_batch_mean(mu.detach())
         if self.renormalize:
             mean = normalize_bases(mean, self.norm)
-        self.bases.mul_(self.momentum).add_(mean, alpha=1.0 - self.momentum)
+        self.bases.mul_(self.momentum).add_(mean.to(self.bases.dtype), alpha=1.0 - self.momentum)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, num_bases={self.num_bases}, stages={self.stages}, "

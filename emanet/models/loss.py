@@ -16,7 +16,11 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     pixels with ignored ones counting as zero, divided by H x W, then averaged over the batch; so an
     image's weight shrinks with its fraction of valid pixels. ``valid_pixels`` is PyTorch's usual
     mean over the non-ignored pixels of the batch.
+
+    Computed in at least float32 (bf16/fp16 logits are raised to float32, float64 logits stay
+    float64), so the mean over every pixel of the batch never accumulates in half precision.
     """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if normalization == "valid_pixels":
         return F.cross_entropy(logits, target, ignore_index=ignore_index)
     if normalization != "all_pixels":
