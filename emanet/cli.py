@@ -6,12 +6,12 @@ import argparse
 import logging
 import sys
 
-from emanet.commands import bench, data, report, runs, submission
+from emanet.commands import bench, data, predict, report, runs, submission
 from emanet.config import ConfigError
 from emanet.data.fetch import FetchError
 from emanet.data.sources import DataError
 
-GROUPS = (data, runs, submission, bench, report)
+GROUPS = (data, runs, predict, submission, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

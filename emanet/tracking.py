@@ -5,6 +5,15 @@ per-class CSVs, plots, ``run.json``); MLflow is a mirror of the folder. That mak
 and failure-tolerant: if the server is unreachable the tracker warns once, training goes on, and the
 next successful contact (or ``emanet track sync RUN_DIR``) replays whatever is missing from the folder.
 Only rank 0 tracks. The run id is kept in ``run.json`` so a resumed training continues the same run.
+
+Not every failure is an outage. MLflow answers that waiting will not change (a deleted or renamed
+experiment, a deleted run, permission denied, a read-only or foreign SQLite file, a schema older than
+this MLflow, a value it refuses) are :class:`StoreRefused`: reported once with the store's message and
+the fix, never retried; ``emanet track sync`` exits with status 2 and that message. Connection
+failures, timeouts, server errors and a busy database are :class:`StoreUnreachable` and retried.
+The two are told apart by MLflow's own error codes (``MlflowException.error_code``) and, for SQLite
+stores, by SQLite's result codes (``sqlite3.Error.sqlite_errorname``); the one MLflow failure without
+a code of its own, the schema check, is recognised by the command its message prescribes.
 """
 
 from __future__ import annotations
@@ -41,6 +50,134 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
+class TrackingStoreError(ValueError):
+    """MLflow could not take a run folder; the message says what the store answered and what to do.
+
+    A ValueError, so that the CLI reports it in one line with exit status 2.
+    """
+
+
+class StoreRefused(TrackingStoreError):
+    """The store answered, and waiting will not change its answer: reported once, not retried."""
+
+
+class StoreUnreachable(TrackingStoreError):
+    """A connection failure, timeout, server error or busy database: an outage, retried later."""
+
+
+#: MLflow error codes that are answers about the request or the store, each with what to do.
+#: Every other code (INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE, REQUEST_LIMIT_EXCEEDED, DEADLINE_EXCEEDED,
+#: ...) and every connection failure (which MLflow's REST client reports as INTERNAL_ERROR) is an outage.
+_PERMISSION_FIX = ("Give this user write access to the experiment on the server, or set MLFLOW_TRACKING_USERNAME "
+                   "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for an account that has it.")
+_ADDRESS_FIX = ("Check the tracking URI (tracking.uri in params.yaml, $MLFLOW_TRACKING_URI or --tracking-uri): "
+                "scheme, host, port and path of an MLflow tracking server or store.")
+_REFUSAL_FIXES = {
+    "PERMISSION_DENIED": _PERMISSION_FIX,
+    "UNAUTHENTICATED": _PERMISSION_FIX,
+    "CUSTOMER_UNAUTHORIZED": _PERMISSION_FIX,
+    "ENDPOINT_NOT_FOUND": "The address answers but has no MLflow tracking API there. " + _ADDRESS_FIX,
+    "NOT_FOUND": "The address answers but has no MLflow tracking API there. " + _ADDRESS_FIX,
+    "FEATURE_DISABLED": "The server does not offer what tracking needs (another MLflow deployment?). " + _ADDRESS_FIX,
+    "NOT_IMPLEMENTED": "The server does not offer what tracking needs (another MLflow deployment?). " + _ADDRESS_FIX,
+    "RESOURCE_DOES_NOT_EXIST": "The experiment or run it names is gone from the store (removed for good?); "
+                               "a sync logs the run folder as a new run.",
+    "INVALID_STATE": "The experiment or run is not in a state that accepts logging (see the message): "
+                     "restore or reopen it with the `mlflow experiments` / `mlflow runs` commands.",
+    "INVALID_PARAMETER_VALUE": "MLflow refuses a name or value (the message says which): correct it in params.yaml "
+                               "or in the run folder's files, or check the tracking URI.",
+    "BAD_REQUEST": "MLflow refuses the request (the message says why): correct the value it names, "
+                   "or check the tracking URI.",
+    "RESOURCE_ALREADY_EXISTS": "Something of that name already exists in the store (a deleted experiment keeps its "
+                               "name until `mlflow gc` removes it): restore it or remove it for good.",
+}
+
+#: SQLite result codes (primary part of ``sqlite3.Error.sqlite_errorname``) of a store file that this
+#: process cannot use until someone changes it. SQLITE_BUSY/LOCKED (another writer) and IOERR are outages.
+_SQLITE_FIXES = {
+    "SQLITE_READONLY": "The database file (or its folder, where SQLite writes its journal) is read-only for this "
+                       "user: make both writable (chmod u+w), or point the tracking URI at a writable store.",
+    "SQLITE_PERM": "The database file (or its folder) may not be written by this user: make both writable, "
+                   "or point the tracking URI at a writable store.",
+    "SQLITE_AUTH": "The database refuses this user: use a store it may write to.",
+    "SQLITE_CANTOPEN": "The database file cannot be opened: check that its folder exists and is writable, "
+                       "or point the tracking URI at another file.",
+    "SQLITE_NOTADB": "The file is not an SQLite database: point the tracking URI at an MLflow store "
+                     "(a new file name creates one).",
+    "SQLITE_CORRUPT": "The database file is damaged: restore it from a backup, or point the tracking URI at "
+                      "another file (the run folders can be replayed into a new store with `emanet track sync`).",
+    "SQLITE_FULL": "The disk holding the database is full: free space on it.",
+}
+
+
+def _answer(text: str, code: str | None = None, limit: int = 600) -> str:
+    """The store's message, without a repeated ``CODE: `` prefix, the SQL statement or its parameters."""
+    text = str(text).strip()
+    if code and text.startswith(f"{code}: "):
+        text = text[len(code) + 2:]
+    text = text.split("\n[SQL:")[0].strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _sqlite_error(exc: BaseException):
+    """The ``sqlite3.Error`` behind an exception (through MLflow's and SQLAlchemy's wrappers), or None."""
+    seen, stack = set(), [exc]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if getattr(err, "sqlite_errorname", None):
+            return err
+        stack += [err.__cause__, err.__context__, getattr(err, "orig", None)]
+    return None
+
+
+def store_failure(exc: BaseException, uri: str, run_dir: Path | str) -> TrackingStoreError | None:
+    """Classify an exception met while logging ``run_dir`` to ``uri``: :class:`StoreRefused` (with the
+    store's message and the fix), :class:`StoreUnreachable`, or None for an exception that did not come
+    from the store (a bug, a broken run folder: the caller lets it through)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    then = f"Then run `emanet track sync {run_dir}`."
+
+    def refused(code: str, message: str, fix: str) -> StoreRefused:
+        return StoreRefused(f"MLflow at {uri} refused to log {run_dir} ({code}: {message}). {fix} {then}")
+
+    def unreachable(kind: str, message: str) -> StoreUnreachable:
+        return StoreUnreachable(f"MLflow at {uri} is unreachable ({kind}: {message}); the run folder {run_dir} keeps "
+                                f"everything, and `emanet track sync {run_dir}` replays it once the store answers")
+
+    sqlite = _sqlite_error(exc)
+    if sqlite is not None:
+        name = sqlite.sqlite_errorname
+        primary = "_".join(name.split("_")[:2])
+        if primary in _SQLITE_FIXES:
+            return refused(name, str(sqlite), _SQLITE_FIXES[primary])
+    if isinstance(exc, MlflowException):
+        code, message = exc.error_code, _answer(exc.message, exc.error_code)
+        if "mlflow db upgrade" in exc.message:  # MLflow's schema check raises INTERNAL_ERROR, code-less
+            import mlflow
+
+            return refused(code, message, f"The store's schema is not the one MLflow {mlflow.__version__} uses: back "
+                                          f"the database up, then run `mlflow db upgrade {uri}` (against the "
+                                          "server's backend store URI if this is a server); if a newer MLflow "
+                                          "wrote it, upgrade mlflow here instead.")
+        if code in _REFUSAL_FIXES:
+            return refused(code, message, _REFUSAL_FIXES[code])
+        if sqlite is not None:
+            return unreachable(sqlite.sqlite_errorname, str(sqlite))
+        return unreachable(code, message)
+    if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
+        return unreachable(type(exc).__name__, _answer(exc))
+    if sqlite is not None:
+        return unreachable(sqlite.sqlite_errorname, str(sqlite))
+    if isinstance(exc, OSError):  # a local store's path: a file where a folder should be, no permission, ...
+        return refused(type(exc).__name__, _answer(exc), "The store's path cannot be used: " + _ADDRESS_FIX)
+    return None
+
+
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "run.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -61,14 +198,68 @@ def _client(uri: str):
     return mlflow.MlflowClient(uri)
 
 
-def _experiment_id(client, name: str, uri: str) -> str:
+def _cli(uri: str, command: str) -> str:
+    """An ``mlflow`` CLI command line against ``uri``."""
+    return f"`MLFLOW_TRACKING_URI='{uri}' mlflow {command}`"
+
+
+def _deleted_experiment(experiment, uri: str, run_dir: Path) -> StoreRefused:
+    eid = experiment.experiment_id
+    return StoreRefused(
+        f"MLflow at {uri} cannot log {run_dir}: its experiment '{experiment.name}' (id {eid}) is deleted. Restore it "
+        f"(its runs come back with it): {_cli(uri, f'experiments restore --experiment-id {eid}')}; or, to start "
+        f"over under that name, remove it for good: {_cli(uri, f'gc --experiment-ids {eid}')} (against the "
+        f"server's backend store if this is a server). Then run `emanet track sync {run_dir}`.")
+
+
+def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(name)
+    if found and found.lifecycle_stage != "active":
+        raise _deleted_experiment(found, uri, run_dir)
     if found:
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in whatever cwd is
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:  # another process (a parallel job) created it in between
+        found = client.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
+        if found is None or found.lifecycle_stage != "active":
+            raise
+        return found.experiment_id
+
+
+def _existing_run(client, run_id: str, name: str, uri: str, run_dir: Path):
+    """The run ``run_id`` if this store has it (None if not: a run id from another server), after checking
+    that it can take more logging: its experiment active and still named ``name``, the run itself active."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage != "active":
+        raise _deleted_experiment(experiment, uri, run_dir)
+    if name and experiment.name != name:
+        eid = experiment.experiment_id
+        raise StoreRefused(
+            f"MLflow at {uri} cannot log {run_dir}: its run {run_id} is in experiment {eid}, which is now named "
+            f"'{experiment.name}', not '{name}' (renamed?); the report looks experiments up by name. Rename it "
+            f"back: {_cli(uri, f'experiments rename --experiment-id {eid} --new-name {name!r}')}. "
+            f"Then run `emanet track sync {run_dir}`.")
+    if run.info.lifecycle_stage != "active":
+        raise StoreRefused(
+            f"MLflow at {uri} cannot log {run_dir}: its run {run_id} is deleted. Restore it: "
+            f"{_cli(uri, f'runs restore --run-id {run_id}')}; or remove it for good "
+            f"({_cli(uri, f'gc --run-ids {run_id}')}) and the next sync logs the run folder as a new run. "
+            f"Then run `emanet track sync {run_dir}`.")
+    return run
 
 
 def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
@@ -76,26 +267,38 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
 
     Idempotent: parameters are set once, metric points are logged only for (key, step) pairs the server
     does not have yet, artifacts are re-uploaded (same names).
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``run.json``.
+        StoreRefused: the store answered with a state that waiting will not change (deleted or renamed
+            experiment, deleted run, permission denied, read-only or foreign database, old schema, a
+            refused value); the message gives the store's answer and the fix.
+        StoreUnreachable: connection failure, timeout, server error, busy database.
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     if not info:
         raise FileNotFoundError(f"{run_dir / 'run.json'}: not a run folder (nothing to sync)")
     uri = uri or info.get("tracking_uri") or default_uri()
-    client = _client(uri)
-    run_id = info.get("mlflow_run_id")
-    if run_id:
-        try:
-            client.get_run(run_id)
-        except Exception:  # a run id from another server: start afresh there
-            run_id = None
-    if not run_id:
-        run = client.create_run(_experiment_id(client, info["mlflow_experiment"], uri), run_name=info["run_name"],
-                                tags=info.get("tags", {}))
-        run_id = run.info.run_id
-        info.update(mlflow_run_id=run_id, tracking_uri=uri)
-        _write_run_info(run_dir, info)
-    _replay(client, run_id, run_dir, info)
+    try:
+        client = _client(uri)
+        run_id = info.get("mlflow_run_id")
+        if run_id and _existing_run(client, run_id, info.get("mlflow_experiment"), uri, run_dir) is None:
+            run_id = None  # a run id from another server (or removed for good): start afresh here
+        if not run_id:
+            experiment_id = _experiment_id(client, info["mlflow_experiment"], uri, run_dir)
+            run = client.create_run(experiment_id, run_name=info["run_name"], tags=info.get("tags", {}))
+            run_id = run.info.run_id
+            info.update(mlflow_run_id=run_id, tracking_uri=uri)
+            _write_run_info(run_dir, info)
+        _replay(client, run_id, run_dir, info)
+    except TrackingStoreError:
+        raise
+    except Exception as exc:
+        failure = store_failure(exc, uri, run_dir)
+        if failure is None:
+            raise
+        raise failure from exc
     return run_id
 
 
@@ -141,7 +344,14 @@ def _metric_points(run_dir: Path) -> list[tuple[str, int, float]]:
 
 
 class Tracker:
-    """Rank 0's tracker for one run folder; every MLflow failure is caught, and later replayed."""
+    """Rank 0's tracker for one run folder; every MLflow failure is caught, so training never stops for it.
+
+    An outage (:class:`StoreUnreachable`, or anything else unexpected) is warned about once and retried
+    every ``RETRY_SECONDS``, replaying what was missed. A refusal (:class:`StoreRefused`: deleted or
+    renamed experiment, deleted run, permission denied, ...) is warned about once with the store's
+    message and the fix, and tracking stops for this process: ``emanet track sync`` replays the run
+    folder once the store is fixed.
+    """
 
     #: how long to wait before trying a lost server again (EMANET_TRACKING_RETRY_SECONDS overrides)
     RETRY_SECONDS = float(os.environ.get("EMANET_TRACKING_RETRY_SECONDS", "30"))
@@ -151,12 +361,15 @@ class Tracker:
         self.run_dir, self.enabled = run_dir, enabled
         self.uri = uri or default_uri()
         info = read_run_info(run_dir)
+        if info.get("mlflow_experiment") not in (None, experiment):  # tracking.experiment changed: MLflow cannot
+            info.pop("mlflow_run_id", None)                           # move a run, so start one in the new one
         info.update(mlflow_experiment=experiment, run_name=run_name, params=params,
                     tags={**info.get("tags", {}), **tags}, tracking_uri=self.uri if enabled else None)
         info.setdefault("finished", False)
         _write_run_info(run_dir, info)
         self.online, self._last_try, self._warned = False, 0.0, False
         self.run_id, self.client = None, None
+        self.refused: StoreRefused | None = None  # set once the store refuses: no more attempts
         if enabled:
             self._connect()
 
@@ -170,20 +383,32 @@ class Tracker:
                 log.warning("MLflow at %s answers again; missed logging replayed", self.uri)
                 self._warned = False
             self.online = True
+        except StoreRefused as exc:
+            self._refuse(exc)
         except Exception as exc:  # noqa: BLE001 - a failing tracking server must not stop training
             self._went_offline(exc)
+
+    def _refuse(self, exc: StoreRefused) -> None:
+        self.online, self.refused = False, exc
+        log.warning("%s\nTraining goes on, and tracking stops for this run (the store's answer is not an outage, "
+                    "so it is not retried); the run folder keeps everything.", exc)
 
     def _went_offline(self, exc: Exception) -> None:
         self.online = False
         if not self._warned:
-            log.warning("MLflow at %s is unreachable (%s): training goes on; the run folder keeps everything "
-                        "and is replayed when the server answers again (or run `emanet track sync %s`)",
-                        self.uri, exc.__class__.__name__, self.run_dir)
+            if not isinstance(exc, StoreUnreachable):
+                exc = f"MLflow at {self.uri} is unreachable ({exc.__class__.__name__}: {_answer(exc)}); the run " \
+                      f"folder keeps everything, and `emanet track sync {self.run_dir}` replays it"
+            log.warning("%s. Training goes on and tries again every %.0f s.", exc, self.RETRY_SECONDS)
             self._warned = True
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Log points that are already in the run folder; retry a lost server every RETRY_SECONDS."""
-        if not self.enabled:
+        """Log points that are already in the run folder; retry a lost server every RETRY_SECONDS.
+
+        A refusal sends the whole run folder once more (:meth:`_connect`), which either says why (a
+        deleted run or experiment, ...) and stops, or succeeds (a run removed for good is recreated).
+        """
+        if not self.enabled or self.refused:
             return
         if self.online:
             from mlflow.entities import Metric
@@ -193,7 +418,11 @@ class Tracker:
                 self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
                 return
             except Exception as exc:  # noqa: BLE001
-                self._went_offline(exc)
+                failure = store_failure(exc, self.uri, self.run_dir)
+                if isinstance(failure, StoreRefused):
+                    self._connect()
+                    return
+                self._went_offline(failure or exc)
         if time.monotonic() - self._last_try >= self.RETRY_SECONDS:
             self._connect()
 
@@ -202,12 +431,12 @@ class Tracker:
         info = read_run_info(self.run_dir)
         info["finished"] = True
         _write_run_info(self.run_dir, info)
-        if self.enabled:
+        if self.enabled and not self.refused:
             self._connect()
 
 
 def metrics_from_mlflow(uri: str, experiment_names: list[str]) -> dict[str, dict]:
-    """{experiment: {"run_id", protocol: mIoU in [0, 1], ...}} from ``mlflow.search_runs`` alone
+    """{experiment: {"run_id", "imported", protocol: mIoU in [0, 1], ...}} from ``mlflow.search_runs`` alone
     (the newest finished run of each experiment), to rebuild tables without the run folders.
     MLflow experiments that do not exist (a dataset nobody trained on yet) are skipped."""
     import mlflow
@@ -222,5 +451,5 @@ def metrics_from_mlflow(uri: str, experiment_names: list[str]) -> dict[str, dict
             continue
         metrics = {col[len("metrics."):-len("/miou")]: float(run[col]) for col in runs.columns
                    if col.startswith("metrics.") and col.endswith("/miou") and run[col] == run[col]}
-        found[name] = {"run_id": run["run_id"], **metrics}
+        found[name] = {"run_id": run["run_id"], "imported": run.get("tags.imported") == "true", **metrics}
     return found

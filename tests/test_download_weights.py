@@ -68,6 +68,10 @@ def test_member_is_checked_against_the_model_zoo_sha1(tmp_path, zoo):
 
 def test_catalog_names_every_checkpoint_by_its_digest():
     for name, entry in WEIGHTS.items():
-        digest = next(iter((entry.member_checksums or entry.download.checksums).values()))
+        digests = entry.member_checksums or entry.download.checksums
+        if not digests:  # no published digest (the released EMANet model): fetched by hand, pinned on sight
+            assert entry.download.access and not entry.download.urls, name
+            continue
+        digest = next(iter(digests.values()))
         assert digest[:8] in entry.checkpoint_name, name
         assert all(url.startswith("https://") for url in entry.download.urls)

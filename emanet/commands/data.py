@@ -37,6 +37,11 @@ def download(args: argparse.Namespace) -> int:
         if cfg.sources.synthetic:
             mirrors.append(synth_dir(cfg).resolve().as_uri())
         manifest = manifest or cfg.sources.manifest
+    entry = WEIGHTS.get(args.name)
+    if entry and not (entry.download.checksums or entry.member_checksums):  # placed by hand, pinned on sight:
+        from emanet.models.import_weights import check_not_web_page  # never pin a web page saved by mistake
+
+        check_not_web_page(Path(need(raw_dir, "--raw-dir")) / entry.checkpoint_name)
     paths = fetching.fetch(args.name, need(raw_dir, "--raw-dir"), mirrors, manifest, progress=not args.quiet)
     fetching.write_receipt(Path(raw_dir) / "receipts" / f"{args.name}.json", paths)
     print("\n".join(map(str, paths)))

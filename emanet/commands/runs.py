@@ -19,35 +19,79 @@ def resolve_run(args: argparse.Namespace):
 
 def train(args: argparse.Namespace) -> int:
     from emanet import pipeline
+    from emanet.config import ConfigError
     from emanet.engine.train import init_weights, run_identity
     from emanet.engine.train import train as run_training
+    from emanet.tracking import read_run_info
 
     params, cfg, run_dir = resolve_run(args)
     if args.replace_changed:
         _set_aside_if_changed(run_dir, run_identity(cfg, init_weights(cfg, run_dir)))
+    imported = read_run_info(run_dir).get("imported")
+    if imported:
+        raise ConfigError(f"{run_dir} holds weights imported from {imported.get('source')} (`emanet import-weights`), "
+                          f"not a trained run: pass --replace-changed to set them aside and train, or use another --out")
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     return 0
 
 
 def _set_aside_if_changed(run_dir: Path, identity: dict) -> None:
-    """Move a run folder of another configuration, or one started from other weights, to
-    ``<run>.replaced-<its hash>[-<its init digest>]`` (nothing is deleted)."""
+    """Move a run folder of another configuration, one started from other weights, or one holding imported
+    weights (training must not overwrite them) aside (:func:`set_aside`)."""
     from emanet.tracking import read_run_info
 
     info = read_run_info(run_dir)
     old = {key: info.get(key) for key in identity}
-    if not old["config_hash"] or old == identity:
+    if not old["config_hash"] or (old == identity and not info.get("imported")):
         return
-    suffix = old["config_hash"] + (f"-{old['init_sha256'][:12]}" if old.get("init_sha256") else "")
+    if info.get("imported"):
+        what = "imported weights"
+    else:
+        what = "configuration" if old["config_hash"] != identity["config_hash"] else "initial weights"
+    set_aside(run_dir, f"{what} changed")
+
+
+def set_aside(run_dir: Path, reason: str) -> Path:
+    """Rename ``run_dir`` to ``<run>.replaced-<its hash>[-<its init digest>][-imported-<digest>][.N]``
+    (nothing is deleted) and say so; return the new place."""
+    from emanet.tracking import read_run_info
+
+    info = read_run_info(run_dir)
+    suffix = str(info.get("config_hash") or "unknown")
+    if info.get("init_sha256"):
+        suffix += f"-{info['init_sha256'][:12]}"
+    if info.get("imported"):
+        suffix += f"-imported-{str(info['imported'].get('sha256'))[:12]}"
     target = run_dir.with_name(f"{run_dir.name}.replaced-{suffix}")
     copies = 1
     while target.exists():  # the same run set aside before (a parent retrained back and forth)
         copies += 1
         target = run_dir.with_name(f"{run_dir.name}.replaced-{suffix}.{copies}")
     run_dir.rename(target)
-    what = "configuration" if old["config_hash"] != identity["config_hash"] else "initial weights"
-    print(f"{run_dir}: {what} changed; the old run is kept in {target}")
+    print(f"{run_dir}: {reason}; the old run is kept in {target}")
+    return target
+
+
+def import_weights(args: argparse.Namespace) -> int:
+    from emanet import pipeline
+    from emanet.data.fetch import file_digests
+    from emanet.engine.import_run import import_conflict
+    from emanet.engine.import_run import import_weights as run_import
+    from emanet.models.import_weights import read_foreign
+
+    params, cfg, run_dir = resolve_run(args)
+    source = Path(args.source)
+    read_foreign(source, args.format)  # an unreadable file fails before any run folder is touched
+    if args.replace_changed and import_conflict(run_dir, cfg, file_digests(source, ["sha256"])["sha256"]):
+        set_aside(run_dir, "other weights imported")
+    tables = pipeline.tables_of(params, cfg.experiment)
+    record = run_import(cfg, run_dir, source, args.format, {"tables": ",".join(tables)} if tables else {})
+    print(f"{cfg.experiment}: {source} imported into {run_dir / 'model.pt'} ({record['layout']}, "
+          f"{record['classes']} classes, sha256 {record['sha256'][:12]}…); evaluate it with "
+          f"`emanet evaluate --experiment {cfg.experiment}" + (f" --profile {cfg.profile}" if args.profile else "")
+          + (f" --out {args.out}" if args.out else "") + "`")
+    return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -80,11 +124,20 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def track_sync(args: argparse.Namespace) -> int:
-    from emanet.tracking import sync_run
+    """Sync each run folder; a refused one is reported (store's message and fix) and the others still go;
+    an unreachable store stops at once. Exit status 2 if any folder was not synced."""
+    import sys
 
+    from emanet.tracking import StoreRefused, sync_run
+
+    failed = 0
     for run_dir in args.run_dir:
-        print(f"{run_dir}: MLflow run {sync_run(run_dir, args.tracking_uri)}")
-    return 0
+        try:
+            print(f"{run_dir}: MLflow run {sync_run(run_dir, args.tracking_uri)}")
+        except StoreRefused as exc:
+            print(f"emanet: error: {exc}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -120,6 +173,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="default: params eval.split")
     p.add_argument("--save-predictions", metavar="DIR", help="write each prediction as a VOC-palette PNG")
     p.set_defaults(handler=evaluate)
+
+    p = sub.add_parser("import-weights", help="a foreign checkpoint (e.g. the released EMANet model) as an experiment's run",
+                       description="Puts SOURCE in the experiment's run folder as its model.pt (emanet's naming), "
+                                   "with run.json recording the file, its SHA-256 and its layout, so that evaluate, "
+                                   "predict, the report and MLflow treat it like a trained run. Reads the official "
+                                   "EMANet checkpoint ({'net': ..., 'step': ...}), DataParallel/DDP 'module.' "
+                                   "prefixes, nesting under net/state_dict/model, with or without BatchNorm's "
+                                   "num_batches_tracked. The experiment gives the architecture, the classifier "
+                                   "the number of classes; a checkpoint that does not fit is refused with the cause.")
+    p.add_argument("source", metavar="SOURCE", help="checkpoint file (read with torch.load(weights_only=True))")
+    add_run_options(p)
+    p.add_argument("--format", choices=("auto", "official", "emanet"), default="auto",
+                   help="key naming: auto (detect, default), official (the authors' code) or emanet")
+    p.add_argument("--replace-changed", action="store_true",
+                   help="if the run folder holds a trained run or other imported weights, set it aside first")
+    p.set_defaults(handler=import_weights)
 
     track = sub.add_parser("track", help="MLflow utilities").add_subparsers(dest="track_command", required=True)
     p = track.add_parser("sync", help="replay run folders into MLflow (after an outage, or to another server)")

@@ -66,7 +66,8 @@ DATASETS: dict[str, tuple[RemoteFile, ...]] = {
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """An ImageNet checkpoint: the file to download and, for zipped ones, the member and its digest.
+    """A checkpoint (ImageNet backbone, or a released whole model): the file to download and, for zipped
+    ones, the member and its digest.
 
     PyTorch-Encoding publishes the SHA-1 of the ``.pth`` inside each zip (its file names carry the
     first 8 digits); torchvision names its files with the first 8 digits of their SHA-256.
@@ -103,10 +104,28 @@ def _torchvision(depth: str) -> WeightsEntry:
                                    {"sha256": _TORCHVISION[depth]}), "torchvision")
 
 
-#: What ``emanet download imagenet-<depth>[-torchvision]`` fetches. The official code's ResNet-50 file
-#: was ``resnet50-ebb6acbb.pth``, an earlier upload whose full digest was never published; the
-#: model zoo's current deep-stem ResNet-50 (``25c4b509``) is the closest verifiable substitute.
+#: The authors' released VOC model (ResNet-101 EMANet(512), 21 classes; 80.51 mIoU single-scale on VOC val
+#: by their account, EMANet#22), the whole network in the official checkpoint layout, for
+#: `emanet import-weights FILE --experiment ema512 --profile paper`. It lives on Google Drive, linked from
+#: the official README, with no published checksum. Google Drive answers scripted downloads of large files
+#: with an HTML confirmation page, which a first-sight pin would record as the checkpoint, so there is no
+#: scripted URL: the file is fetched by hand (or from a mirror) and pinned by SHA-256 when first seen.
+OFFICIAL_VOC_MODEL = WeightsEntry(RemoteFile(
+    "emanet-voc-official.pth", (),
+    access="the authors share their trained VOC model (final.pth) on Google Drive, linked from the official "
+           "README (https://github.com/XiaLiPKU/EMANet#readme); Google Drive does not serve large files to "
+           "scripts. Download it in a browser, save it as emanet-voc-official.pth in sources.weights_dir "
+           "(data/paper/weights with --params params.yaml --profile paper, else the --raw-dir you give) and run "
+           "this command again: it is pinned by SHA-256 on first sight. Then: `emanet import-weights "
+           "data/paper/weights/emanet-voc-official.pth --experiment ema512 --profile paper`",
+), "deep")
+
+#: What ``emanet download imagenet-<depth>[-torchvision]`` (and ``emanet-voc-official``) fetches. The
+#: official code's ResNet-50 file was ``resnet50-ebb6acbb.pth``, an earlier upload whose full digest was
+#: never published; the model zoo's current deep-stem ResNet-50 (``25c4b509``) is the closest verifiable
+#: substitute.
 WEIGHTS: dict[str, WeightsEntry] = {
     **{f"imagenet-{d}": _encoding(d) for d in _ENCODING_SHA1},
     **{f"imagenet-{d}-torchvision": _torchvision(d) for d in _TORCHVISION},
+    "emanet-voc-official": OFFICIAL_VOC_MODEL,
 }

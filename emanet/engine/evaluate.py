@@ -31,7 +31,7 @@ from emanet.engine import submission
 from emanet.engine.metrics import confusion_matrix, scores
 from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from emanet.models import Segmentor, build_model
-from emanet.models.weights import load_model_weights
+from emanet.models.weights import load_state, read_model_weights
 from emanet.tracking import git_commit, read_run_info, sync_run
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,30 @@ def protocol_name(multi_scale: bool, flip: bool, stages: int | None) -> str:
     return name + (f"_T{stages}" if stages is not None else "")
 
 
-def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.device) -> Segmentor:
-    """The run's final weights (``model.pt``, a plain state dict) in an eval-mode model, built at
-    ``eval.output_stride`` when set (a dilated ResNet has the same weights at every output stride)."""
-    weights = run_dir / "model.pt"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no trained model; run `emanet train` for this experiment first")
+def inference_model(cfg: Config, state: dict[str, torch.Tensor], num_classes: int, device: torch.device,
+                    source: str | Path, foreign: bool = False) -> Segmentor:
+    """An eval-mode model of ``cfg``'s architecture holding ``state`` (emanet's names), built at
+    ``eval.output_stride`` when set (a dilated ResNet has the same weights at every output stride).
+
+    ``foreign``: the state comes from another code base (`emanet import-weights`, ``predict --weights``),
+    so BatchNorm's ``num_batches_tracked`` may be absent. Raises WeightLoadError naming ``source`` when
+    the weights do not fit (see :func:`emanet.models.weights.load_state`).
+    """
     stride = cfg.eval.output_stride or cfg.model.output_stride  # same weights, other strides and dilations
     model = build_model(dataclasses.replace(cfg.model, pretrained=None, output_stride=stride), num_classes)
-    load_model_weights(model, weights)
+    load_state(model, state, source, f"the model of experiment {cfg.experiment!r}", optional_counters=foreign,
+               importing=foreign)
     return model.to(device).eval()
+
+
+def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.device) -> Segmentor:
+    """The run's final weights (``model.pt``, a plain state dict, trained or imported) in an eval-mode
+    model (:func:`inference_model`)."""
+    weights = run_dir / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no trained model; run `emanet train` for this experiment first "
+                                f"(or `emanet import-weights FILE --experiment {cfg.experiment}`)")
+    return inference_model(cfg, read_model_weights(weights), num_classes, device, weights)
 
 
 @torch.no_grad()
@@ -71,6 +85,38 @@ def predict(model: Segmentor, image: torch.Tensor, scales: Sequence[float] | Non
         probs = probs.flip(-1) if flipped else probs
         total = probs if total is None else total + probs
     return total[0].argmax(0)
+
+
+@torch.no_grad()
+def responsibilities(model: Segmentor, image: torch.Tensor) -> torch.Tensor:
+    """The EMA unit's responsibilities Z of the last E-step over one normalised image (3, H, W) on the
+    model's device: (K, H, W), each pixel's K values summing to 1 (the paper's Fig. 5).
+
+    One single-scale pass as :func:`predict` makes it (padded to 8k+1), recording the Z of the unit's own
+    last EM iteration (T_eval); Z is resized from the feature grid to the padded image (bilinear,
+    ``align_corners=True``, as the logits) and cropped. Raises ValueError for a model without an EMA unit.
+    """
+    unit = next(model.ema_units(), None)
+    if unit is None:
+        raise ValueError("responsibility maps need a model with an EMA head (model.head: ema)")
+    em, recorded = unit.em, []
+
+    def recording_em(x: torch.Tensor, stages: int | None = None):
+        z, mu = em(x, stages)
+        recorded.append(z)
+        return z, mu
+
+    h, w = image.shape[-2:]
+    padded, _ = pad_to_8k1(image)
+    unit.em = recording_em  # an instance attribute: shadows the method for this one pass
+    try:
+        features = model.backbone(padded[None])
+        model.head(features)
+    finally:
+        del unit.em
+    feature_h, feature_w = features.shape[-2:]
+    maps = recorded[-1][0].T.float().reshape(1, -1, feature_h, feature_w)
+    return F.interpolate(maps, size=padded.shape[-2:], mode="bilinear", align_corners=True)[0, :, :h, :w]
 
 
 def save_prediction(path: Path, pred: torch.Tensor) -> None:

@@ -104,18 +104,27 @@ def read_foreign(path: str | Path, format: str = "auto") -> ForeignWeights:
                           any(k.endswith("num_batches_tracked") for k in state), extras)
 
 
+def check_not_web_page(path: str | Path) -> None:
+    """Raise WeightLoadError if the file at ``path`` is an HTML page (what Google Drive and other hosts send
+    scripts instead of a large file), before anything trusts or pins it; a missing file passes."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(1024).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        raise WeightLoadError(f"{path}: is a web page ({path.stat().st_size:,} bytes of HTML), not a checkpoint: "
+                              f"the host answered with a page (Google Drive's download confirmation, a login) "
+                              f"instead of the file. Delete it, download the file in a browser and put that here")
+
+
 def _load(path: Path) -> object:
     if not path.is_file():
         raise WeightLoadError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        with open(path, "rb") as handle:
-            head = handle.read(512).lstrip().lower()
-        if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-            raise WeightLoadError(f"{path}: is a web page, not a checkpoint (a download host that refuses "
-                                  f"scripts, e.g. Google Drive's confirmation page, answers with one): download "
-                                  f"the file in a browser and use that") from None
+        check_not_web_page(path)
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
                               f"({type(exc).__name__}: {first})") from None

@@ -252,12 +252,12 @@ def load_state(model: nn.Module, state: object, source: str | Path, what: str = 
     model.load_state_dict(state, strict=not optional_counters)
 
 
-def load_model_weights(model: nn.Module, path: str | Path) -> None:
-    """A whole model's state dict (a run's ``model.pt``: backbone, head, EMA bases), strictly.
+def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A run's ``model.pt``: a plain state dict in emanet's naming, as training and `emanet import-weights`
+    write it, read with ``weights_only=True``.
 
-    The file is read with ``weights_only=True`` and must be a plain state dict in emanet's naming, as
-    training and `emanet import-weights` write it; anything else (a foreign or nested checkpoint, a
-    misfit, a corrupt file) raises WeightLoadError naming the file and the cause in a few lines.
+    Anything else (a missing, corrupt or unsafe file, a nested or foreign checkpoint) raises
+    WeightLoadError naming the file and, for a foreign layout, the command that converts it.
     """
     path = Path(path)
     if not path.is_file():
@@ -267,15 +267,22 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
         raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict):
+        raise WeightLoadError(f"{path}: expected a state dict (a dict of tensors), got {describe_object(state)}")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in _NESTING_KEYS if isinstance(state.get(k), dict)]
-        inside = state[nested[0]] if nested else {}
-        hint = layout_hint(inside) if nested else ""
+        hint = layout_hint(state[nested[0]]) if nested else ""
         raise WeightLoadError(f"{path}: expected a plain state dict of tensors (a run's model.pt), found "
                               f"{describe_object(state)}" + (f"; {hint}" if hint else
                               "; convert a foreign checkpoint with `emanet import-weights FILE --experiment NAME`"
                               if nested else ""))
-    load_state(model, state, path)
+    return state
+
+
+def load_model_weights(model: nn.Module, path: str | Path) -> None:
+    """A whole model's state dict (a run's ``model.pt``: backbone, head, EMA bases), strictly: read by
+    :func:`read_model_weights`, checked and loaded by :func:`load_state` (errors name the file)."""
+    load_state(model, read_model_weights(path), path)
 
 
 def describe_object(obj: object) -> str:

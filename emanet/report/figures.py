@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from emanet.data.classes import voc_colormap  # noqa: E402
-from emanet.data.transforms import MEAN, STD, pad_to_8k1  # noqa: E402
+from emanet.data.transforms import MEAN, STD  # noqa: E402
 from emanet.report.tables import Table  # noqa: E402
 
 
@@ -116,12 +116,9 @@ def qualitative(model, dataset, path: Path, count: int = 3) -> Path:
 @torch.no_grad()
 def responsibilities(model, image: torch.Tensor, path: Path, bases: int = 4) -> Path:
     """Fig. 5 analogue: the last E-step's responsibilities Z of the most used bases, over one image."""
-    unit = next(model.ema_units())
-    padded, _ = pad_to_8k1(image)
-    feats = model.head.fc0(model.backbone(padded[None]))
-    b, c, h, w = feats.shape
-    z, _ = unit.em(unit.conv_in(feats).view(b, c, h * w))
-    maps = z[0].T.reshape(-1, h, w)
+    from emanet.engine.evaluate import responsibilities as responsibility_maps
+
+    maps = responsibility_maps(model, image)
     top = maps.flatten(1).sum(1).argsort(descending=True)[:bases]
     fig, axes = plt.subplots(1, bases + 1, figsize=(2.2 * (bases + 1), 2.4))
     axes[0].imshow(_denormalize(image))

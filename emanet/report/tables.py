@@ -15,6 +15,8 @@ from pathlib import Path
 from emanet.pipeline import validate_tables
 
 NOT_PUBLISHED = "n/p"
+#: Beside a value whose run holds imported weights (`emanet import-weights`), not weights trained here.
+IMPORTED = "(imported)"
 
 
 @dataclass
@@ -75,7 +77,13 @@ def _metric_cell(run_dir: Path, protocol: str) -> Cell:
                     missing=f"{path} scores an earlier package than {packaged['submission']}: submit it again")
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     value = 100.0 * metrics["miou"]
-    return Cell(ours=value, text=f"{value:.2f}", source=str(run_dir), mlflow_run=info.get("mlflow_run_id"))
+    return Cell(ours=value, text=_value_text(value, bool(info.get("imported"))), source=str(run_dir),
+                mlflow_run=info.get("mlflow_run_id"))
+
+
+def _value_text(value: float, imported: bool) -> str:
+    """A metric in %, marked "(imported)" when the run's weights were imported, not trained here."""
+    return f"{value:.2f}" + (f" {IMPORTED}" if imported else "")
 
 
 def _cost_cell(complexity: dict | None, key: str | None, field_name: str, bench_file: Path) -> Cell:
@@ -95,7 +103,7 @@ def mlflow_cell(runs: dict[str, dict], experiment: str, protocol: str) -> Cell:
     if run is None or protocol not in run:
         return Cell(missing=f"no finished MLflow run of {experiment} with {protocol}/miou")
     value = 100.0 * run[protocol]
-    return Cell(ours=value, text=f"{value:.2f}", mlflow_run=run["run_id"])
+    return Cell(ours=value, text=_value_text(value, bool(run.get("imported"))), mlflow_run=run["run_id"])
 
 
 def build_tables(params: dict, results_root: Path, mlflow_runs: dict[str, dict] | None = None) -> list[Table]:
