@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -117,3 +118,111 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
         finally:
             training.kill()
             tracking_server.stop(server)
+
+
+# --- Site settings (partition, account, GPU model, QoS) reach every job that needs them ---------------------
+
+#: what a site fills in, once, in workflow/profiles/slurm/config.yaml
+SITE = {"slurm_partition": "gpu_big", "slurm_account": "mylab", "gpu_model": "a100", "qos": "long"}
+
+
+def _with_site(tmp_path: Path) -> Path:
+    """A copy of the project whose Slurm profile has the site values filled in, where a user fills them."""
+    work = _copy_project(ROOT, tmp_path / "site")
+    path = work / "workflow/profiles/slurm/config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    assert set(SITE) <= set(profile["default-resources"]), "the profile lists every site value in one place"
+    profile["default-resources"].update(SITE)
+    assert "set-resources" not in profile, "site values per rule reach only the rules named"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return work
+
+
+def _dry_run_jobs(work: Path, *targets: str) -> list[dict]:
+    """Every job of `snakemake -n` on the paper profile through the Slurm profile: rule, fields, resources."""
+    proc = _snakemake(work, dict(os.environ, OMP_NUM_THREADS="1"), *targets, "-n", "--workflow-profile",
+                      "workflow/profiles/slurm", "--config", "profile=paper", timeout=300)
+    jobs, job = [], None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            job = {"rule": match.group(1), "fields": {}, "command": None}
+            jobs.append(job)
+        elif job is not None and (match := re.fullmatch(r"    (\w+): (.*)", line)):
+            job["fields"][match.group(1)] = match.group(2)
+        elif job is not None and line.startswith("Shell command: "):
+            job["command"] = line.removeprefix("Shell command: ")
+        else:
+            job = None
+    for job in jobs:
+        items = job["fields"].get("resources", "").split(", ")
+        job["resources"] = dict(item.partition("=")[::2] for item in items if item)
+    assert jobs, proc.stdout[-3000:]
+    return jobs
+
+
+def _site_problems(jobs: list[dict]) -> dict[str, dict]:
+    """Rule -> the site values its jobs lack or override. A job with GPUs must carry every site value; a job
+    without must carry all but gpu_model, which the Slurm executor would read as a request for one GPU.
+    Jobs that run nothing (the `all` target) are never submitted and are left out."""
+    problems: dict[str, dict] = {}
+    for job in jobs:
+        if "output" not in job["fields"] and job["command"] in (None, "None"):
+            continue
+        resources = job["resources"]
+        gpus = int(resources.get("gpu", 0))
+        expected = SITE if gpus else {k: v for k, v in SITE.items() if k != "gpu_model"}
+        wrong = {k: resources.get(k) for k, v in expected.items() if resources.get(k) != v}
+        if not gpus and "gpu_model" in resources:
+            wrong["gpu_model"] = resources["gpu_model"]
+        if wrong:
+            problems.setdefault(job["rule"], wrong)
+    return problems
+
+
+def test_every_gpu_job_of_the_paper_profile_gets_the_site_settings(tmp_path):
+    jobs = _dry_run_jobs(_with_site(tmp_path))
+    gpu_rules = {job["rule"] for job in jobs if int(job["resources"].get("gpu", 0)) > 0}
+    # the rules are read from the workflow; this only checks that reading found the 4-GPU ones
+    assert {"train", "finetune"} <= gpu_rules, gpu_rules
+    assert _site_problems(jobs) == {}
+    finetunes = [job for job in jobs if job["rule"] == "finetune"]
+    assert len(finetunes) == 4 and all(job["resources"]["gpu"] == "4" for job in finetunes)
+
+
+def test_a_gpu_rule_added_later_gets_the_site_settings_and_the_check_sees_one_that_does_not(tmp_path):
+    work = _with_site(tmp_path)
+    with (work / "workflow/rules/train.smk").open("a") as rules:
+        rules.write('''
+
+rule later_gpu:
+    output:
+        "later/gpu.txt",
+    resources:
+        **job_resources(2, runtime=10),
+    shell:
+        "touch {output}"
+
+
+rule later_gpu_own_qos:
+    output:
+        "later/qos.txt",
+    resources:
+        gpu=1,
+        qos="short",
+    shell:
+        "touch {output}"
+
+
+rule later_cpu_without_helper:
+    output:
+        "later/cpu.txt",
+    resources:
+        mem_mb=100,
+    shell:
+        "touch {output}"
+''')
+    jobs = _dry_run_jobs(work, "later/gpu.txt", "later/qos.txt", "later/cpu.txt")
+    later_gpu = next(job for job in jobs if job["rule"] == "later_gpu")
+    assert {k: later_gpu["resources"].get(k) for k in SITE} == SITE and later_gpu["resources"]["gpu"] == "2"
+    assert _site_problems(jobs) == {"later_gpu_own_qos": {"qos": "short"},
+                                    "later_cpu_without_helper": {"gpu_model": "a100"}}

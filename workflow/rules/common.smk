@@ -23,6 +23,28 @@ EMANET = f"{sys.executable} -m emanet.cli"
 GPUS = 4 if PROFILE == "paper" else 0
 
 
+def job_resources(gpus=0, **needs):
+    """What one job asks the cluster for: ``gpus`` GPUs and ``needs`` (mem_mb, runtime, tasks...).
+
+    The resources of every job of the workflow come from here (``**job_resources(...)``), so none
+    names a site value: the partition, account, GPU model and QoS are the profile's default-resources
+    (workflow/profiles/slurm/config.yaml), which Snakemake gives every job, including those of rules added
+    later; a value set in a rule would override the site's (tests/test_cluster.py checks that none does).
+    The one exception is made here: a job without GPUs drops the site's ``gpu_model``, because the Slurm
+    executor reads a GPU model alone as a request for one GPU.
+    """
+    if gpus:
+        return dict(needs, gpu=gpus)
+    return dict(needs, gpu_model=None)
+
+
+# Training (train and finetune): one torchrun over all the node's GPUs in one Slurm task (tasks=0 stops
+# the Slurm executor's one-task-per-GPU default), or one CPU process.
+TRAINING_THREADS = BASE.train.cpu_threads or 1 if GPUS == 0 else 16
+TRAINING_RESOURCES = job_resources(GPUS, tasks=0, cpus_per_gpu=4, mem_mb=4000 if GPUS == 0 else 64000,
+                                   runtime=60 if GPUS == 0 else 1440)
+
+
 def run_data(run):
     """The prepared datasets a run trains and evaluates on."""
     cfg = CONFIGS[run]

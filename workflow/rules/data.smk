@@ -10,6 +10,8 @@ rule synth:
         profile=PROFILE,
         emanet=EMANET,
         sources=BASE.sources,
+    resources:
+        **job_resources(),
     conda:
         "../../environment.yml"
     shell:
@@ -27,6 +29,8 @@ rule download:
         profile=PROFILE,
         emanet=EMANET,
         sources=BASE.sources,
+    resources:
+        **job_resources(),
     conda:
         "../../environment.yml"
     shell:
@@ -44,6 +48,8 @@ rule weights:
         profile=PROFILE,
         emanet=EMANET,
         needed=pipeline.weights(config, PROFILE),
+    resources:
+        **job_resources(),
     conda:
         "../../environment.yml"
     shell:
@@ -62,8 +68,7 @@ rule prepare:
         emanet=EMANET,
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        **job_resources(mem_mb=8000, runtime=120),
     conda:
         "../../environment.yml"
     shell:

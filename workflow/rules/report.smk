@@ -8,6 +8,8 @@ rule complexity:
         f"{RESULTS}/logs/complexity.log",
     params:
         emanet=EMANET,
+    resources:
+        **job_resources(),
     conda:
         "../../environment.yml"
     shell:
@@ -26,6 +28,8 @@ rule report:
         profile=PROFILE,
         emanet=EMANET,
         tables=config["tables"],
+    resources:
+        **job_resources(),
     conda:
         "../../environment.yml"
     shell:

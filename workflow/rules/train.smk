@@ -2,7 +2,8 @@
 # (Table 2's COCO -> trainaug -> trainval chain) starts from its parent's model.pt and is trained and
 # evaluated in one job, as in dvc.yaml (whose foreach cannot give a dependency to some items only).
 # A job with N GPUs runs one torchrun with N processes inside one Slurm task (tasks=0 stops the Slurm
-# executor from adding --ntasks-per-gpu, which would start the script once per GPU).
+# executor from adding --ntasks-per-gpu, which would start the script once per GPU). Resources come from
+# job_resources (common.smk): what the job needs; the site's values come from the profile, for every job.
 
 
 rule train:
@@ -17,13 +18,9 @@ rule train:
         profile=PROFILE,
         launcher=launcher,
         config_hash=lambda w: CONFIGS[w.experiment].hash(),
-    threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 16
+    threads: TRAINING_THREADS
     resources:
-        gpu=GPUS,
-        tasks=0,
-        cpus_per_gpu=4,
-        mem_mb=4000 if GPUS == 0 else 64000,
-        runtime=60 if GPUS == 0 else 1440,
+        **TRAINING_RESOURCES,
     conda:
         "../../environment.yml"
     shell:
@@ -45,9 +42,7 @@ rule evaluate:
         scales=BASE.eval.scales,
     threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 8
     resources:
-        gpu=min(GPUS, 1),
-        mem_mb=4000 if GPUS == 0 else 32000,
-        runtime=30 if GPUS == 0 else 240,
+        **job_resources(min(GPUS, 1), mem_mb=4000 if GPUS == 0 else 32000, runtime=30 if GPUS == 0 else 240),
     conda:
         "../../environment.yml"
     shell:
@@ -70,13 +65,9 @@ rule finetune:
         config_hash=lambda w: CONFIGS[w.finetune].hash(),
         protocols=lambda w: pipeline.protocols(config, w.finetune),
         scales=BASE.eval.scales,
-    threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 16
+    threads: TRAINING_THREADS
     resources:
-        gpu=GPUS,
-        tasks=0,
-        cpus_per_gpu=4,
-        mem_mb=4000 if GPUS == 0 else 64000,
-        runtime=60 if GPUS == 0 else 1440,
+        **TRAINING_RESOURCES,
     conda:
         "../../environment.yml"
     shell:
