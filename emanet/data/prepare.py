@@ -32,6 +32,7 @@ from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, coco_voc_lut, cocostuff
 from emanet.data.conversion import Conversion
 from emanet.data.sources import DataError, Sample, check_values, image_size, mat_field, read_index_png
 from emanet.io import atomic_write_json, atomic_write_text
+from emanet.textfile import read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -254,4 +255,4 @@ def read_meta(root: str | Path) -> dict:
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise DataError(f"{path}: not found; run `emanet prepare` first")
-    return json.loads(path.read_text())
+    return json.loads(read_text_file(path, DataError))
