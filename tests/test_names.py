@@ -4,7 +4,9 @@ checked when params.yaml is read, with the dotted key named; and no key YAML rea
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -66,7 +68,8 @@ def test_a_bad_name_is_refused_at_load_with_its_dotted_key_the_pattern_and_a_fix
 @pytest.mark.parametrize("text, message", [
     ("model:\n  2021: 1\n", "model.2021: YAML reads this key as an integer, not text"),
     ("train:\n  on: 1\n", "train.true: YAML reads this key as a boolean"),
-    ("tables:\n  t:\n    rows:\n      - {paper: {1.5: 2}}\n", r"tables.t.rows\[0\].paper.1.5: YAML reads this key as a number"),
+    ("tables:\n  t:\n    rows:\n      - {paper: {1.5: 2}}\n",
+     r"tables.t.rows\[0\].paper.1.5: YAML reads this key as a number"),
     ("experiments:\n  a: {}\n  a: {}\n", "key 'a' appears twice in one mapping"),
     ("experiments:\n  ~: {}\n  null: {}\n", "key 'null' appears twice in one mapping"),
     ("experiments: [ema512]\n", "experiments: expected a mapping of name -> settings, got list"),
@@ -133,3 +136,27 @@ def test_cli_exits_2_naming_the_key(tmp_path, capsys, command, key, experiment):
     shown = key if isinstance(key, str) else yaml.safe_dump(key).split("\n")[0]
     assert f"emanet: error: {params}: experiments.{shown}: " in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_both_orchestrators_stop_at_a_bad_name_and_name_the_key(tmp_path):
+    """Snakemake stops while reading the workflow; DVC's foreach would drop the stage, so its first stage
+    (every one runs an emanet command that reads params.yaml) stops with the same message."""
+    from tests.test_orchestration import BIN, _copy_project
+
+    work = _copy_project(ROOT, tmp_path / "work")
+    text = (work / "params.yaml").read_text()
+    bad = text.replace("\nexperiments:\n", "\nexperiments:\n  2021: {data: {dataset: voc}}\n")
+    assert bad != text
+    (work / "params.yaml").write_text(bad)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1")
+    expected = "params.yaml: experiments.2021: YAML reads this name as an integer"
+    smk = subprocess.run([str(BIN / "snakemake"), "-n"], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert smk.returncode != 0 and expected in smk.stdout + smk.stderr, smk.stderr[-2000:]
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
+    dvc = subprocess.run([str(BIN / "dvc"), "repro", "synth"], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert dvc.returncode != 0 and expected in dvc.stdout + dvc.stderr, dvc.stderr[-2000:]
+    assert "Traceback" not in dvc.stdout + dvc.stderr

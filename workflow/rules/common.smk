@@ -1,17 +1,22 @@
 # Shared values, all derived from params.yaml (plus --config overrides) by the emanet package.
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 from emanet import pipeline
-from emanet.config import resolve
+from emanet.config import ConfigError, resolve
 
 
 PROFILE = config["profile"]
-BASE = resolve(config, PROFILE)
-EXPERIMENTS = pipeline.experiments(config)
-FINETUNES = pipeline.finetunes(config)
+try:  # resolve checks the names first; an error names params.yaml and the key, without a traceback
+    BASE = resolve(config, PROFILE)
+    EXPERIMENTS = pipeline.experiments(config)
+    FINETUNES = pipeline.finetunes(config)
+    CONFIGS = pipeline.configs(config, PROFILE)
+    DATASETS = pipeline.datasets(config, PROFILE)
+except ConfigError as error:
+    raise WorkflowError(f"params.yaml: {error}") from None
 RUNS = EXPERIMENTS + FINETUNES
-CONFIGS = pipeline.configs(config, PROFILE)
-DATASETS = pipeline.datasets(config, PROFILE)
 RESULTS = f"results/{PROFILE}"
 RAW = BASE.sources.raw_dir
 PREPARED = BASE.data.root
