@@ -290,8 +290,9 @@ def describe_object(obj: object) -> str:
     if isinstance(obj, dict):
         items = []
         for key, value in list(obj.items())[:EXAMPLES]:
-            if isinstance(value, dict):
-                kind = f"{sum(isinstance(v, torch.Tensor) for v in value.values())} tensors"
+            tensors = sum(isinstance(v, torch.Tensor) for v in value.values()) if isinstance(value, dict) else 0
+            if tensors:
+                kind = f"{tensors} tensors"
             else:
                 kind = type(value).__name__
             items.append(f"{key!r} ({kind})")
