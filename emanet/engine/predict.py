@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +232,7 @@ def predict_images(cfg: Config, run_dir: Path, inputs: Sequence[str | Path], out
     paths, missing = collect_inputs(inputs)
     result = PredictResult(failed=missing)
     for message in missing.values():
-        tqdm.write(f"emanet: {message}")
+        tqdm.write(f"emanet: {message}", file=sys.stderr)
     stems = output_stems(paths)
     out_dir = Path(out_dir)
     for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
@@ -239,7 +240,7 @@ def predict_images(cfg: Config, run_dir: Path, inputs: Sequence[str | Path], out
             rgb = read_photo(path)
         except DataError as exc:
             result.failed[path] = str(exc)
-            tqdm.write(f"emanet: {exc}")
+            tqdm.write(f"emanet: {exc}", file=sys.stderr)
             continue
         image = normalize(torch.from_numpy(rgb).permute(2, 0, 1).contiguous()).to(device)
         pred = predict(model, image, scales, flip).cpu().numpy().astype(np.uint8)
