@@ -22,6 +22,7 @@ import csv
 import json
 import logging
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -160,16 +161,16 @@ def store_failure(exc: BaseException, uri: str, run_dir: Path | str) -> Tracking
         if "mlflow db upgrade" in exc.message:  # MLflow's schema check raises INTERNAL_ERROR, code-less
             import mlflow
 
+            database = "the server's backend store URI" if uri.startswith(("http://", "https://")) else uri
             return refused(code, message, f"The store's schema is not the one MLflow {mlflow.__version__} uses: back "
-                                          f"the database up, then run `mlflow db upgrade {uri}` (against the "
-                                          "server's backend store URI if this is a server); if a newer MLflow "
-                                          "wrote it, upgrade mlflow here instead.")
+                                          f"the database up, then run `mlflow db upgrade {database}`; if a newer "
+                                          "MLflow wrote it, upgrade mlflow here instead.")
         if code in _REFUSAL_FIXES:
             return refused(code, message, _REFUSAL_FIXES[code])
         if sqlite is not None:
             return unreachable(sqlite.sqlite_errorname, str(sqlite))
         return unreachable(code, message)
-    if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
+    if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError, socket.gaierror)):
         return unreachable(type(exc).__name__, _answer(exc))
     if sqlite is not None:
         return unreachable(sqlite.sqlite_errorname, str(sqlite))
@@ -189,11 +190,22 @@ def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "run.json", info)
 
 
+class _NoStoreTraceback(logging.Filter):
+    """Drops the traceback MLflow's SQL store logs before it raises the same error as an MlflowException:
+    the caller reports that exception once, with the fix (:func:`store_failure`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
 def _client(uri: str):
     import mlflow
 
     for key, value in _CLIENT_ENV.items():
         os.environ.setdefault(key, value)
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _NoStoreTraceback) for f in store_log.filters):
+        store_log.addFilter(_NoStoreTraceback())
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri)
 
@@ -203,13 +215,19 @@ def _cli(uri: str, command: str) -> str:
     return f"`MLFLOW_TRACKING_URI='{uri}' mlflow {command}`"
 
 
+def _gc(uri: str, selection: str) -> str:
+    """The ``mlflow gc`` command line that removes deleted experiments or runs from ``uri`` for good."""
+    where = "--tracking-uri" if uri.startswith(("http://", "https://")) else "--backend-store-uri"
+    return f"`mlflow gc {where} '{uri}' {selection}`"
+
+
 def _deleted_experiment(experiment, uri: str, run_dir: Path) -> StoreRefused:
     eid = experiment.experiment_id
     return StoreRefused(
         f"MLflow at {uri} cannot log {run_dir}: its experiment '{experiment.name}' (id {eid}) is deleted. Restore it "
         f"(its runs come back with it): {_cli(uri, f'experiments restore --experiment-id {eid}')}; or, to start "
-        f"over under that name, remove it for good: {_cli(uri, f'gc --experiment-ids {eid}')} (against the "
-        f"server's backend store if this is a server). Then run `emanet track sync {run_dir}`.")
+        f"over under that name, remove it for good: {_gc(uri, f'--experiment-ids {eid}')}. "
+        f"Then run `emanet track sync {run_dir}`.")
 
 
 def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
@@ -222,7 +240,9 @@ def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in whatever cwd is
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        path = uri[len("sqlite:///"):].split("?")[0]  # also the URI form, sqlite:///file:/path?mode=ro&uri=true
+        path = path[len("file:"):] if path.startswith("file:") else path
+        location = (Path(path).parent / "mlartifacts").resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException as exc:  # another process (a parallel job) created it in between
@@ -257,7 +277,7 @@ def _existing_run(client, run_id: str, name: str, uri: str, run_dir: Path):
         raise StoreRefused(
             f"MLflow at {uri} cannot log {run_dir}: its run {run_id} is deleted. Restore it: "
             f"{_cli(uri, f'runs restore --run-id {run_id}')}; or remove it for good "
-            f"({_cli(uri, f'gc --run-ids {run_id}')}) and the next sync logs the run folder as a new run. "
+            f"({_gc(uri, f'--run-ids {run_id}')}) and the next sync logs the run folder as a new run. "
             f"Then run `emanet track sync {run_dir}`.")
     return run
 

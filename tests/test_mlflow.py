@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pytest
@@ -69,3 +70,36 @@ def test_tracking_off_writes_no_store(tmp_path, prepared_root):
                            "train.log_interval=1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "runs/ema512/run.json").read_text()).get("mlflow_run_id") is None
+
+
+@pytest.mark.slow
+def test_store_states_through_a_server_are_refusals_not_outages(tmp_path, server, capsys):
+    """Deleted experiment, deleted run and renamed experiment answered by a real server (REST): each is
+    reported with its fix, exit status 2, no traceback; after the fix the sync goes through."""
+    from emanet.cli import main
+    from emanet.tracking import StoreRefused, Tracker, sync_run
+
+    run_dir = tmp_path / "runs" / "ema512"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_log.csv").write_text("iteration,loss\n1,0.9\n2,0.8\n")
+    name = f"emanet/states/{tmp_path.name}"
+    tracker = Tracker(run_dir, True, server.url, name, "ema512", {"a": 1}, {"experiment": "ema512"})
+    assert tracker.online
+    client = mlflow.MlflowClient(server.url)
+    experiment_id, run_id = client.get_experiment_by_name(name).experiment_id, tracker.run_id
+    breaks = [
+        (lambda: client.delete_experiment(experiment_id), lambda: client.restore_experiment(experiment_id),
+         f"experiments restore --experiment-id {experiment_id}"),
+        (lambda: client.delete_run(run_id), lambda: client.restore_run(run_id), f"runs restore --run-id {run_id}"),
+        (lambda: client.rename_experiment(experiment_id, name + "-renamed"),
+         lambda: client.rename_experiment(experiment_id, name), f"--new-name '{name}'"),
+    ]
+    for break_it, fix_it, fix_text in breaks:
+        break_it()
+        with pytest.raises(StoreRefused, match=re.escape(fix_text)):
+            sync_run(run_dir)
+        assert main(["track", "sync", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert fix_text in err and "Traceback" not in err and "unreachable" not in err
+        fix_it()
+        assert sync_run(run_dir) == run_id
