@@ -29,8 +29,9 @@ def train(args: argparse.Namespace) -> int:
         _set_aside_if_changed(run_dir, run_identity(cfg, init_weights(cfg, run_dir)))
     imported = read_run_info(run_dir).get("imported")
     if imported:
-        raise ConfigError(f"{run_dir} holds weights imported from {imported.get('source')} (`emanet import-weights`), "
-                          f"not a trained run: pass --replace-changed to set them aside and train, or use another --out")
+        raise ConfigError(f"{run_dir} holds weights imported from {imported.get('source')} (`emanet "
+                          f"import-weights`), not a trained run: pass --replace-changed to set them aside and "
+                          f"train, or use another --out")
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     return 0
@@ -87,10 +88,11 @@ def import_weights(args: argparse.Namespace) -> int:
         set_aside(run_dir, "other weights imported")
     tables = pipeline.tables_of(params, cfg.experiment)
     record = run_import(cfg, run_dir, source, args.format, {"tables": ",".join(tables)} if tables else {})
+    same = [f"--profile {args.profile}"] * bool(args.profile) + [f"--set {item}" for item in args.set] \
+        + [f"--out {args.out}"] * bool(args.out)
     print(f"{cfg.experiment}: {source} imported into {run_dir / 'model.pt'} ({record['layout']}, "
           f"{record['classes']} classes, sha256 {record['sha256'][:12]}…); evaluate it with "
-          f"`emanet evaluate --experiment {cfg.experiment}" + (f" --profile {cfg.profile}" if args.profile else "")
-          + (f" --out {args.out}" if args.out else "") + "`")
+          f"`emanet evaluate {' '.join([f'--experiment {cfg.experiment}', *same])}`")
     return 0
 
 
@@ -174,7 +176,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-predictions", metavar="DIR", help="write each prediction as a VOC-palette PNG")
     p.set_defaults(handler=evaluate)
 
-    p = sub.add_parser("import-weights", help="a foreign checkpoint (e.g. the released EMANet model) as an experiment's run",
+    p = sub.add_parser("import-weights",
+                       help="a foreign checkpoint (e.g. the released EMANet model) as an experiment's run",
                        description="Puts SOURCE in the experiment's run folder as its model.pt (emanet's naming), "
                                    "with run.json recording the file, its SHA-256 and its layout, so that evaluate, "
                                    "predict, the report and MLflow treat it like a trained run. Reads the official "

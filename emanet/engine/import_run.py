@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 
 def import_conflict(run_dir: Path, cfg: Config, sha256: str) -> str | None:
     """Why ``run_dir`` cannot take weights of this digest for ``cfg`` as it is, or None if it can (no run
-    yet, or the same file imported for the same configuration before: importing again is a no-op)."""
+    yet, or the same file imported for the same configuration before: it may be imported again)."""
     info = read_run_info(run_dir)
     imported = info.get("imported")
     if not info:
-        return f"{run_dir} holds a model.pt of unknown origin (no run.json)" if (run_dir / "model.pt").exists() else None
+        unknown = (run_dir / "model.pt").exists()
+        return f"{run_dir} holds a model.pt of unknown origin (no run.json)" if unknown else None
     if imported and imported.get("sha256") == sha256 and info.get("config_hash") == cfg.hash():
         return None
     if imported:
@@ -82,7 +83,7 @@ def import_weights(cfg: Config, run_dir: Path, source: str | Path, format: str =
                 "imported_sha256": sha256, "imported_layout": weights.describe(), **(tags or {})}
     Tracker(run_dir, cfg.tracking.enabled, cfg.tracking.uri, experiment, cfg.experiment,
             flatten(cfg.to_dict()), run_tags).finish()
-    log.info("%s: imported %s (%s, %d classes)", run_dir, source, weights.describe(), weights.num_classes)
+    log.debug("%s: imported %s (%s, %d classes)", run_dir, source, weights.describe(), weights.num_classes)
     return record
 
 

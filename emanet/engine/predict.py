@@ -170,7 +170,8 @@ def check_bases(model: Segmentor, bases: Sequence[int]) -> None:
         raise ValueError("--bases: this experiment's model has no EMA unit (model.head is not ema)")
     bad = [k for k in bases if not 0 <= k < unit.num_bases]
     if bad:
-        raise ValueError(f"--bases: {bad[0]} is not a basis of the EMA unit (K = {unit.num_bases}: 0..{unit.num_bases - 1})")
+        raise ValueError(f"--bases: {bad[0]} is not a basis of the EMA unit "
+                         f"(K = {unit.num_bases}: 0..{unit.num_bases - 1})")
 
 
 def overlay(rgb: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> Image.Image:

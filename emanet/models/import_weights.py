@@ -97,7 +97,8 @@ def read_foreign(path: str | Path, format: str = "auto") -> ForeignWeights:
         state = {official.to_emanet(k) or k: v for k, v in state.items()}
     if "head.classifier.weight" not in state:
         hint = layout_hint(state, importing=True)
-        raise WeightLoadError(f"{path}: has no segmentation classifier ({'fc2.weight' if detected == 'official' else 'head.classifier.weight'}), "
+        classifier = "fc2.weight" if detected == "official" else "head.classifier.weight"
+        raise WeightLoadError(f"{path}: has no segmentation classifier ({classifier}), "
                               f"so it is not a whole EMANet model" + (f"; {hint}" if hint else
                               f"; its keys begin {abbreviate(state)}"))
     return ForeignWeights(state, detected, tuple(nesting), prefix,

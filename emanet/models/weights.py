@@ -195,7 +195,8 @@ def architecture_difference(source: Mapping[str, object], target: Mapping[str, t
         return ""
     made = ", ".join(f"{_FIELDS[f][0]} {theirs[f]}" for f in differ)
     model = ", ".join(str(ours.get(f, "none")) for f in differ)
-    return f"the checkpoint was made for {made}; the model has {model} (set by {', '.join(_FIELDS[f][1] for f in differ)})"
+    settings = ", ".join(_FIELDS[f][1] for f in differ)
+    return f"the checkpoint was made for {made}; the model has {model} (set by {settings})"
 
 
 def layout_hint(keys: Iterable[object], importing: bool = False) -> str:
@@ -214,7 +215,8 @@ def layout_hint(keys: Iterable[object], importing: bool = False) -> str:
                 f"{'read it with --format official (or auto)' if importing else convert}")
     if any(k.startswith(("decode_head.", "auxiliary_head.")) for k in keys):
         return "it looks like an mmsegmentation checkpoint (decode_head.*), a layout emanet does not read"
-    if not any(k.startswith("head.") for k in keys) and any(k.startswith(("layer1.", "backbone.layer1.")) for k in keys):
+    backbone_only = not any(k.startswith("head.") for k in keys)
+    if backbone_only and any(k.startswith(("layer1.", "backbone.layer1.")) for k in keys):
         return ("it looks like a backbone alone (an ImageNet classification checkpoint: no segmentation head); "
                 "use it for training as model.pretrained")
     return ""
