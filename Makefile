@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 EMANET := $(VENV)/bin/emanet
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast fuzz venv clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+# Every reader of outside data fuzzed with 10,000 examples each (hypothesis profile "fuzz", tests/conftest.py;
+# FUZZ_EXAMPLES=N for another count). `make test` runs the same properties on a small, fixed budget.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_fuzz_readers.py \
+		--hypothesis-show-statistics
 
 clean:
 	rm -rf results .snakemake .pytest_cache

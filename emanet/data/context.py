@@ -33,8 +33,11 @@ def _annotations(raw_dir: Path) -> Path:
 def check_mapping(labels_txt: Path) -> None:
     """The 59-class table must name the same classes as this ``labels.txt`` (459 entries)."""
     names = read_class_file(labels_txt)
-    if len(names) != CONTEXT_NUM_RAW:
-        raise DataError(f"{labels_txt}: expected {CONTEXT_NUM_RAW} classes, found {len(names)}")
+    if sorted(names) != list(range(1, CONTEXT_NUM_RAW + 1)):
+        odd = sorted(set(names) ^ set(range(1, CONTEXT_NUM_RAW + 1)))
+        raise DataError(f"{labels_txt}: expected the {CONTEXT_NUM_RAW} classes 1..{CONTEXT_NUM_RAW} of PASCAL "
+                        f"Context's labels.txt, found {len(names)} (ids missing or extra: {odd[:10]}); use the "
+                        f"labels.txt of trainval.tar.gz")
     wrong = [f"{raw}: {names.get(raw)!r} (expected {expected!r})" for _, expected, raw in CONTEXT59
              if names.get(raw) != expected]
     if wrong:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,15 +25,31 @@ def names() -> list[str]:
 
 
 def read_manifest(path: str | Path) -> dict[str, dict]:
-    """name -> {"sha256", "size"} from a manifest file; errors name the file."""
+    """name -> {"sha256", "size"} from a manifest file (``{"files": [{"name", "size", "sha256"}, ...]}``).
+
+    Raises FetchError naming the file when it is missing, not UTF-8 JSON, or an entry lacks a non-empty
+    name, a size in bytes (an integer >= 0) or a SHA-256 of 64 hex digits."""
     path = Path(path)
     try:
         data = json.loads(read_text_file(path, FetchError))
-        return {f["name"]: {"sha256": f["sha256"], "size": int(f["size"])} for f in data["files"]}
     except FileNotFoundError:
         raise FetchError(f"{path}: manifest not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise FetchError(f"{path}: not a manifest of files with name, size and sha256 ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise FetchError(f"{path}: not valid JSON ({exc}); regenerate it (`emanet synth` writes one)") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        raise FetchError(f"{path}: not a manifest: expected a JSON object with a 'files' list of name, size and "
+                         f"sha256; regenerate it (`emanet synth` writes one)")
+    pins = {}
+    for number, entry in enumerate(files):
+        fields = entry if isinstance(entry, dict) else {}
+        name, size, sha256 = fields.get("name"), fields.get("size"), fields.get("sha256")
+        if not (isinstance(name, str) and name and isinstance(size, int) and not isinstance(size, bool)
+                and size >= 0 and isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+            raise FetchError(f"{path}: files[{number}] must be {{\"name\": <file name>, \"size\": <bytes>, "
+                             f"\"sha256\": <64 hex digits>}}, got {json.dumps(entry)[:160]}")
+        pins[name] = {"sha256": sha256.lower(), "size": size}
+    return pins
 
 
 def _apply_manifest(entry: RemoteFile, manifest: dict[str, dict]) -> RemoteFile:

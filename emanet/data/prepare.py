@@ -251,8 +251,51 @@ def _image_checksum(folder: Path, ids: list[str]) -> str:
 
 
 def read_meta(root: str | Path) -> dict:
-    """A prepared dataset's meta.json; a missing one means the dataset was never (fully) prepared."""
+    """A prepared dataset's meta.json; a missing one means the dataset was never (fully) prepared.
+
+    Returns the JSON object as written by ``prepare``, checked for what every reader uses: ``dataset``
+    (str), ``classes`` (non-empty list of str), ``num_classes`` (int, = len(classes)), ``ignore_index``
+    (int), ``counts`` ({split: int >= 0}), ``label_checksum`` (str, or null beside an ``image_checksum``
+    str), ``unlabelled_splits`` (list of str, optional). Raises DataError naming the file when it is
+    missing, not UTF-8 JSON, or any of those is absent or of the wrong type."""
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise DataError(f"{path}: not found; run `emanet prepare` first")
-    return json.loads(read_text_file(path, DataError))
+    redo = f"it was edited or damaged: delete {Path(root)} and run `emanet prepare` again"
+    try:
+        meta = json.loads(read_text_file(path, DataError))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); {redo}") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise DataError(f"{path}: {problem}; {redo}")
+    return meta
+
+
+def _meta_problem(meta: object) -> str | None:
+    """What is wrong with a loaded meta.json for its readers, or None."""
+    if not isinstance(meta, dict):
+        return f"must hold a JSON object, holds a JSON {type(meta).__name__}"
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def texts(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    rules = [("dataset", lambda v: isinstance(v, str), "a string"),
+             ("classes", lambda v: texts(v) and len(v) > 0, "a non-empty list of class names"),
+             ("num_classes", lambda v: whole(v) and v == len(meta["classes"]), "the number of classes"),
+             ("ignore_index", whole, "an integer"),
+             ("counts", lambda v: isinstance(v, dict) and all(whole(n) and n >= 0 for n in v.values()),
+              "an object of split sizes"),
+             ("label_checksum", lambda v: isinstance(v, str) or (v is None and isinstance(meta.get("image_checksum"), str)),
+              "a string (or null, beside an image_checksum string)"),
+             ("unlabelled_splits", texts, "a list of split names")]
+    for key, fits, what in rules:
+        if key not in meta:
+            if key != "unlabelled_splits":
+                return f"has no {key!r}"
+        elif not fits(meta[key]):
+            return f"{key!r} must be {what}, got {json.dumps(meta[key])[:80]}"
+    return None

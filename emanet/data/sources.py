@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+import scipy.sparse
 from PIL import Image, UnidentifiedImageError
 
 from emanet.data.fetch import safe_extract
+from emanet.data.matv5 import unsafe_element
 from emanet.textfile import text_lines
 
 
@@ -78,12 +80,22 @@ def read_class_file(path: Path) -> dict[int, str]:
 
 
 def read_index_png(path: Path, fix: str = REDOWNLOAD) -> np.ndarray:
-    """A label PNG's stored indices (mode P or L); anything else is an error naming the file.
+    """A label PNG's class ids as a (H, W) uint8 array: the stored indices of a palette (P) image, the
+    values of an 8-bit grayscale (L) one. A 1-bit grayscale PNG (what PNG optimisers make of an L label
+    holding only 0 and 255) reads as 0 and 255, as every viewer shows it; 2- and 4-bit grayscale read
+    scaled to 0..255 the same way (Pillow's reading, the PNG meaning of those samples).
 
-    Decoded fully by :func:`decode_image` (``fix`` completes its error message)."""
+    Decoded fully by :func:`decode_image` (``fix`` completes its error message). Any other mode (RGB,
+    RGBA, LA, 16-bit, float) is a DataError naming the file and the mode."""
     im = decode_image(path, fix)
+    if im.mode == "1":
+        im = im.convert("L")
     if im.mode not in ("P", "L"):
-        raise DataError(f"{path}: label PNG must be palette (P) or grayscale (L), got mode {im.mode}")
+        colour = im.mode in ("RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "HSV", "LAB")
+        what = ("colours, not class ids: use the dataset's indexed label PNGs (e.g. VOC's SegmentationClass, "
+                "not a visualisation)" if colour else "more than 8 bits per pixel: save the class ids as an "
+                "8-bit palette or grayscale PNG")
+        raise DataError(f"{path}: label PNG must be palette (P) or grayscale (L), got mode {im.mode}, which holds {what}")
     return np.array(im)
 
 
@@ -133,30 +145,86 @@ def _reason(exc: BaseException) -> str:
 
 
 def mat_field(path: Path, variable: str, field: str | None = None) -> np.ndarray:
-    """A variable (or a field of a MATLAB struct variable) from a v5 ``.mat`` file."""
+    """A label map stored in a MATLAB v4-v7 ``.mat`` file: the variable ``variable`` (Context ``LabelMap``,
+    COCO-Stuff-10k ``S``), or its field ``field`` when it is a struct (SBD ``GTcls.Segmentation``).
+
+    Returns the 2-D array as stored (integer, float or logical dtype). Raises DataError naming the file for
+    an unreadable, empty, truncated or corrupt file, a v7.3 (HDF5) file, a missing variable or field, and
+    a value that is not a non-empty 2-D numeric array (struct, cell, text, sparse, complex, empty, 3-D).
+    A damaged file that would crash scipy's reader (:mod:`emanet.data.matv5`) is refused before it is read."""
     try:
-        data = scipy.io.loadmat(path)
-    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError, zlib.error) as exc:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file not found; {REDOWNLOAD}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); {REDOWNLOAD}") from None
+    crash = unsafe_element(raw)
+    if crash:
+        raise DataError(f"{path}: damaged MATLAB file: {crash}; {REDOWNLOAD}")
+    try:
+        data = scipy.io.loadmat(io.BytesIO(raw))
+    except NotImplementedError as exc:  # what scipy says to a v7.3 file
+        raise DataError(f"{path}: is a MATLAB v7.3 (HDF5) file ({exc}), which scipy cannot read; re-save it as "
+                        f"v7 in MATLAB (`save(file, '{variable}', '-v7')`) or use the dataset's original "
+                        f"files") from None
+    except Exception as exc:  # noqa: BLE001 - on damaged bytes scipy raises MatReadError, ValueError, TypeError,
+        # IndexError (a file shorter than its 128-byte header), zlib.error, OverflowError, MemoryError...
         raise DataError(f"{path}: not a readable MATLAB v5 file, empty, truncated or corrupt ({exc}); "
                         f"{REDOWNLOAD}") from None
     if not any(not k.startswith("__") for k in data):
         raise DataError(f"{path}: holds no variables at all (truncated after its header?); {REDOWNLOAD}")
     if variable not in data:
         raise DataError(f"{path}: has no variable {variable!r} (found {sorted(k for k in data if not k.startswith('__'))})")
-    value = data[variable]
+    value, where = data[variable], variable
     if field is not None:
-        if value.dtype.names is None or field not in value.dtype.names:
-            raise DataError(f"{path}: {variable} has no field {field!r}")
-        value = value[field][0, 0]
-    return np.asarray(value)
+        if not isinstance(value, np.ndarray) or value.dtype.names is None or field not in value.dtype.names:
+            raise DataError(f"{path}: {variable} has no field {field!r} (it is {_matlab_kind(value)})")
+        if value.size == 0:
+            raise DataError(f"{path}: {variable} is an empty struct array, with no {field!r} to read; {REDOWNLOAD}")
+        value, where = value[field].flat[0], f"{variable}.{field}"
+    if (not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" or value.ndim != 2
+            or value.size == 0):
+        raise DataError(f"{path}: {where} must be a non-empty 2-D numeric label map, but it is "
+                        f"{_matlab_kind(value)}; use the dataset's own annotation files ({REDOWNLOAD})")
+    return value
+
+
+def _matlab_kind(value: object) -> str:
+    """What a loaded MATLAB value is, in MATLAB's terms, for error messages."""
+    if scipy.sparse.issparse(value):
+        return f"a sparse {value.shape[0]}x{value.shape[1]} matrix"
+    if not isinstance(value, np.ndarray):
+        return f"a {type(value).__name__}"
+    shape = "x".join(map(str, value.shape))
+    if value.dtype.names:
+        return f"a {shape} struct array with fields {', '.join(value.dtype.names)}"
+    kind = {"O": "cell array", "U": "char array", "S": "char array", "c": "complex array"}.get(value.dtype.kind)
+    return f"a {shape} {kind or f'{value.dtype} array'}"
 
 
 def check_values(path: Path, values: np.ndarray, allowed: Iterable[int]) -> None:
-    """Raise naming the file and the offending values if ``values`` holds anything not in ``allowed``."""
+    """Raise naming the file and the offending values if ``values`` holds anything not in ``allowed``.
+
+    ``values`` must be numeric (integer, float or bool); NaN, infinities and fractions are never allowed."""
+    values, allowed = np.asarray(values), sorted(set(allowed))
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{path}: label values must be class ids (numbers), got a {values.dtype} array")
     present = np.unique(values)
-    bad = sorted(set(present.tolist()) - set(allowed))
+    bad = sorted(set(present.tolist()) - set(allowed), key=lambda v: (v != v, v))  # NaN last
     if bad:
-        raise DataError(f"{path}: label values outside the classes: {bad[:10]}")
+        raise DataError(f"{path}: label values outside the classes: {bad[:10]} (allowed: {_runs(allowed)}); "
+                        f"is it a label map of this dataset, in its original numbering?")
+
+
+def _runs(ids: list[int]) -> str:
+    """[0, 1, ..., 20, 255] -> '0..20, 255'."""
+    runs: list[list[int]] = []
+    for k in ids:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ", ".join(f"{a}..{b}" if b > a else f"{a}" for a, b in runs)
 
 
 def find_dir(raw_dir: Path, pattern: str, max_depth: int = 4, marker: str | None = None) -> Path | None:
