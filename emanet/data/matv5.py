@@ -4,9 +4,11 @@ scipy's v5 reader (``scipy.io.loadmat``, up to at least 1.17) looks up the data-
 and character element in a C table without checking its range: a damaged file whose element carries
 code 0, 8, 10, 11, 14, 15 or anything above 18 crashes the whole process (segmentation fault) instead of
 raising (scipy PRs 25349 and 25829, not released; found here by fuzzing SBD's ``GTcls`` files). Such a
-file must never reach scipy. :func:`unsafe_element` reads the file the way scipy's reader does (tags,
-small data elements, compressed variables, array headers, cells, structs, objects) and reports the first
-element scipy would crash on. Everything else that is wrong with a file is left to scipy, which raises.
+file must never reach scipy. Nor must a cell or struct array whose damaged dimensions claim more elements
+than the file could hold: scipy allocates them all first (8 bytes each: a flipped byte asks for gigabytes).
+:func:`unsafe_element` reads the file the way scipy's reader does (tags, small data elements, compressed
+variables, array headers, cells, structs, objects) and reports the first such element. Everything else
+that is wrong with a file is left to scipy, which raises.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _MATRIX, _COMPRESSED = 14, 15
 _CELL, _STRUCT, _OBJECT, _CHAR, _SPARSE = 1, 2, 3, 4, 5
 _NUMERIC = range(6, 16)  # mxDOUBLE_CLASS .. mxUINT64_CLASS (logical arrays are uint8 with a flag)
 _MAX_DEPTH = 64  # nesting deeper than this would exhaust scipy's C stack: refused as well
+_MAX_INFLATED = 1 << 28  # 256 MiB: a compressed variable inflating to more is no label map (a zip bomb)
 
 
 class _Stop(Exception):
@@ -33,6 +36,10 @@ class _Unsafe(Exception):
 class _Stream:
     def __init__(self, data: bytes, order: str):
         self.data, self.pos, self.order = data, 0, order
+
+    def room(self) -> int:
+        """How many 8-byte tags can still follow: an upper bound on the elements a cell or struct can hold."""
+        return (len(self.data) - self.pos) // 8
 
     def words(self) -> tuple[int, int]:
         if self.pos + 8 > len(self.data):
@@ -82,6 +89,8 @@ def unsafe_element(data: bytes) -> str | None:
             # a compressed variable is read from its inflated bytes only; a plain one from the file itself,
             # past its declared size if its contents say so (scipy reads on, then seeks to the next one)
             stream = _Stream(_inflate(data[start + 8:top.pos]) if kind == _COMPRESSED else data[start:], order)
+            if len(stream.data) > _MAX_INFLATED:
+                raise _Unsafe(f"a compressed variable inflates to more than {_MAX_INFLATED >> 20} MiB")
             try:
                 _variable(stream)
             except _Stop:
@@ -95,11 +104,14 @@ def unsafe_element(data: bytes) -> str | None:
 
 def _inflate(body: bytes) -> bytes:
     """As much of a compressed variable as zlib gives before any error (scipy reads it lazily)."""
-    inflater, out = zlib.decompressobj(), []
+    inflater, out, size = zlib.decompressobj(), [], 0
     for start in range(0, len(body), 4096):
         try:
-            out.append(inflater.decompress(body[start:start + 4096]))
+            out.append(inflater.decompress(body[start:start + 4096], _MAX_INFLATED + 1 - size))
         except zlib.error:
+            break
+        size += len(out[-1])
+        if size > _MAX_INFLATED:
             break
     return b"".join(out)
 
@@ -125,6 +137,12 @@ def _data(s: _Stream, what: str) -> None:
         raise _Unsafe(f"the {what} element has data type code {kind}, which no MATLAB type has")
 
 
+def _room(s: _Stream, count: int, claim: str) -> None:
+    if count > s.room():
+        raise _Unsafe(f"a {claim.format(count)}, more than the {s.room():,} the rest of the file could hold "
+                      f"(damaged dimensions; scipy would allocate them all first)")
+
+
 def _matrix(s: _Stream, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise _Unsafe(f"cells or structs are nested more than {_MAX_DEPTH} deep")
@@ -145,6 +163,7 @@ def _matrix(s: _Stream, depth: int) -> None:
     elif mx_class == _CHAR:
         _data(s, "char")
     elif mx_class == _CELL:
+        _room(s, count, "cell array claims {:,} elements")
         for _ in range(count):
             _nested(s, depth)
     elif mx_class in (_STRUCT, _OBJECT):
@@ -157,7 +176,10 @@ def _matrix(s: _Stream, depth: int) -> None:
         (length,) = struct.unpack_from(s.order + "i", raw_length)
         if length <= 0:
             raise _Stop
-        for _ in range(count * (len(names) // length)):
+        fields = len(names) // length
+        if fields:
+            _room(s, count * fields, "struct array claims {:,} field values")
+        for _ in range(count * fields):
             _nested(s, depth)
     elif mx_class in (16, 17):
         raise _Unsafe("it holds a MATLAB function handle or opaque object, never part of a label map")

@@ -25,6 +25,10 @@ from emanet.io import atomic_write_bytes
 _NUMPY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 
+#: What ``GradScaler.state_dict()`` holds when AMP is on (it is empty when off).
+_SCALER_KEYS = frozenset({"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"})
+
+
 class CheckpointError(ValueError):
     """A resumable checkpoint that cannot be used; the message names the file, the cause and what to do."""
 
@@ -100,9 +104,12 @@ def _problem(state: object, model: nn.Module | None) -> str | None:
                 and all(isinstance(r, dict) and {"torch", "numpy", "python"} <= set(r) for r in value))
 
     rules = [("model", named_tensors, "a state dict of tensors"),
-             ("optimizer", lambda v: isinstance(v, dict) and {"state", "param_groups"} <= set(v),
+             ("optimizer", lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+              and isinstance(v.get("param_groups"), list) and len(v["param_groups"]) > 0
+              and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"]),
               "an optimizer state dict"),
-             ("scaler", lambda v: isinstance(v, dict), "a GradScaler state dict"),
+             ("scaler", lambda v: isinstance(v, dict) and (not v or _SCALER_KEYS <= set(v)),
+              "a GradScaler state dict (empty without AMP)"),
              ("iteration", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
               "a non-negative integer"),
              ("rng", rng_states, "a list of RNG states, one per process")]

@@ -67,6 +67,10 @@ class ForeignWeights:
         return ", ".join(parts)
 
 
+#: Deepest nesting of the state dict followed (real checkpoints use one or two levels).
+_MAX_NESTING = 8
+
+
 def read_foreign(path: str | Path, format: str = "auto") -> ForeignWeights:
     """Read a whole-model checkpoint of any recognised layout (module docstring) into emanet's naming.
 
@@ -83,6 +87,9 @@ def read_foreign(path: str | Path, format: str = "auto") -> ForeignWeights:
     extras: dict[str, int | float | str | bool] = {}
     while isinstance(obj, dict) and not _is_state_dict(obj):
         inner = [key for key in NESTING_KEYS if isinstance(obj.get(key), dict)]
+        if len(nesting) >= _MAX_NESTING:  # a pickle can hold a dict inside itself: never loop forever
+            raise WeightLoadError(f"{path}: state dict nested more than {_MAX_NESTING} deep "
+                                  f"({' > '.join(map(repr, nesting[:4]))} > …); not a checkpoint emanet can read")
         if not inner:
             raise WeightLoadError(f"{path}: holds no state dict: found {describe_object(obj)}; expected a dict of "
                                   f"tensors, possibly under one of {', '.join(map(repr, NESTING_KEYS))}")
