@@ -199,7 +199,11 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
     bar = dict(total=len(jobs), desc=f"prepare {conv.dataset}", disable=not progress, unit="img")
     if workers > 1 and len(jobs) >= 64:
         with ProcessPoolExecutor(workers) as pool:
-            outcomes = list(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
+            try:
+                outcomes = list(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
+            except BaseException:  # a bad file: stop now, not after converting the other 100k images
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     else:
         outcomes = list(tqdm(map(_convert_star, jobs), **bar))
     # Bookkeeping is keyed by the requested ids, never by what came back: an id the filter dropped comes
