@@ -54,10 +54,18 @@ def read_id_list(path: Path) -> list[str]:
     """Ids of a split list: one per line, or DeepLab's ``/JPEGImages/<id>.jpg /Seg…/<id>.png``.
 
     Read by :func:`emanet.textfile.read_text_file` (UTF-8; BOM dropped; LF, CRLF or CR); blank lines and
-    surrounding blanks are ignored. Raises DataError naming the file if it is missing or not UTF-8 text."""
+    surrounding blanks are ignored. Raises DataError naming the file if it is missing or not UTF-8 text,
+    and naming the line if it holds no id (``/``, ``.``, ``..``)."""
     if not path.is_file():
         raise DataError(f"{path}: list file not found")
-    return [Path(line.split()[0]).stem for _, line in text_lines(path, DataError)]
+    ids = []
+    for number, line in text_lines(path, DataError):
+        image_id = Path(line.split()[0]).stem
+        if image_id in ("", ".", ".."):
+            raise DataError(f"{path}:{number}: {line!r} holds no image id; expected '<id>' or DeepLab's "
+                            f"'/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png'")
+        ids.append(image_id)
+    return ids
 
 
 def read_class_file(path: Path) -> dict[int, str]:
