@@ -958,6 +958,25 @@ def test_server_per_class_csv_gives_ious_or_a_value_error(tmp_path, data):
         assert all(isinstance(k, str) and isinstance(v, float) for k, v in per_class.items())
 
 
+_PINS = {"benchmark.tgz": {"sha256": "ab" * 32, "size": 1_419_539_633}}
+
+
+@given(st.one_of(st.just(json.dumps(_PINS).encode()), mutated(json.dumps(_PINS).encode()),
+                 JSON.map(lambda v: json.dumps(v).encode()),
+                 JSON.map(lambda v: json.dumps({"benchmark.tgz": v}).encode()), TEXT_BYTES))
+@example(b'{"benchmark.tgz": {"sha256": "ab"}}')
+@example(b'{"benchmark.tgz": null}')
+@example(b"[]")
+def test_pinned_checksums_give_pins_or_a_fetch_error(tmp_path, data):
+    """pinned-checksums.json, kept in the raw folder beside the downloads (and editable by hand)."""
+    from emanet.data.fetch import PINS_FILE, _read_pins
+
+    (tmp_path / PINS_FILE).write_bytes(data)
+    pins = refused(tmp_path / PINS_FILE, _read_pins, tmp_path, errors=(FetchError,))
+    if pins is not None:
+        assert all(isinstance(p["sha256"], str) and type(p["size"]) is int for p in pins.values())
+
+
 def _package(pngs: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:

@@ -147,8 +147,25 @@ PINS_FILE = "pinned-checksums.json"
 
 
 def _read_pins(dest_dir: Path) -> dict:
+    """name -> {"sha256", "size"} pinned on first download, from ``dest_dir/pinned-checksums.json`` ({} if
+    absent). Raises FetchError naming the file when it is not UTF-8 JSON of that shape."""
     path = dest_dir / PINS_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    fix = ("restore it from a backup; deleting it makes the next download pin whatever it receives, "
+           "trusted on first use again")
+    from emanet.textfile import read_text_file
+
+    try:
+        pins = json.loads(read_text_file(path, FetchError))
+    except json.JSONDecodeError as exc:
+        raise FetchError(f"{path}: not valid JSON ({exc}); {fix}") from None
+    if not isinstance(pins, dict) or not all(
+            isinstance(pin, dict) and isinstance(pin.get("sha256"), str) and len(pin["sha256"]) == 64
+            and isinstance(pin.get("size"), int) and not isinstance(pin["size"], bool) and pin["size"] >= 0
+            for pin in pins.values()):
+        raise FetchError(f"{path}: must map file names to {{\"sha256\": <64 hex digits>, \"size\": <bytes>}}; {fix}")
+    return pins
 
 
 def _with_pin(entry: RemoteFile, pins: dict) -> RemoteFile:
