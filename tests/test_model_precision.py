@@ -112,3 +112,30 @@ def test_loss_is_computed_in_at_least_float32(dtype, expected, normalization):
         plain = per_pixel.flatten(1).mean(dim=1).mean() if normalization == "all_pixels" else \
             F.cross_entropy(logits, target, ignore_index=255)
         assert torch.equal(loss, plain)
+
+
+def test_evaluation_code_keeps_a_float64_model_in_float64(tiny_config):
+    """evaluate's own single-scale / MS+flip prediction and the Fig. 5 responsibility maps accept a float64
+    model and image and never lower them: the softmax sums and the maps come back in float64."""
+    from emanet.engine.evaluate import predict, responsibilities
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, num_classes=5).double().eval()
+    image = torch.randn(3, 37, 45, dtype=torch.float64)
+    seen = []
+    original = torch.softmax
+
+    def spying_softmax(x, dim):
+        seen.append(x.dtype)
+        return original(x, dim=dim)
+
+    torch.softmax, saved = spying_softmax, torch.softmax
+    try:
+        single = predict(model, image, None, False)
+        multi = predict(model, image, (0.75, 1.0), True)
+    finally:
+        torch.softmax = saved
+    assert single.shape == multi.shape == (37, 45)
+    assert seen and set(seen) == {torch.float64}
+    maps = responsibilities(model, image)
+    assert maps.dtype == torch.float64 and maps.shape[-2:] == (37, 45)

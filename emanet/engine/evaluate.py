@@ -79,7 +79,8 @@ def predict(model: Segmentor, image: torch.Tensor, scales: Sequence[float] | Non
         return model(padded[None])[0, :, :h, :w].argmax(0)
     total = None
     for _, flipped, view, (vh, vw) in multiscale_views(image, scales or (1.0,), flip):
-        probs = torch.softmax(model(view[None])[:, :, :vh, :vw].float(), dim=1)
+        logits = model(view[None])[:, :, :vh, :vw]  # bf16/fp16 under AMP: summed in >= float32
+        probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
         if (vh, vw) != (h, w):
             probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=True)
         probs = probs.flip(-1) if flipped else probs
@@ -115,7 +116,7 @@ def responsibilities(model: Segmentor, image: torch.Tensor) -> torch.Tensor:
     finally:
         del unit.em
     feature_h, feature_w = features.shape[-2:]
-    maps = recorded[-1][0].T.float().reshape(1, -1, feature_h, feature_w)
+    maps = recorded[-1][0].T.reshape(1, -1, feature_h, feature_w)
     return F.interpolate(maps, size=padded.shape[-2:], mode="bilinear", align_corners=True)[0, :, :h, :w]
 
 

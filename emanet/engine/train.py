@@ -206,7 +206,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         set_lr(optimizer, lr)
         with autocast:
             logits = net(images)
-        loss = segmentation_loss(logits.float(), labels, meta["ignore_index"], t.loss_normalization)
+        loss = segmentation_loss(logits, labels, meta["ignore_index"], t.loss_normalization)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
