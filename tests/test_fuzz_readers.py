@@ -573,6 +573,29 @@ def test_mat_files_that_would_crash_scipy_are_refused_by_name(tmp_path, code, co
         mat_field(path, "S")
 
 
+@pytest.mark.parametrize("dims", [b"", b"\1\0", b"\3\0\0\0"])
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_char_array_without_dimensions_is_refused_before_scipy_crashes(tmp_path, dims, compress):
+    """Found by `make fuzz` in a COCO-Stuff-10k file: one flipped byte turned the dimensions of the
+    ``names`` text into an empty small element, and scipy segfaulted reading the text. (A single
+    dimension does not crash scipy, but MATLAB never writes one: refused as damaged too.)"""
+    out = io.BytesIO()
+    scipy.io.savemat(out, {"S": np.ones((2, 3), np.uint8), "names": "sky"}, do_compression=False)
+    data = out.getvalue()
+    start = data.index(b"names") - 48  # the variable's own tag: its size shrinks by the 8 bytes removed
+    at = data.index(struct.pack("<IIii", 5, 8, 1, 3))
+    data = data[:at] + struct.pack("<I", 5 | len(dims) << 16) + dims.ljust(4, b"\0") + data[at + 16:]
+    size = struct.unpack_from("<I", data, start + 4)[0]
+    data = data[:start + 4] + struct.pack("<I", size - 8) + data[start + 8:]
+    if compress:
+        body = zlib.compress(data[start:])
+        data = data[:start] + struct.pack("<II", 15, len(body)) + body
+    path = tmp_path / "COCO_train2014_000000000077.mat"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=r"000077.mat: damaged MATLAB file: .*fewer than two dimensions"):
+        mat_field(path, "S")
+
+
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("content", ["cell", "struct"])
 def test_mat_dimensions_claiming_gigabytes_are_refused_before_scipy_allocates(tmp_path, compress, content):

@@ -3,8 +3,9 @@
 scipy's v5 reader (``scipy.io.loadmat``, up to at least 1.17) looks up the data-type code of each numeric
 and character element in a C table without checking its range: a damaged file whose element carries
 code 0, 8, 10, 11, 14, 15 or anything above 18 crashes the whole process (segmentation fault) instead of
-raising (scipy PRs 25349 and 25829, not released; found here by fuzzing SBD's ``GTcls`` files). Such a
-file must never reach scipy. Nor must a cell or struct array whose damaged dimensions claim more elements
+raising (scipy PRs 25349 and 25829, not released; found here by fuzzing SBD's ``GTcls`` files), and so
+does a char array whose dimensions element is empty (found by fuzzing COCO-Stuff-10k files). Such a file
+must never reach scipy. Nor must a cell or struct array whose damaged dimensions claim more elements
 than the file could hold: scipy allocates them all first (8 bytes each: a flipped byte asks for gigabytes).
 :func:`unsafe_element` reads the file the way scipy's reader does (tags, small data elements, compressed
 variables, array headers, cells, structs, objects) and reports the first such element. Everything else
@@ -150,6 +151,8 @@ def _matrix(s: _Stream, depth: int) -> None:
     flags, _ = s.words()
     mx_class, complex_ = flags & 0xFF, (flags >> 11) & 1
     _, raw_dims = s.element()
+    if len(raw_dims) < 8:  # scipy crashes on a char array without dimensions; MATLAB writes 2 or more
+        raise _Unsafe(f"an array's dimensions element holds {len(raw_dims)} bytes, fewer than two dimensions")
     count = 1
     for (dim,) in struct.iter_unpack(s.order + "i", raw_dims[:len(raw_dims) // 4 * 4]):
         count *= max(dim, 0)
