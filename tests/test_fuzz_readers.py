@@ -969,6 +969,8 @@ def test_manifest_split_counts_give_counts_or_a_data_error(tmp_path, data):
 @example(b"\xef\xbb\xbfaeroplane,87.5%,\n")
 @example(b"aeroplane;87,5\n")  # a European spreadsheet's CSV
 @example("a\u00e9roplane,87.5\n".encode("latin-1"))
+@example(b"aeroplane,nan\n")
+@example(b"aeroplane,inf\n")
 def test_server_per_class_csv_gives_ious_or_a_value_error(tmp_path, data):
     """The per-class scores a user copies from the evaluation server (`emanet submission record --per-class`)."""
     from emanet.commands.submission import _per_class
@@ -977,7 +979,7 @@ def test_server_per_class_csv_gives_ious_or_a_value_error(tmp_path, data):
     path.write_bytes(data)
     per_class = refused(path, _per_class, path, errors=(ValueError,))
     if per_class is not None:
-        assert all(isinstance(k, str) and isinstance(v, float) for k, v in per_class.items())
+        assert all(isinstance(k, str) and isinstance(v, float) and 0.0 <= v <= 1.0 for k, v in per_class.items())
 
 
 _PINS = {"benchmark.tgz": {"sha256": "ab" * 32, "size": 1_419_539_633}}

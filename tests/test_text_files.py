@@ -248,6 +248,15 @@ def test_server_per_class_csv_from_a_spreadsheet(tmp_path):
         _per_class(path)
 
 
+@pytest.mark.parametrize("rows", ["aeroplane,nan\n", "aeroplane,inf\n", "aeroplane,-1\n", "aeroplane,100.5\n",
+                                  "aeroplane,80\nbus,70\naeroplane,81\n"])
+def test_server_per_class_csv_refuses_impossible_scores(tmp_path, rows):
+    path = tmp_path / "server_classes.csv"
+    path.write_text(rows)
+    with pytest.raises(ValueError, match=r"server_classes.csv: .*(0 to 100|listed twice)"):
+        _per_class(path)
+
+
 def test_prepare_manifest_without_the_dataset_is_named(tmp_path, synth_dir):
     path = tmp_path / "manifest.json"
     path.write_bytes(BOM + json.dumps({"files": [], "counts": {"context": {"train": 2}}}).encode())

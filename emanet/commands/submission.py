@@ -74,10 +74,15 @@ def _per_class(path: Path) -> dict[str, float]:
             continue
         try:
             name, value = cells
-            per_class[name] = float(value.removesuffix("%").strip()) / 100.0
+            iou = float(value.removesuffix("%").strip())
+            if not 0.0 <= iou <= 100.0:  # also refuses nan and inf
+                raise ValueError
         except ValueError:
-            raise ValueError(f"{path}: expected 'class,iou' rows with IoU in percent; line {reader.line_num} "
-                             f"is {','.join(row)!r}") from None
+            raise ValueError(f"{path}: expected 'class,iou' rows with IoU in percent (0 to 100); line "
+                             f"{reader.line_num} is {','.join(row)!r}") from None
+        if name in per_class:
+            raise ValueError(f"{path}: class {name!r} is listed twice (line {reader.line_num}); keep one row per class")
+        per_class[name] = iou / 100.0
     return per_class
 
 
