@@ -882,14 +882,16 @@ def test_resumable_checkpoints_load_or_are_refused_by_name(tmp_path, case):
     sound, data = case
     path = tmp_path / "last.pt"
     path.write_bytes(data)
-    state = refused(path, checkpoint.load, path, _tiny_model(), errors=(checkpoint.CheckpointError,))
+    model = _tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    state = refused(path, checkpoint.load, path, model, optimizer, errors=(checkpoint.CheckpointError,))
     if sound is False:
         assert state is None
     if sound is True:
         assert state is not None
-    if state is not None:  # whatever was read fits the model and restores the RNGs
-        model = _tiny_model()
+    if state is not None:  # whatever was read fits the model and optimizer and restores the RNGs
         model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
         own = checkpoint.rng_state()
         checkpoint.set_rng_state(state["rng"][0])
         checkpoint.set_rng_state(own)
@@ -901,6 +903,21 @@ def test_a_resumable_checkpoint_of_another_model_names_the_key(tmp_path):
     other = nn.Sequential(nn.Conv2d(3, 5, 3, bias=False), nn.BatchNorm2d(5))
     with pytest.raises(checkpoint.CheckpointError, match=r"last.pt: .*'0.weight'"):
         checkpoint.load(path, other)
+
+
+def test_a_resumable_checkpoint_of_another_optimizer_layout_is_refused_by_name(tmp_path):
+    """Parameter groups that changed since the save (e.g. the head's lr multiplier split off): torch's own
+    refusal names no file; checkpoint.load does, with both layouts."""
+    path = tmp_path / "last.pt"
+    path.write_bytes(_BASE_CHECKPOINT)
+    model = _tiny_model()
+    params = list(model.parameters())
+    two_groups = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1)
+    with pytest.raises(checkpoint.CheckpointError, match=r"last.pt: its optimizer state has parameter groups of "
+                                                         r"\[\d+\] parameters but the configured optimizer has \[1, \d+\]"):
+        checkpoint.load(path, model, two_groups)
+    state = checkpoint.load(path, model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert state["iteration"] == 7
 
 
 # --- download manifests (emanet synth / private copies) and server packages ------------------------------

@@ -60,15 +60,19 @@ def save_object(path: Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load(path: Path, model: nn.Module | None = None) -> dict[str, Any]:
+def load(path: Path, model: nn.Module | None = None,
+         optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`, with ``weights_only=True`` (tensors, plain containers and
     NumPy's RNG-state array: a tampered file cannot run code).
 
     Returns the dict of :func:`save`: ``model`` and ``optimizer`` state dicts, ``scaler`` (a dict, empty
     when AMP is off), ``iteration`` (int >= 0), ``rng`` (a list of :func:`rng_state` dicts, one per
     process) and ``config_hash``. With ``model``, the model state dict must have exactly the model's keys
-    and shapes. Raises CheckpointError naming the file when it is missing, truncated, corrupt or not a
-    PyTorch file, lacks any of those entries or holds one of the wrong type, or does not fit ``model``.
+    and shapes; with ``optimizer``, the optimizer state must have as many parameter groups, each with as
+    many parameters, as ``optimizer`` (what ``Optimizer.load_state_dict`` would otherwise refuse without
+    naming the file). Raises CheckpointError naming the file when it is missing, truncated, corrupt or not
+    a PyTorch file, lacks any of those entries or holds one of the wrong type, or does not fit ``model`` or
+    ``optimizer``.
     """
     path = Path(path)
     fix = f"delete {path} to restart the run from iteration 0, or put back an intact copy"
@@ -84,7 +88,7 @@ def load(path: Path, model: nn.Module | None = None) -> dict[str, Any]:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
                               f"({type(exc).__name__}: {reason}); {fix}") from None
-    problem = _problem(state, model)
+    problem = _problem(state, model) or _optimizer_problem(state, optimizer)
     if problem:
         raise CheckpointError(f"{path}: {problem}; {fix}")
     return state
@@ -134,4 +138,16 @@ def _problem(state: object, model: nn.Module | None) -> str | None:
             return (f"its model does not fit the configured one: {len(missing)} entries missing "
                     f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(shapes)} of another "
                     f"shape{': ' + '; '.join(shapes[:3]) if shapes else ''}")
+    return None
+
+
+def _optimizer_problem(state: dict[str, Any], optimizer: torch.optim.Optimizer | None) -> str | None:
+    """How the saved optimizer state differs in layout from ``optimizer`` (groups, parameters per group)."""
+    if optimizer is None:
+        return None
+    saved = [len(group["params"]) for group in state["optimizer"]["param_groups"]]
+    ours = [len(group["params"]) for group in optimizer.param_groups]
+    if saved != ours:
+        return (f"its optimizer state has parameter groups of {saved} parameters but the configured optimizer "
+                f"has {ours} (the model or train.* parameter groups changed since it was saved)")
     return None

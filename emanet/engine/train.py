@@ -174,7 +174,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         load_model_weights(model, init)  # every parameter and buffer, EMA bases included
         log.info("%s: starting from %s", cfg.experiment, init)
     if last.exists():
-        state = checkpoint.load(last, model)  # CheckpointError naming the file if unreadable or a misfit
+        state = checkpoint.load(last, model, optimizer)  # CheckpointError naming the file if unreadable or a misfit
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
