@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from PIL import Image
 
 from emanet.config import ConfigError, load_params, resolve
 from emanet.engine.train import validate
-from tests.helpers.runs import ROOT, emanet, run_args, weights
+from tests.helpers.runs import ROOT, cli_env, emanet, run_args, weights
 
 SHORT = ("train.iterations=6", "train.batch_size=4", "train.checkpoint_interval=3", "train.log_interval=2")
 
@@ -28,13 +27,16 @@ def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_process_training_equals_one_process_on_the_global_batch(tmp_path, prepared_root):
-    """Tolerance 1e-4 absolute on every weight and buffer after 2 iterations.
+    """One step on the same global batch of 4: every weight and buffer within 1e-4, the loss within 1e-5.
 
-    The runs differ only in float32 reduction order (~4e-7 after one step, ~1e-5 after two); such
-    differences grow fast with this recipe (lr 0.01, 4 tiny images, the EM softmax: ~5e-4 by the third
-    step, ~1e-2 by the sixth), so the check stops early. Dropout is off: its masks are drawn per rank and would differ by construction.
+    The runs differ only in float32 reduction order, and after one step nothing has amplified it: over 5
+    seeds x {1 thread, 2 threads, AVX2 kernels} the largest difference was 6e-6 (typically 3e-7), the
+    loss 1e-6 (its printed precision), the bases 8e-8. A second step is left out: a max-pool or ReLU
+    near-tie that rounding flips changes the next forward, and after two steps one of those 15 runs
+    already differed by 1.0e-4. Per-rank BatchNorm, summed gradients or per-rank bases differ by 7e-3 or
+    more after the one step. Dropout is off: its masks are drawn per rank and would differ by construction.
     BatchNorm statistics are global in both (the gloo GlobalBatchNorm2d under torchrun)."""
-    sets = (*SHORT, "model.dropout=0.0", "train.iterations=2", "train.log_interval=1")
+    sets = (*SHORT, "model.dropout=0.0", "train.iterations=1", "train.log_interval=1")
     _ok(emanet(run_args("train", tmp_path / "one", prepared_root, *sets)))
     _ok(emanet(run_args("train", tmp_path / "two", prepared_root, *sets), nproc=2))
     one, two = weights(tmp_path / "one/runs/ema512"), weights(tmp_path / "two/runs/ema512")
@@ -53,8 +55,8 @@ def test_sigkill_and_rerun_is_bit_identical(tmp_path, prepared_root):
     sets = ("train.iterations=60", "train.checkpoint_interval=10", "train.log_interval=10")
     _ok(emanet(run_args("train", tmp_path / "straight", prepared_root, *sets)))
     args = run_args("train", tmp_path / "killed", prepared_root, *sets)
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # as emanet() runs the others: same kernels, same rounding
-    proc = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=env,
+    # the same environment as emanet() gives the straight run (one thread): same kernels, same rounding
+    proc = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "killed/runs/ema512/checkpoints/last.pt"
     deadline = time.monotonic() + 120
@@ -90,16 +92,33 @@ def test_one_and_two_process_evaluation_give_identical_matrices(tmp_path, prepar
     assert sum(map(sum, one["confusion_matrix"])) > 0 and one["images"] == 6
 
 
+#: twice the tiny profile's 200 iterations: the fit of the training images then stands far from its spread
+LEARN = ("train.iterations=400", "train.checkpoint_interval=400")
+
+
+def trivial_miou(metrics: dict) -> float:
+    """mIoU of predicting the most frequent class everywhere: its IoU (its pixel share) / classes seen."""
+    gt = torch.tensor(metrics["confusion_matrix"], dtype=torch.float64).sum(1)
+    return (gt.max() / gt.sum()).item() / int((gt > 0).sum())
+
+
 @pytest.mark.slow
 def test_training_learns_well_beyond_the_trivial_miou(tmp_path, prepared_root):
-    _ok(emanet(run_args("train", tmp_path, prepared_root)))
-    out = _ok(emanet(run_args("evaluate", tmp_path, prepared_root))).stdout
+    """Thresholds set against measured spreads (benchmarks/learning_spread.py), not against one host's value.
+
+    Tiny CPU training is chaotic: another seed, thread count or set of vector kernels (AVX2 instead of
+    AVX-512) gives another model. Over 5 seeds x {1 thread, 2 threads, AVX2 kernels, SSE kernels} the
+    mIoU after 400 iterations was 69.5-81.8 % on the 12 training images (sd 3.3, trivial 3.9 %) and
+    33.9-57.4 % on the 6 val images (sd 6.8, trivial 7.7 %); with lr 0 both stay under 1 %. So the
+    training images must be fitted to 10x trivial (39 %: 30 points, 2.4x the measured range, under the
+    lowest run) and val must beat the trivial predictor (26 points, 3.8 sd, under the lowest run)."""
+    _ok(emanet(run_args("train", tmp_path, prepared_root, *LEARN)))
+    _ok(emanet([*run_args("evaluate", tmp_path, prepared_root, *LEARN), "--split", "trainaug"]))
+    fit = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
+    assert fit["split"] == "trainaug" and fit["miou"] > 10 * trivial_miou(fit), (fit["miou"], trivial_miou(fit))
+    out = _ok(emanet(run_args("evaluate", tmp_path, prepared_root, *LEARN))).stdout
     metrics = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
-    matrix = torch.tensor(metrics["confusion_matrix"], dtype=torch.float64)
-    # trivial: predict the most frequent class everywhere -> IoU of that class / number of classes seen
-    gt = matrix.sum(1)
-    trivial = (gt.max() / gt.sum()).item() / int((gt > 0).sum())
-    assert metrics["miou"] > max(0.25, 5 * trivial), (metrics["miou"], trivial, out)
+    assert metrics["split"] == "val" and metrics["miou"] > trivial_miou(metrics), (metrics["miou"], out)
     assert set(metrics["per_class"]) >= {"background", "person"}
     assert metrics["config_hash"] and metrics["data_checksum"] and metrics["git_commit"]
 

@@ -32,7 +32,16 @@ def test_ms_flip_on_a_flip_equivariant_model_equals_single_scale(tiny_config):
         torch.testing.assert_close(model(image.flip(-1)[None]).flip(-1), logits, atol=1e-4, rtol=1e-4)
     single = predict(model, image, None, False)
     both = predict(model, image, [1.0], True)
-    assert torch.equal(single, both)
+    assert torch.equal(single, logits[0].argmax(0))  # 65 x 81 is already 8k+1: no padding, the same forward
+    # Flipped and plain logits agree within eps (asserted above; measured ~1e-7, the float32 rounding of a
+    # mirrored convolution). Where the best class leads the runner-up by more than 2 eps, both averaged
+    # softmaxes rank it first, so MS+flip must pick it; the other pixels are near-ties whose label is
+    # rounding luck (0.2-3.4 % of the pixels over 5 seeds; a missing flip-back changes 30-632 decided ones).
+    eps = 1e-4 + 1e-4 * logits.abs().max().item()
+    best, runner_up = logits[0].topk(2, dim=0).values
+    decided = best - runner_up > 2 * eps
+    assert decided.float().mean() > 0.9, "too few decided pixels for the comparison to mean anything"
+    assert torch.equal(single[decided], both[decided])
 
 
 def test_multi_scale_prediction_has_the_image_size(tiny_config):

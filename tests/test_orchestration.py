@@ -16,6 +16,7 @@ import yaml
 
 from emanet import pipeline
 from emanet.config import load_params
+from tests.helpers.runs import THREADS
 
 BIN = Path(sys.executable).parent
 PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "params.yaml", "environment.yml", "emanet")
@@ -27,7 +28,9 @@ FINETUNE = {"ema512_trainval": {"data": {"dataset": "voc", "train_split": "train
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
+    """Run an orchestrator with one thread per job whatever the host sets (CPU results depend on it)."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS,
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@localhost", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@localhost", MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -99,6 +102,9 @@ def test_snakemake_and_dvc_run_the_pipeline_to_the_same_metrics(tmp_path, root):
     for work in (smk, dvc):
         params = cut_down(yaml.safe_load((work / "params.yaml").read_text()))
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the exact equality below holds by construction only if every job pins its threads and algorithms
+    tiny_train = params["profiles"]["tiny"]["train"]
+    assert (tiny_train["cpu_threads"], tiny_train["deterministic"], tiny_train["device"]) == (1, True, "cpu")
 
     _run([str(BIN / "snakemake"), "-c2"], smk)
     report = smk / "results/tiny/report/report.html"
