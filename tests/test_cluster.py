@@ -99,9 +99,13 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
                 assert training.poll() is None, training.stderr.read()
                 time.sleep(0.2)
             tracking_server.stop(server)          # the server goes away mid-run ...
-            time.sleep(3)
+            rows_at_stop = log.read_text().count("\n")
+            deadline = time.monotonic() + 120     # wait for progress, not a fixed time: a loaded host is slow
+            while log.read_text().count("\n") < rows_at_stop + 2 and time.monotonic() < deadline:
+                assert training.poll() is None, "training must go on without the server"
+                time.sleep(0.2)
             assert training.poll() is None, "training must go on without the server"
-            rows_while_down = log.read_text().count("\n")
+            rows_while_down = log.read_text().count("\n") - rows_at_stop
             server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port,
                                            log_file=tmp_path / "mlflow.log")   # ... and comes back
             assert training.poll() is None, "the restart must happen mid-run for this test to mean anything"
@@ -113,7 +117,7 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
             steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
             logged = [int(line.split(",")[0]) for line in log.read_text().splitlines()[1:]]
             assert sorted(steps) == logged == list(range(10, 601, 10)), "every point once, none lost"
-            assert rows_while_down > 4, "points were logged to the run folder while the server was down"
+            assert rows_while_down >= 2, "points were logged to the run folder while the server was down"
             assert client.get_run(run_id).info.status == "FINISHED"
         finally:
             training.kill()
