@@ -119,12 +119,7 @@ def decode_image(path: str | Path, fix: str = REDOWNLOAD, data: bytes | None = N
     bytes that are no image format Pillow knows (garbage), and truncated or corrupt image data.
     """
     if data is None:
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"{path}: image file not found; {fix}") from None
-        except OSError as exc:
-            raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+        data = _read_bytes(path, "image file", fix)
     if not data:
         raise DataError(f"{path}: is empty (0 bytes), not an image; {fix}")
     try:
@@ -152,6 +147,16 @@ def _reason(exc: BaseException) -> str:
     return "unknown format" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
 
 
+def _read_bytes(path: str | Path, what: str, fix: str) -> bytes:
+    """The bytes of ``path``; DataError "<path>: <what> not found" or "cannot be read", with ``fix``."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found; {fix}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+
+
 def mat_field(path: Path, variable: str, field: str | None = None) -> np.ndarray:
     """A label map stored in a MATLAB v4-v7 ``.mat`` file: the variable ``variable`` (Context ``LabelMap``,
     COCO-Stuff-10k ``S``), or its field ``field`` when it is a struct (SBD ``GTcls.Segmentation``).
@@ -160,12 +165,7 @@ def mat_field(path: Path, variable: str, field: str | None = None) -> np.ndarray
     an unreadable, empty, truncated or corrupt file, a v7.3 (HDF5) file, a missing variable or field, and
     a value that is not a non-empty 2-D numeric array (struct, cell, text, sparse, complex, empty, 3-D).
     A damaged file that would crash scipy's reader (:mod:`emanet.data.matv5`) is refused before it is read."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found; {REDOWNLOAD}") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); {REDOWNLOAD}") from None
+    raw = _read_bytes(path, "annotation file", REDOWNLOAD)
     crash = unsafe_element(raw)
     if crash:
         raise DataError(f"{path}: damaged MATLAB file: {crash}; {REDOWNLOAD}")
