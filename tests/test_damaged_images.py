@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from emanet.data import catalog
 from emanet.data.classes import palette_png
 from emanet.data.dataset import SegmentationDataset
 from emanet.data.prepare import prepare, read_meta
-from emanet.data.sources import DataError, decode_image, extracted, image_size, mat_field, read_id_list, read_index_png
+from emanet.data.sources import (DataError, decode_image, drop_stale_extractions, extracted, image_size, mat_field,
+                                 read_id_list, read_index_png)
 from emanet.engine import submission
 from tests.helpers.runs import emanet, run_args
 
@@ -304,3 +306,42 @@ def test_decode_image_reads_bytes_under_a_given_name():
     assert im.mode == "P" and np.array_equal(np.array(im), _label())
     with pytest.raises(DataError, match="^pkg.tar.gz:x.png: is empty .*; fix it$"):
         decode_image("pkg.tar.gz:x.png", "fix it", b"")
+
+
+def _tar_with(source: Path, dest: Path, damaged_member: str | None) -> Path:
+    """A copy of the tar ``source`` with one member truncated (or none)."""
+    with tarfile.open(source) as src, tarfile.open(dest, "w") as out:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == damaged_member:
+                data = _truncated(data)
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    return dest
+
+
+def test_replacing_a_damaged_archive_fixes_the_rerun(tmp_path, raw_dir):
+    """The fix the error gives (re-download the archive) must work: prepare extracts a replaced archive again
+    instead of reusing the tree extracted from the damaged one."""
+    good = tmp_path / "good.tar"
+    shutil.copy(raw_dir / catalog.VOC2012.name, good)
+    with tarfile.open(good) as tar:
+        victim = sorted(n for n in tar.getnames() if "/JPEGImages/" in n)[0]
+    _tar_with(good, raw_dir / catalog.VOC2012.name, victim)
+    with pytest.raises(DataError, match=r"JPEGImages/.*\.jpg: JPEG image data cannot be decoded"):
+        prepare("voc", raw_dir, tmp_path / "out", None, progress=False)
+    shutil.copy(good, raw_dir / catalog.VOC2012.name)  # "re-download": a new file, a new modification time
+    root = prepare("voc", raw_dir, tmp_path / "out", None, progress=False)
+    assert read_meta(root)["counts"]["val"] > 0
+    assert not [p for p in (raw_dir / "extracted").iterdir() if p.name.endswith(".stale")]
+
+
+def test_an_unchanged_archive_keeps_its_extraction_and_a_changed_one_loses_it(tmp_path, raw_dir):
+    target = extracted(raw_dir, catalog.VOC2012.name)
+    marker = target / "kept.txt"
+    marker.write_text("extracted once")
+    assert drop_stale_extractions(raw_dir) == [] and marker.exists()
+    archive = raw_dir / catalog.VOC2012.name
+    os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
+    assert drop_stale_extractions(raw_dir) == [catalog.VOC2012.name] and not target.exists()
+    assert extracted(raw_dir, catalog.VOC2012.name).is_dir() and not marker.exists()

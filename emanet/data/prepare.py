@@ -30,7 +30,8 @@ from tqdm import tqdm
 from emanet.data import cocostuff, context, voc
 from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, coco_voc_lut, cocostuff_lut, context59_lut, palette_png
 from emanet.data.conversion import Conversion
-from emanet.data.sources import DataError, Sample, check_values, image_size, mat_field, read_index_png
+from emanet.data.sources import (DataError, Sample, check_values, drop_stale_extractions, image_size, mat_field,
+                                 read_index_png)
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.textfile import read_text_file
 
@@ -166,6 +167,8 @@ def prepare(dataset: str, raw_dir: str | Path, out: str | Path, expected_counts:
             return final
         if final.exists():  # no meta.json: not ours, or left by an older layout; never trusted
             raise DataError(f"{final}: exists but has no meta.json; remove it to prepare {dataset} again")
+        for name in drop_stale_extractions(raw_dir):
+            log.info("%s: changed since it was extracted; extracting it again", raw_dir / name)
         conv = CONVERTERS[dataset](raw_dir)
         if expected_counts is not None:
             check_counts(conv, expected_counts)

@@ -10,7 +10,11 @@ by name where it is read. Errors name the file.
 from __future__ import annotations
 
 import io
+import json
+import os
+import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from emanet.data.fetch import safe_extract
 from emanet.data.matv5 import unsafe_element
+from emanet.io import atomic_write_json
 from emanet.textfile import text_lines
 
 
@@ -255,14 +260,55 @@ def find_dir(raw_dir: Path, pattern: str, max_depth: int = 4, marker: str | None
 
 
 def extracted(raw_dir: Path, archive_name: str, members: list[str] | None = None) -> Path:
-    """The folder ``raw_dir/extracted/<archive name>/``, unpacking the archive (safely, atomically) once."""
+    """The folder ``raw_dir/extracted/<archive name>/``, unpacking the archive (safely, atomically) once.
+
+    Beside it, ``.<archive name>.source.json`` records the archive's size and modification time at
+    extraction, so :func:`drop_stale_extractions` can tell when the archive was replaced afterwards."""
     archive = raw_dir / archive_name
     target = raw_dir / "extracted" / archive_name
     if target.exists():
         return target
     if not archive.is_file():
         raise DataError(f"{raw_dir}: has no {archive_name} and no extracted copy of it (run `emanet download` first)")
-    return safe_extract(archive, target, members)
+    safe_extract(archive, target, members)
+    atomic_write_json(_source_stamp(target), _archive_identity(archive))
+    return target
+
+
+def drop_stale_extractions(raw_dir: Path) -> list[str]:
+    """Remove every ``raw_dir/extracted/<archive>/`` whose archive beside it has changed (size or modification
+    time) since it was extracted, so the next read extracts the new archive instead of reusing the old tree:
+    a re-downloaded or hand-replaced archive fixes a bad file, as the errors promise. Extractions without a
+    record (made before records were kept) and archives that are gone are left alone. Returns the names
+    of the archives whose extraction was dropped. The tree is renamed aside before it is deleted, so an
+    interruption never leaves a half-deleted tree under the trusted name."""
+    dropped = []
+    root = raw_dir / "extracted"
+    for target in sorted(root.iterdir()) if root.is_dir() else []:
+        archive, stamp = raw_dir / target.name, _source_stamp(target)
+        if not target.is_dir() or target.name.startswith(".") or not archive.is_file() or not stamp.is_file():
+            continue
+        try:
+            recorded = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded == _archive_identity(archive):
+            continue
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stale", dir=root))
+        os.replace(target, aside / target.name)
+        stamp.unlink(missing_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        dropped.append(target.name)
+    return dropped
+
+
+def _source_stamp(target: Path) -> Path:
+    return target.parent / f".{target.name}.source.json"
+
+
+def _archive_identity(archive: Path) -> dict[str, int]:
+    info = archive.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
 def locate(raw_dir: Path, pattern: str, archive_name: str, members: list[str] | None = None,
