@@ -242,6 +242,20 @@ def test_an_imported_run_is_evaluated_reported_and_kept_from_training(tmp_path, 
                        original.state_dict()["head.block.bases"])
 
 
+def test_a_classifier_for_another_number_of_classes_is_refused_before_anything_is_written(tmp_path, prepared_root):
+    """evaluate would refuse the run afterwards (its dataset has 21 classes): import refuses it first, naming
+    the file, both counts and the dataset, and leaves the run folder empty."""
+    cfg = config("ema512", f"data.root={prepared_root}")
+    source = _saved(tmp_path, official_layout(trained_looking(cfg, num_classes=5).state_dict()), "five.pth")
+    run_dir = tmp_path / "runs" / "ema512"
+    with pytest.raises(WeightLoadError, match=r"five.pth: its classifier predicts 5 classes but the experiment's "
+                                              r"dataset 'voc' .* has 21"):
+        import_weights(cfg, run_dir, source)
+    assert not run_dir.exists()
+    unprepared = config("ema512", f"data.root={tmp_path / 'nothing'}")  # nothing to check against: accepted
+    import_weights(unprepared, tmp_path / "other" / "ema512", source)
+
+
 @pytest.mark.slow
 def test_the_cli_imports_tracks_in_mlflow_and_replace_changed_sets_the_import_aside(tmp_path, prepared_root):
     """As users run it: import-weights and evaluate log the run to MLflow tagged imported (the report from

@@ -27,7 +27,7 @@ from emanet.engine import checkpoint
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.import_weights import ForeignWeights, read_foreign
-from emanet.models.weights import load_state
+from emanet.models.weights import WeightLoadError, load_state
 from emanet.tracking import Tracker, git_commit, read_run_info
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def import_weights(cfg: Config, run_dir: Path, source: str | Path, format: str =
     conflict = import_conflict(run_dir, cfg, sha256)
     if conflict:
         raise ConfigError(f"{conflict}: pass --replace-changed to set it aside, or use another --out")
+    _check_classes(cfg, source, weights.num_classes)
     model = build_model(dataclasses.replace(cfg.model, pretrained=None), weights.num_classes)
     load_state(model, weights.state, source, f"the model of experiment {cfg.experiment!r}",
                optional_counters=True, importing=True)
@@ -101,3 +102,19 @@ def _data_checksum(cfg: Config) -> str | None:
     if not (dataset_root(cfg) / "meta.json").is_file():
         return None
     return read_meta(dataset_root(cfg))["label_checksum"]
+
+
+def _check_classes(cfg: Config, source: Path, num_classes: int) -> None:
+    """The classifier's class count must be that of every prepared dataset the run trains or is evaluated
+    on (evaluate would refuse the run afterwards); a dataset not prepared yet is checked by evaluate."""
+    from emanet.data.prepare import read_meta
+    from emanet.engine.evaluate import eval_root
+    from emanet.engine.train import dataset_root
+
+    for root in dict.fromkeys([dataset_root(cfg), eval_root(cfg)]):
+        if (root / "meta.json").is_file() and read_meta(root)["num_classes"] != num_classes:
+            expected = read_meta(root)["num_classes"]
+            raise WeightLoadError(f"{source}: its classifier predicts {num_classes} classes but the experiment's "
+                                  f"dataset {root.name!r} ({root}) has {expected}; import it into an experiment "
+                                  f"on a {num_classes}-class dataset (e.g. --set data.dataset=...), or use "
+                                  f"weights trained on {root.name}. Nothing was written.")
