@@ -313,3 +313,19 @@ def test_import_refuses_a_folder_holding_another_run_unless_told_to_set_it_aside
     assert json.loads((run_dir / "run.json").read_text())["imported"]["source"] == str(second.resolve())
     assert len([p for p in run_dir.parent.iterdir() if p.name.startswith("ema512.replaced-")]) == 1
     assert os.path.exists(run_dir / "model.pt")
+
+
+def test_the_misfit_counts_add_up_to_the_models_entries():
+    """matched + missing + of another shape + allowed-absent counters = the model's entries, so a user can
+    account for every one (the counters an older checkpoint lacks are said, not silently subtracted)."""
+    from emanet.models.weights import compare
+
+    ema = build_model(config("ema512").model, 21).state_dict()
+    fcn = build_model(config("fcn").model, 21).state_dict()
+    without_counters = {k: v for k, v in ema.items() if not k.endswith("num_batches_tracked")}
+    report = compare(without_counters, fcn, optional_counters=True)
+    counters = sum(k.endswith("num_batches_tracked") for k in fcn)
+    assert report.absent_counters == counters > 0
+    assert report.matched + len(report.missing) + len(report.conflicts) + report.absent_counters == len(fcn)
+    assert f"{counters} BatchNorm counters (num_batches_tracked) absent" in report.summary()
+    assert compare(ema, ema).absent_counters == 0 and "counters" not in compare(ema, ema).summary()

@@ -99,6 +99,7 @@ class FitReport:
     missing: list[str]
     unexpected: list[str]
     conflicts: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+    absent_counters: int = 0  # BatchNorm num_batches_tracked entries absent where that is allowed
 
     @property
     def fits(self) -> bool:
@@ -107,6 +108,8 @@ class FitReport:
     def summary(self) -> str:
         """One line: counts, a handful of examples of each kind, the first shape conflicts by name."""
         parts = [f"{self.matched} of the model's {self.total} entries match"]
+        if self.absent_counters:
+            parts.append(f"{self.absent_counters} BatchNorm counters (num_batches_tracked) absent, which is allowed")
         if self.missing:
             parts.append(f"{len(self.missing)} missing ({abbreviate(self.missing)})")
         if self.unexpected:
@@ -126,7 +129,8 @@ def compare(source: Mapping[str, object], target: Mapping[str, torch.Tensor],
     ``num_batches_tracked`` may be absent (older and foreign checkpoints); dtypes are not compared
     (``load_state_dict`` casts).
     """
-    missing = [k for k in target if k not in source and not (optional_counters and _counter(k))]
+    absent = [k for k in target if k not in source]
+    missing = [k for k in absent if not (optional_counters and _counter(k))]
     unexpected, conflicts, matched = [], [], 0
     for key, value in source.items():
         if not isinstance(key, str) or key not in target or not isinstance(value, torch.Tensor):
@@ -135,7 +139,7 @@ def compare(source: Mapping[str, object], target: Mapping[str, torch.Tensor],
             conflicts.append((key, tuple(value.shape), tuple(target[key].shape)))
         else:
             matched += 1
-    return FitReport(matched, len(target), missing, unexpected, conflicts)
+    return FitReport(matched, len(target), missing, unexpected, conflicts, len(absent) - len(missing))
 
 
 def architecture(state: Mapping[str, object]) -> dict[str, object]:
