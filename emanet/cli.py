@@ -7,7 +7,7 @@ import logging
 import sys
 
 from emanet.commands import bench, data, predict, report, runs, submission
-from emanet.config import ConfigError
+from emanet.config import ConfigError, ParamsError
 from emanet.data.fetch import FetchError
 from emanet.data.sources import DataError
 
@@ -31,8 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ConfigError, DataError, FetchError, FileNotFoundError, ValueError) as exc:
-        print(f"emanet: error: {_message(exc)}", file=sys.stderr)
+        message = _message(exc)
+        if isinstance(exc, ParamsError):
+            message = _with_params_file(message, args)
+        print(f"emanet: error: {message}", file=sys.stderr)
         return 2
+
+
+def _with_params_file(message: str, args: argparse.Namespace) -> str:
+    """A params error names where the parameters came from (the params file, and the --set overrides when
+    there are some) unless it already starts with the file's name."""
+    params = getattr(args, "params", None)
+    if not params or message.startswith(str(params)):
+        return message
+    sets = getattr(args, "set", None) or []
+    source = f"{params} with --set {' '.join(sets)}" if sets else str(params)
+    return f"{source}: {message}"
 
 
 def _message(exc: BaseException) -> str:

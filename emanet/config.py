@@ -35,6 +35,12 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the file or the dotted key."""
 
 
+class ParamsError(ConfigError):
+    """An error in the parameters' content found while resolving them (an unknown, missing or mistyped key,
+    an unknown profile or experiment, a bad --set): the CLI names the params file (and the --set overrides)
+    it came from, which the resolver does not know."""
+
+
 @dataclass(frozen=True)
 class EMAConfig:
     """The EMA unit's switches (paper.md §3.6 and the Fig. 3/4 ablation axes)."""
@@ -314,7 +320,7 @@ def deep_merge(base: dict, override: dict, where: str = "") -> dict:
     for key, value in override.items():
         dotted = f"{where}{key}"
         if key not in merged:
-            raise ConfigError(f"unknown key {dotted!r}")
+            raise ParamsError(f"unknown key {dotted!r}")
         if isinstance(value, dict) and isinstance(merged[key], dict):
             merged[key] = deep_merge(merged[key], value, dotted + ".")
         else:
@@ -328,7 +334,7 @@ def parse_set(assignments: list[str]) -> dict:
     for item in assignments:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ParamsError(f"--set expects key=value, got {item!r}")
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:
@@ -355,10 +361,10 @@ def resolve(params: dict, profile: str | None = None, overrides: list[str] | Non
     profiles = params.get("profiles") or {}
     profile = profile or params.get("profile")
     if profile not in profiles:
-        raise ConfigError(f"unknown profile {profile!r}; params.yaml defines {sorted(profiles)}")
+        raise ParamsError(f"unknown profile {profile!r}; the params define {sorted(profiles)}")
     experiments = {**(params.get("experiments") or {}), **(params.get("finetunes") or {})}
     if experiment is not None and experiment not in experiments:
-        raise ConfigError(f"unknown experiment {experiment!r}; params.yaml defines {sorted(experiments)}")
+        raise ParamsError(f"unknown experiment {experiment!r}; the params define {sorted(experiments)}")
     base = {k: v for k, v in params.items() if k not in RESERVED}
     profile_overrides = dict(profiles[profile] or {})
     profile_experiments = profile_overrides.pop("experiments", None) or {}
@@ -374,14 +380,14 @@ def resolve(params: dict, profile: str | None = None, overrides: list[str] | Non
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ParamsError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     missing = sorted(names - set(data))
     if unknown:
-        raise ConfigError(f"unknown key {where + unknown[0]!r} (allowed here: {sorted(names)})")
+        raise ParamsError(f"unknown key {where + unknown[0]!r} (allowed here: {sorted(names)})")
     if missing:
-        raise ConfigError(f"missing key {where + missing[0]!r}")
+        raise ParamsError(f"missing key {where + missing[0]!r}")
     hints = typing.get_type_hints(cls)
     return cls(**{n: _coerce(data[n], hints[n], f"{where}{n}") for n in names})
 
@@ -398,16 +404,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0])
+        raise ParamsError(errors[0])
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where + ".")
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(hint)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

@@ -26,9 +26,14 @@ def class_names(raw_dir: Path, file_name: str) -> list[str]:
     path = raw_dir / file_name
     names = read_class_file(path)
     if sorted(names) != list(range(183)) or names[0] != "unlabeled":
-        raise DataError(f"{path}: expected 183 classes 0..182 with 0 = unlabeled")
+        raise DataError(f"{path}: expected COCO-Stuff's 183 classes 0..182 with 0 = unlabeled, found {len(names)}"
+                        f"{' (0 is ' + repr(names[0]) + ')' if 0 in names and names[0] != 'unlabeled' else ''}; "
+                        f"delete it and run `emanet download` again to fetch the release's labels.txt")
     if [names[k] for k in range(1, 183)] != list(COCOSTUFF_LABELS):
-        raise DataError(f"{path}: class names differ from COCO-Stuff's labels.txt")
+        first = next(k for k in range(1, 183) if names[k] != COCOSTUFF_LABELS[k - 1])
+        raise DataError(f"{path}: class names differ from COCO-Stuff's labels.txt (first at {first}: "
+                        f"{names[first]!r}, expected {COCOSTUFF_LABELS[first - 1]!r}); delete it and run "
+                        f"`emanet download` again to fetch the release's labels.txt")
     return [names[k] for k in range(1, 183) if k not in COCOSTUFF_UNUSED]
 
 

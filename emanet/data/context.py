@@ -55,7 +55,9 @@ def convert(raw_dir: Path) -> Conversion:
     if mats != listed:
         raise DataError(f"{annotations / 'trainval'}: the Context annotations do not coincide with VOC 2010 "
                         f"Main train+val: missing .mat for {listing(listed - mats) or 'none'}; "
-                        f"not in the lists: {listing(mats - listed) or 'none'}")
+                        f"not in the lists: {listing(mats - listed) or 'none'}; check that {main} holds the "
+                        f"lists of VOCtrainval_03-May-2010.tar and trainval/ the .mat files of trainval.tar.gz "
+                        f"(re-extract or re-download whichever was edited)")
     samples = {i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", annotations / "trainval" / f"{i}.mat", "context_mat")
                for i in listed}
     missing = sorted(i for i, s in samples.items() if not s.image.exists())

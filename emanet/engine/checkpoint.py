@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from emanet.io import atomic_write_bytes
+from emanet.models.weights import torch_load_reason
 
 #: What NumPy's RNG state (``np.random.get_state()``: a uint32 array) pickles as: the only objects a
 #: checkpoint holds besides tensors and plain containers, let through ``torch.load(weights_only=True)``.
@@ -85,9 +86,8 @@ def load(path: Path, model: nn.Module | None = None,
         with allow(_NUMPY_GLOBALS) if allow else nullcontext():
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated, corrupt or unsafe files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
-                              f"({type(exc).__name__}: {reason}); {fix}") from None
+                              f"({torch_load_reason(exc)}); {fix}") from None
     problem = _problem(state, model) or _optimizer_problem(state, optimizer)
     if problem:
         raise CheckpointError(f"{path}: {problem}; {fix}")

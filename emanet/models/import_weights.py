@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from emanet.models import official
-from emanet.models.weights import WeightLoadError, describe_object, abbreviate, layout_hint
+from emanet.models.weights import (REFETCH_HINT, WeightLoadError, abbreviate, describe_object, layout_hint,
+                                   torch_load_reason)
 
 FORMATS = ("auto", "official", "emanet")
 #: Containers a checkpoint may nest its state dict in, in the order they are looked for.
@@ -133,9 +134,8 @@ def _load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
         check_not_web_page(path)
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
-                              f"({type(exc).__name__}: {first})") from None
+                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
 
 
 def _is_state_dict(obj: dict) -> bool:

@@ -66,6 +66,21 @@ class LoadReport:
         return "; ".join(parts)
 
 
+#: What to do about a checkpoint torch cannot read safely. Never torch's own advice (weights_only=False),
+#: which would run whatever code the file holds.
+REFETCH_HINT = "download it again (`emanet download`), or re-save the state dict with torch.save(state_dict, path)"
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """``Type: first line`` of torch's message, without its advice to load with weights_only=False."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if "weights_only" in first or "Weights only load failed" in first:
+        first = "it holds objects a weights-only load refuses"
+    first = first if len(first) <= 160 else first[:157] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely (``weights_only=True``) and unwrap common nestings/prefixes."""
     path = Path(path)
@@ -74,7 +89,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe pickles
-        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint ({exc})") from exc
+        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
+                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
     for key in _NESTING_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -272,7 +288,7 @@ def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
         raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
     if not isinstance(state, dict):
         raise WeightLoadError(f"{path}: expected a state dict (a dict of tensors), got {describe_object(state)}")
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
