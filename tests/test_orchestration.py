@@ -73,7 +73,7 @@ def test_both_orchestrators_declare_the_same_stages_and_outputs(root):
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     rules = set(re.findall(r"^(\w+)\s+\d+$", _run([str(BIN / "snakemake"), "-n", "--forceall", "--quiet", "rules"],
                                                    root), re.M)) - {"all", "total"}
-    assert set(dvc) == rules
+    assert set(dvc) - {"check_params"} == rules  # DVC's own name check; Snakemake checks when it parses
     profile = params["profile"]
     expanded = set()
     for name, stage in dvc.items():

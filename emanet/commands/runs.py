@@ -142,6 +142,22 @@ def track_sync(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def check_params(args: argparse.Namespace) -> int:
+    """Every name, run, finetune chain and table of the params file checked, and every run resolved for the
+    profile: what DVC needs from a stage of its own, since its ``foreach`` silently drops a stage whose
+    name it cannot carry (Snakemake checks the same when it reads the Snakefile)."""
+    from emanet import pipeline
+    from emanet.config import load_params
+
+    params = load_params(args.params)
+    pipeline.validate_tables(params)
+    configs = pipeline.configs(params, args.profile)
+    print(f"{args.params}: {len(pipeline.experiments(params))} experiments, {len(pipeline.finetunes(params))} "
+          f"finetunes, {len(params.get('tables') or {})} tables, {len(pipeline.datasets(params, args.profile))} "
+          f"datasets: names and settings valid for profile {next(iter(configs.values())).profile}")
+    return 0
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="a key of params.yaml's experiments")
     p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
@@ -152,6 +168,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-params", help="check every name and run of a params file (exit 2 naming the key)",
+                       description="Loads the params file, checks every name (experiments, finetunes, tables, "
+                                   "profiles, datasets) against the one pattern, every finetune chain and table, "
+                                   "and resolves every run for the profile. DVC runs it as a stage of its own.")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    p.add_argument("--profile", help="tiny | paper (default: the file's profile)")
+    p.set_defaults(handler=check_params)
     p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)",
                        description="Trains an experiment of params.yaml with the official recipe. Start it with "
                                    "torchrun for several processes. Rerunning the same command resumes.")
