@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 
 from emanet.models import official
-from emanet.models.weights import (REFETCH_HINT, WeightLoadError, abbreviate, describe_object, layout_hint,
-                                   torch_load_reason)
+from emanet.models.weights import WeightLoadError, abbreviate, describe_object, layout_hint, load_weights_file
 
 FORMATS = ("auto", "official", "emanet")
 #: Containers a checkpoint may nest its state dict in, in the order they are looked for.
@@ -128,14 +127,13 @@ def check_not_web_page(path: str | Path) -> None:
 
 
 def _load(path: Path) -> object:
-    if not path.is_file():
-        raise WeightLoadError(f"{path}: checkpoint file not found")
+    """:func:`~emanet.models.weights.load_weights_file`, naming a saved web page as such."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        check_not_web_page(path)
-        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
-                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
+        return load_weights_file(path)
+    except WeightLoadError:
+        if path.is_file():
+            check_not_web_page(path)
+        raise
 
 
 def _is_state_dict(obj: dict) -> bool:

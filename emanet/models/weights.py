@@ -81,16 +81,24 @@ def torch_load_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def load_weights_file(path: Path, what: str = "checkpoint file") -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers, never code.
+
+    Raises WeightLoadError "<path>: <what> not found" for a missing file, and for a file torch cannot
+    read safely (damaged, not a PyTorch file, or holding other objects) one short reason and the fix."""
+    if not path.is_file():
+        raise WeightLoadError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
+        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
+                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely (``weights_only=True``) and unwrap common nestings/prefixes."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightLoadError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe pickles
-        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
-                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
+    obj = load_weights_file(path)
     for key in _NESTING_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -282,13 +290,7 @@ def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
     WeightLoadError naming the file and, for a foreign layout, the command that converts it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightLoadError(f"{path}: weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
-                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
+    state = load_weights_file(path, "weights file")
     if not isinstance(state, dict):
         raise WeightLoadError(f"{path}: expected a state dict (a dict of tensors), got {describe_object(state)}")
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
