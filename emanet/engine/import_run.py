@@ -112,8 +112,8 @@ def _check_classes(cfg: Config, source: Path, num_classes: int) -> None:
     from emanet.engine.train import dataset_root
 
     for root in dict.fromkeys([dataset_root(cfg), eval_root(cfg)]):
-        if (root / "meta.json").is_file() and read_meta(root)["num_classes"] != num_classes:
-            expected = read_meta(root)["num_classes"]
+        expected = read_meta(root)["num_classes"] if (root / "meta.json").is_file() else num_classes
+        if expected != num_classes:
             raise WeightLoadError(f"{source}: its classifier predicts {num_classes} classes but the experiment's "
                                   f"dataset {root.name!r} ({root}) has {expected}; import it into an experiment "
                                   f"on a {num_classes}-class dataset (e.g. --set data.dataset=...), or use "
