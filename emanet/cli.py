@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    drop_cuda_home_notice()
     try:
         return args.handler(args)
     except (ConfigError, DataError, FetchError, FileNotFoundError, ValueError) as exc:
@@ -36,6 +37,23 @@ def main(argv: list[str] | None = None) -> int:
             message = _with_params_file(message, args)
         print(f"emanet: error: {message}", file=sys.stderr)
         return 2
+
+
+class _NoCudaHomeNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." warning, which
+    ``torch.utils.cpp_extension`` logs when imported (through ``torch.utils.benchmark``, torch.compile)
+    on a machine without a CUDA runtime: nothing in emanet builds C++/CUDA extensions, so it only says
+    that a CPU machine is one. Every other record of that logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found, using CUDA_HOME=")
+
+
+def drop_cuda_home_notice() -> None:
+    """Install :class:`_NoCudaHomeNotice` on torch's cpp_extension logger (once per process)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaHomeNotice) for f in logger.filters):
+        logger.addFilter(_NoCudaHomeNotice())
 
 
 def _with_params_file(message: str, args: argparse.Namespace) -> str:
