@@ -35,20 +35,21 @@ class Progress:
 
     def __init__(self, iterable: Iterable | None, *, total: float | None, desc: str, unit: str, enabled: bool,
                  stream: IO[str], interval_s: float | None, every: int | None, initial: int, unit_scale: bool,
-                 tty: bool | None):
+                 tty: bool | None, delay_s: float = 0.0):
         if every is not None and every < 1:
             raise ValueError(f"progress every={every}: the line interval must be >= 1 step")
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self.initial = initial
         self.enabled, self.stream, self.every, self.unit_scale = enabled, stream, every, unit_scale
         self.interval_s = DEFAULT_INTERVAL_S if interval_s is None else interval_s
+        self.delay_s = delay_s
         self.postfix: dict[str, Any] = {}
         self.started = self._last_line = time.monotonic()
         self._last_n = initial
         self._closed = False
         is_tty = bool(getattr(stream, "isatty", lambda: False)()) if tty is None else tty
         self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, unit_scale=unit_scale, file=stream,
-                        dynamic_ncols=True) if enabled and is_tty else None
+                        dynamic_ncols=True, delay=delay_s) if enabled and is_tty else None
         self.lines = enabled and not is_tty
 
     def __iter__(self) -> Iterator:
@@ -75,6 +76,8 @@ class Progress:
         elif self.lines:
             now = time.monotonic()
             on_step = self.every is not None and int(self.n) // self.every > int(self.n - n) // self.every
+            if now - self.started < self.delay_s:
+                return
             if on_step or (self.interval_s > 0 and now - self._last_line >= self.interval_s):
                 self._line(now)
 
@@ -99,7 +102,9 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
         elif self.lines and (self.n != self._last_n or self.n == self.initial):
-            self._line(time.monotonic(), final=True)
+            now = time.monotonic()
+            if now - self.started >= self.delay_s or self._last_n != self.initial:
+                self._line(now, final=True)
 
     def _amount(self, value: float) -> str:
         return tqdm.format_sizeof(value, self.unit) if self.unit_scale else f"{value:g}"
@@ -126,12 +131,13 @@ class Progress:
 def progress(iterable: Iterable | None = None, *, total: float | None = None, desc: str, unit: str = "it",
              enabled: bool = True, stream: IO[str] | None = None, interval_s: float | None = None,
              every: int | None = None, initial: int = 0, unit_scale: bool = False,
-             tty: bool | None = None) -> Progress:
+             tty: bool | None = None, delay_s: float = 0.0) -> Progress:
     """Progress over ``iterable`` (iterate the result) or a loop counted by hand (``update(n)``).
 
     ``total`` defaults to ``len(iterable)`` when it has one; ``unit_scale`` formats counts as sizes (bytes:
     ``1.20GB``); ``every`` adds a line every that many steps and ``interval_s`` (default 20 s, 0 for none)
-    one after that long without a line; ``initial`` is where a resumed loop starts. ``enabled=False``
+    one after that long without a line; ``initial`` is where a resumed loop starts; ``delay_s``: nothing
+    at all for a loop that ends sooner (hashing a small file), as tqdm's ``delay``. ``enabled=False``
     reports nothing (other ranks than rank 0, ``--quiet``). ``stream`` defaults to ``sys.stderr``
     (looked up at the call); ``tty`` overrides the terminal check. Raises ValueError for ``every < 1``.
     """
@@ -139,4 +145,4 @@ def progress(iterable: Iterable | None = None, *, total: float | None = None, de
         total = len(iterable)  # type: ignore[arg-type]
     return Progress(iterable, total=total, desc=desc, unit=unit, enabled=enabled,
                     stream=sys.stderr if stream is None else stream, interval_s=interval_s, every=every,
-                    initial=initial, unit_scale=unit_scale, tty=tty)
+                    initial=initial, unit_scale=unit_scale, tty=tty, delay_s=delay_s)

@@ -107,3 +107,17 @@ def test_bad_every_and_missing_iterable():
 def test_format_duration():
     assert format_duration(425.9) == "0:07:05"
     assert format_duration(-3) == "0:00:00"
+
+
+def test_delay_keeps_short_loops_silent(clock):
+    out = io.StringIO()
+    with progress(total=10, desc="sha256 small", stream=out, delay_s=2, interval_s=0.5) as bar:
+        clock.now += 1
+        bar.update(10)
+    assert out.getvalue() == ""
+    with progress(total=10, desc="sha256 big", stream=out, delay_s=2, interval_s=0.5) as bar:
+        for _ in range(10):
+            clock.now += 1
+            bar.update(1)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("sha256 big: 2/10 it") and lines[-1].startswith("sha256 big: 10/10 it (100.0%)")
