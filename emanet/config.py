@@ -114,6 +114,7 @@ class TrainConfig:
     cpu_threads: int
     amp: str
     channels_last: bool
+    compile: bool
     deterministic: bool
     init_from: str | None
 

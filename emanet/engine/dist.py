@@ -21,6 +21,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    launched: bool = False  # started by torchrun/srun: in a process group even when alone in it
 
     @property
     def is_main(self) -> bool:
@@ -28,7 +29,8 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Several processes, or a launcher's single one: DDP and SyncBN, as on N GPUs."""
+        return self.world_size > 1 or self.launched
 
 
 def _env_ranks() -> tuple[int, int, int]:
@@ -58,7 +60,8 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
 
 
 def init(device_preference: str, cpu_threads: int = 0) -> DistContext:
-    """Join the process group if launched with several processes; return who and where we are.
+    """Join the process group if launched by torchrun (even ``--nproc_per_node=1``: the same DDP, SyncBN
+    and nccl/gloo path as N processes) or by Slurm with several tasks; return who and where we are.
 
     ``cpu_threads`` > 0 fixes torch's intra-op threads: CPU floating-point results depend on it.
     """
@@ -66,11 +69,12 @@ def init(device_preference: str, cpu_threads: int = 0) -> DistContext:
         torch.set_num_threads(cpu_threads)
     rank, world, local_rank = _env_ranks()
     device = resolve_device(device_preference, local_rank)
-    if world > 1 and not dist.is_initialized():
+    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ  # torchrun sets it, a plain process does not
+    if launched and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
-    return DistContext(rank, world, local_rank, device)
+    return DistContext(rank, world, local_rank, device, launched)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

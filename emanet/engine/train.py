@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -90,6 +92,111 @@ def seed_everything(seed: int, rank: int) -> None:
     random.seed(seed + rank)
 
 
+def configure_backends(deterministic: bool, device: torch.device) -> None:
+    """Process-wide kernel choices for training on ``device`` (``train.deterministic``).
+
+    Deterministic: ``torch.use_deterministic_algorithms`` (strict on CPU: bit-exact resume), cuDNN's
+    deterministic kernels and cuBLAS's fixed workspace (CUBLAS_WORKSPACE_CONFIG, set here unless the
+    environment gives it; it must precede the first cuBLAS call). On CUDA two of the model's operations
+    have no deterministic kernel (the bilinear upsampling's backward and the NLL loss), so there torch
+    only warns about them and a CUDA resume is exact up to their atomic-add order. Not deterministic:
+    ``cudnn.benchmark`` picks the fastest convolution algorithms for the fixed crop size.
+    """
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+@dataclasses.dataclass
+class TrainingStep:
+    """Everything one training iteration touches, built once by :meth:`build`; :func:`train_step` runs it.
+
+    ``model`` is the bare model (its state dict goes into checkpoints); ``net`` is what runs: ``model``
+    wrapped in DistributedDataParallel under torchrun, then in ``torch.compile`` when ``train.compile``.
+    Both the engine and ``emanet bench train`` run iterations through this object, so they time and
+    train the same code.
+    """
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: torch.autocast | nullcontext
+    memory_format: torch.memory_format
+    device: torch.device
+    ignore_index: int
+    loss_normalization: str
+
+    @classmethod
+    def build(cls, cfg: Config, ctx: edist.DistContext, model: nn.Module, ignore_index: int) -> TrainingStep:
+        """SyncBN under torchrun (CUDA: torch's, CPU: the gloo version), the device and memory format,
+        SGD over the official parameter groups, the AMP gradient scaler (fp16 only), DDP and compile.
+
+        Load checkpoints into ``step.model`` / ``step.optimizer`` / ``step.scaler`` afterwards: every
+        rank loads the same file, so DDP's start-up broadcast and the loaded state agree.
+        """
+        t = cfg.train
+        if ctx.distributed:
+            model = convert_sync_batchnorm(model, ctx.device)
+        memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+        model.to(ctx.device, memory_format=memory_format)
+        optimizer = torch.optim.SGD(param_groups(model, t.lr, t.weight_decay), lr=t.lr, momentum=t.momentum)
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=t.amp == "fp16")
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
+            if ctx.distributed else model
+        if t.compile:
+            net = torch.compile(net)
+        autocast = torch.autocast(ctx.device.type, dtype=AMP_DTYPES[t.amp]) if t.amp != "none" else nullcontext()
+        return cls(model, net, optimizer, scaler, autocast, memory_format, ctx.device, ignore_index,
+                   t.loss_normalization)
+
+    def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader batch (images (B, 3, H, W) float, labels (B, H, W) int64) on the device, images in the
+        step's memory format."""
+        return (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+                labels.to(self.device, non_blocking=True))
+
+
+def train_step(step: TrainingStep, images: torch.Tensor, labels: torch.Tensor, lr: float,
+               mark: Callable[[str], None] | None = None) -> torch.Tensor:
+    """One SGD iteration at learning rate ``lr`` on a batch already on the device; returns the loss (a
+    0-d tensor, not synchronised). ``mark(phase)`` is called after ``forward`` (the loss included),
+    ``backward`` and ``optimizer``: the benchmark's clock; training passes none."""
+    set_lr(step.optimizer, lr)
+    with step.autocast:
+        logits = step.net(images)
+    loss = segmentation_loss(logits, labels, step.ignore_index, step.loss_normalization)
+    if mark:
+        mark("forward")
+    step.optimizer.zero_grad(set_to_none=True)
+    step.scaler.scale(loss).backward()
+    if mark:
+        mark("backward")
+    step.scaler.step(step.optimizer)
+    step.scaler.update()
+    if mark:
+        mark("optimizer")
+    return loss
+
+
+def train_loader(cfg: Config, ctx: edist.DistContext, dataset: SegmentationDataset, start: int) -> DataLoader:
+    """This rank's batches of iterations ``start``..``train.iterations`` (:class:`IterationBatchSampler`)."""
+    t = cfg.train
+    sampler = IterationBatchSampler(len(dataset), t.batch_size, ctx.world_size, ctx.rank, t.seed, start, t.iterations)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
+                      pin_memory=ctx.device.type == "cuda")
+
+
+def train_dataset(cfg: Config) -> SegmentationDataset:
+    """The training split with the official augmentation (random scale, crop, flip) at ``train.crop_size``."""
+    t = cfg.train
+    return SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)),
+                               t.seed)
+
+
 def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int, identity: dict) -> None:
     """config.yaml (resolved) and run.json (hash, commit, data checksum); refuse a foreign run folder."""
     info = read_run_info(run_dir)
@@ -150,20 +257,15 @@ def train(cfg: Config, run_dir: Path, tags: dict[str, str] | None = None) -> Pat
 def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, str]) -> Path:
     meta = validate(cfg, ctx.world_size, ctx.device)
     t = cfg.train
-    if t.deterministic:
-        torch.use_deterministic_algorithms(True)
+    configure_backends(t.deterministic, ctx.device)
     seed_everything(t.seed, ctx.rank)
-    dataset = SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)), t.seed)
+    dataset = train_dataset(cfg)
     init = init_weights(cfg, run_dir)
     identity = run_identity(cfg, init)
     model = build_model(dataclasses.replace(cfg.model, pretrained=None if init else pretrained_path(cfg)),
                         dataset.num_classes)
-    if ctx.distributed:
-        model = convert_sync_batchnorm(model, ctx.device)
-    memory_format = torch.channels_last if t.channels_last else torch.preserve_format
-    model.to(ctx.device, memory_format=memory_format)
-    optimizer = torch.optim.SGD(param_groups(model, t.lr, t.weight_decay), lr=t.lr, momentum=t.momentum)
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=t.amp == "fp16")
+    step = TrainingStep.build(cfg, ctx, model, meta["ignore_index"])
+    model, optimizer, scaler = step.model, step.optimizer, step.scaler
 
     last = run_dir / "checkpoints" / "last.pt"
     if ctx.is_main:
@@ -187,30 +289,16 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
                           cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset),
                           cfg.experiment, flatten(cfg.to_dict()), _tags(cfg, meta, tags))
 
-    net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
-        if ctx.distributed else model
-    sampler = IterationBatchSampler(len(dataset), t.batch_size, ctx.world_size, ctx.rank, t.seed, start, t.iterations)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
-                        pin_memory=ctx.device.type == "cuda")
-    batches = iter(loader)  # draws the loader's base seed from the global RNG, so before restoring it
+    batches = iter(train_loader(cfg, ctx, dataset, start))  # draws the loader's base seed from the global RNG, so before restoring it
     if saved_rng is not None:
         checkpoint.set_rng_state(saved_rng[ctx.rank] if len(saved_rng) == ctx.world_size else saved_rng[0])
-    autocast = torch.autocast(ctx.device.type, dtype=AMP_DTYPES[t.amp]) if t.amp != "none" else nullcontext()
     bar = tqdm(total=t.iterations, initial=start, disable=not ctx.is_main, desc=cfg.experiment, unit="it")
     began, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
     model.train()
     for iteration, (images, labels) in enumerate(batches, start=start):
-        images = images.to(ctx.device, non_blocking=True, memory_format=memory_format)
-        labels = labels.to(ctx.device, non_blocking=True)
+        images, labels = step.to_device(images, labels)
         lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power, t.lr_step_every)
-        set_lr(optimizer, lr)
-        with autocast:
-            logits = net(images)
-        loss = segmentation_loss(logits, labels, meta["ignore_index"], t.loss_normalization)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss = train_step(step, images, labels, lr)
         window_images += images.shape[0] * ctx.world_size
         done = iteration + 1
         if done % t.log_interval == 0 or done == t.iterations:
