@@ -133,7 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mirror", action="append", default=[], metavar="URL", help="mirror base URL (repeatable)")
     p.add_argument("--manifest", metavar="PATH",
                    help="JSON manifest (name, size, sha256) whose checksums replace the catalog's")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress report for downloading and hashing (by default: a bar on a terminal, "
+                        "plain lines with size, rate and ETA in a log)")
     p.set_defaults(handler=download)
 
     p = sub.add_parser("prepare", help="convert official archives or trees to the uniform layout",
@@ -149,5 +151,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     checks.add_argument("--no-count-check", action="store_true", help="do not assert split counts")
     checks.add_argument("--manifest", metavar="PATH", help="assert the counts of an `emanet synth` manifest instead")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="conversion processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress report for the conversion (by default: a bar on a terminal, plain lines "
+                        "with counts, rate and ETA in a log); extracting an archive still reports when it takes "
+                        "longer than 2 s")
     p.set_defaults(handler=prepare)

@@ -1,12 +1,14 @@
 """Resumable, checksummed downloads and safe archive extraction.
 
 * :func:`download` tries the mirrors first, then the catalog's URLs; it resumes a ``.part`` file with an
-  HTTP ``Range`` request (or a seek, for ``file://``), shows a tqdm progress bar, and only renames the file
+  HTTP ``Range`` request (or a seek, for ``file://``), reports progress (:mod:`emanet.progress`: a bar on
+  a terminal, plain lines in a log), and only renames the file
   into place once every known checksum matches. A mismatch removes only the unverified ``.part`` file and
   says which file, which algorithm, the expected and the actual digest.
 * :func:`safe_extract` refuses absolute paths, ``..`` and links that leave the target (tarfile's ``data``
   filter, and the same rules checked by hand for zip), reports truncated or corrupt archives clearly,
-  and extracts into a temporary folder renamed into place when complete.
+  and extracts into a temporary folder renamed into place when complete. A tar archive is read once,
+  as a stream (checked and extracted member by member), with progress over the archive's bytes.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from emanet.io import atomic_write_json
+from emanet.progress import progress as progress_report
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 ALGORITHMS = ("md5", "sha1", "sha256")
+QUIET_FOR_S = 2.0  # hashing or extraction that ends sooner reports nothing
 
 
 class FetchError(RuntimeError):
@@ -70,18 +72,23 @@ class RemoteFile:
         return dataclasses.replace(self, checksums=dict(checksums), size=size)
 
 
-def file_digests(path: Path, algorithms: Iterable[str] = ALGORITHMS) -> dict[str, str]:
-    """Hex digests of ``path`` for each algorithm, in one pass over the file."""
+def file_digests(path: Path, algorithms: Iterable[str] = ALGORITHMS, progress: bool = False) -> dict[str, str]:
+    """Hex digests of ``path`` for each algorithm, in one pass over the file; ``progress`` reports the
+    bytes hashed when that takes more than a couple of seconds (a multi-GB archive)."""
     hashers = {alg: hashlib.new(alg) for alg in algorithms}
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle, progress_report(
+            total=os.fstat(handle.fileno()).st_size, desc=f"{'+'.join(hashers)} {Path(path).name}", unit="B",
+            unit_scale=True, enabled=progress, delay_s=QUIET_FOR_S) as bar:
         while chunk := handle.read(CHUNK):
             for h in hashers.values():
                 h.update(chunk)
+            bar.update(len(chunk))
     return {alg: h.hexdigest() for alg, h in hashers.items()}
 
 
-def verify(path: Path, checksums: Mapping[str, str], size: int | None = None) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has the given size and every given digest."""
+def verify(path: Path, checksums: Mapping[str, str], size: int | None = None, progress: bool = False) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the given size and every given digest
+    (``progress``: see :func:`file_digests`)."""
     if size is not None and path.stat().st_size != size:
         raise ChecksumError(path, "size", str(size), str(path.stat().st_size))
     if not checksums:
@@ -89,7 +96,7 @@ def verify(path: Path, checksums: Mapping[str, str], size: int | None = None) ->
     unknown = set(checksums) - set(ALGORITHMS)
     if unknown:
         raise FetchError(f"{path}: unsupported checksum algorithm(s) {sorted(unknown)}")
-    actual = file_digests(path, checksums)
+    actual = file_digests(path, checksums, progress)
     for alg, expected in checksums.items():
         if not actual[alg].startswith(expected.lower()):
             raise ChecksumError(path, alg, expected.lower(), actual[alg])
@@ -115,7 +122,7 @@ def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (
     entry = _with_pin(entry, pins)
     target = dest_dir / entry.name
     if target.exists():
-        verify(target, entry.checksums, entry.size)
+        verify(target, entry.checksums, entry.size, progress)
         if not entry.checksums:  # placed by hand (a file behind a login): pinned from now on
             _pin(dest_dir, pins, target, entry.name)
         log.info("%s: already downloaded and verified", target)
@@ -125,7 +132,7 @@ def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (
     for url in [*mirror_urls(entry.name, mirrors), *entry.urls]:
         try:
             _fetch(url, part, entry.size, progress, timeout)
-            verify(part, entry.checksums, entry.size)
+            verify(part, entry.checksums, entry.size, progress)
         except ChecksumError as exc:
             part.unlink(missing_ok=True)
             errors.append(f"{url}: {exc}")
@@ -205,7 +212,7 @@ def _fetch(url: str, part: Path, size: int | None, progress: bool, timeout: floa
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         with open(part, "ab" if offset else "wb") as out:
-            _copy(response, out, offset, total, part.name, progress)
+            _copy(response, out, offset, total, part.name.removesuffix(".part"), progress)
 
 
 def _fetch_local(source: Path, part: Path, offset: int, progress: bool) -> None:
@@ -216,12 +223,12 @@ def _fetch_local(source: Path, part: Path, offset: int, progress: bool) -> None:
         offset = 0
     with open(source, "rb") as src, open(part, "ab" if offset else "wb") as out:
         src.seek(offset)
-        _copy(src, out, offset, total, part.name, progress)
+        _copy(src, out, offset, total, part.name.removesuffix(".part"), progress)
 
 
 def _copy(src, out, offset: int, total: int | None, label: str, progress: bool) -> None:
-    with tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=label, disable=not progress,
-              leave=False) as bar:
+    with progress_report(total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {label}",
+                         enabled=progress) as bar:
         while chunk := src.read(CHUNK):
             out.write(chunk)
             bar.update(len(chunk))
@@ -229,12 +236,14 @@ def _copy(src, out, offset: int, total: int | None, label: str, progress: bool) 
         os.fsync(out.fileno())
 
 
-def safe_extract(archive: str | Path, dest: str | Path, members: Iterable[str] | None = None) -> Path:
+def safe_extract(archive: str | Path, dest: str | Path, members: Iterable[str] | None = None,
+                 progress: bool = True) -> Path:
     """Extract a tar (any compression) or zip archive into ``dest``, atomically and safely.
 
     ``dest`` must not exist yet; the archive is unpacked into a temporary sibling folder, which is
     renamed to ``dest`` only when extraction finished. ``members`` limits extraction to those paths
-    (and everything below them).
+    (and everything below them). ``progress`` reports the archive's bytes read (tar) or its members
+    extracted (zip) when extraction takes more than a couple of seconds.
     """
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
@@ -244,9 +253,9 @@ def safe_extract(archive: str | Path, dest: str | Path, members: Iterable[str] |
     wanted = tuple(m.rstrip("/") for m in members) if members else None
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, tmp, wanted)
+            _extract_zip(archive, tmp, wanted, progress)
         else:
-            _extract_tar(archive, tmp, wanted)
+            _extract_tar(archive, tmp, wanted, progress)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -259,26 +268,47 @@ def _selected(name: str, wanted: tuple[str, ...] | None) -> bool:
     return wanted is None or any(name == w or name.startswith(w + "/") for w in wanted)
 
 
-def _extract_tar(archive: Path, dest: Path, wanted: tuple[str, ...] | None) -> None:
+class _CountingReader:
+    """A binary file whose reads advance a progress report (tarfile's stream mode only reads)."""
+
+    def __init__(self, handle, bar):
+        self.handle, self.bar = handle, bar
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.bar.update(len(data))
+        return data
+
+
+def _extract_tar(archive: Path, dest: Path, wanted: tuple[str, ...] | None, progress: bool) -> None:
+    """One pass over the archive as a stream (``r|*``): each member's name is checked, then the member is
+    extracted through tarfile's ``data`` filter. A refusal midway leaves a partial tree in ``dest``, the
+    temporary folder :func:`safe_extract` removes. Hard links resolve against members already extracted
+    (in a stream the target always precedes the link). Folders keep this process's default permissions
+    (a read-only folder in the archive would refuse its own files, which follow it in a stream)."""
     try:
-        with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
+        with open(archive, "rb") as raw, progress_report(
+                total=os.fstat(raw.fileno()).st_size, desc=f"extract {archive.name}", unit="B", unit_scale=True,
+                enabled=progress, delay_s=QUIET_FOR_S) as bar, \
+                tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|*") as tar:
+            for member in tar:
                 _check_member_name(archive, member.name)
-            chosen = [m for m in tar.getmembers() if _selected(m.name, wanted)]
-            tar.extractall(dest, members=chosen, filter="data")
+                if _selected(member.name, wanted):
+                    tar.extract(member, dest, set_attrs=not member.isdir(), filter="data")
     except tarfile.FilterError as exc:
         raise FetchError(f"{archive}: refused unsafe member: {exc}") from exc
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise FetchError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from exc
 
 
-def _extract_zip(archive: Path, dest: Path, wanted: tuple[str, ...] | None) -> None:
+def _extract_zip(archive: Path, dest: Path, wanted: tuple[str, ...] | None, progress: bool) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 _check_zip_member(archive, info)
             chosen = [i for i in zf.infolist() if _selected(i.filename, wanted)]
-            for info in chosen:
+            for info in progress_report(chosen, desc=f"extract {archive.name}", unit="files", enabled=progress,
+                                        delay_s=QUIET_FOR_S):
                 zf.extract(info, dest)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise FetchError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from exc

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from emanet.data import cocostuff, context, voc
 from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, coco_voc_lut, cocostuff_lut, context59_lut, palette_png
@@ -33,6 +32,7 @@ from emanet.data.conversion import Conversion
 from emanet.data.sources import (DataError, Sample, check_values, drop_stale_extractions, image_size, mat_field,
                                  read_index_png)
 from emanet.io import atomic_write_json, atomic_write_text
+from emanet.progress import progress as progress_report
 from emanet.textfile import read_text_file
 
 log = logging.getLogger(__name__)
@@ -199,16 +199,16 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
     ids = sorted(conv.samples)
     limits = _minimums(conv)
     jobs = [(conv.samples[i], tmp, len(conv.classes), limits[i]) for i in ids]
-    bar = dict(total=len(jobs), desc=f"prepare {conv.dataset}", disable=not progress, unit="img")
+    bar = dict(total=len(jobs), desc=f"prepare {conv.dataset}", enabled=progress, unit="images")
     if workers > 1 and len(jobs) >= 64:
         with ProcessPoolExecutor(workers) as pool:
             try:
-                outcomes = list(tqdm(pool.map(_convert_star, jobs, chunksize=32), **bar))
+                outcomes = list(progress_report(pool.map(_convert_star, jobs, chunksize=32), **bar))
             except BaseException:  # a bad file: stop now, not after converting the other 100k images
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     else:
-        outcomes = list(tqdm(map(_convert_star, jobs), **bar))
+        outcomes = list(progress_report(map(_convert_star, jobs), **bar))
     # Bookkeeping is keyed by the requested ids, never by what came back: an id the filter dropped comes
     # back as (None, None) and must still be known as dropped, whichever position it had in its split.
     dropped = {i for i, (kept_id, _) in zip(ids, outcomes) if kept_id is None}

@@ -34,7 +34,7 @@ rule download:
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} download {wildcards.dataset} --params params.yaml --profile {params.profile} --quiet > {log} 2>&1"
+        "{params.emanet} download {wildcards.dataset} --params params.yaml --profile {params.profile} > {log} 2>&1"
 
 
 rule weights:
@@ -53,7 +53,7 @@ rule weights:
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} download weights --params params.yaml --profile {params.profile} --quiet > {log} 2>&1"
+        "{params.emanet} download weights --params params.yaml --profile {params.profile} > {log} 2>&1"
 
 
 rule prepare:
@@ -73,4 +73,4 @@ rule prepare:
         "../../environment.yml"
     shell:
         "{params.emanet} prepare {wildcards.dataset} --params params.yaml --profile {params.profile} "
-        "--workers {threads} --quiet > {log} 2>&1"
+        "--workers {threads} > {log} 2>&1"
