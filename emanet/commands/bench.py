@@ -1,10 +1,11 @@
-"""emanet bench complexity | latency."""
+"""emanet bench complexity | latency | train."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from emanet.commands import bench_train as train_command
 from emanet.io import atomic_write_json
 
 
@@ -29,7 +30,7 @@ def latency(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="cost and speed of the backbone and the heads",
                            description="Regenerate Table 1's cost columns, or time the heads here.")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{complexity,latency}")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{complexity,latency,train}")
     cx = bench_sub.add_parser("complexity", help="params / MACs / activation memory (Table 1)",
                               description="Params, MACs (m*n*p rule) and activation bytes of the backbone and "
                                           "each head's overhead; defaults are Table 1's setting.")
@@ -52,3 +53,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement")
     lat.add_argument("--json", action="store_true")
     lat.set_defaults(handler=latency)
+
+    train_command.register(bench_sub)

@@ -74,6 +74,12 @@ def run_identity(cfg: Config, init: Path | None) -> dict[str, str | None]:
 
 def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
     """Every check that can fail before any work: returns the prepared data's meta.json."""
+    validate_settings(cfg, world_size, device)
+    return read_meta(dataset_root(cfg))
+
+
+def validate_settings(cfg: Config, world_size: int, device: torch.device) -> None:
+    """The training settings' checks (ConfigError naming the key), without the data."""
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {world_size} processes")
     if cfg.train.amp not in ("none", *AMP_DTYPES):
@@ -82,7 +88,6 @@ def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
         raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this run is on {device.type})")
     if cfg.train.iterations < 1 or cfg.train.checkpoint_interval < 1 or cfg.train.log_interval < 1:
         raise ConfigError("train.iterations, train.checkpoint_interval and train.log_interval must be >= 1")
-    return read_meta(dataset_root(cfg))
 
 
 def seed_everything(seed: int, rank: int) -> None:
