@@ -1,4 +1,4 @@
-"""emanet bench complexity | latency | train."""
+"""emanet bench complexity | latency | pipeline | train."""
 
 from __future__ import annotations
 
@@ -27,10 +27,24 @@ def latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def pipeline(args: argparse.Namespace) -> int:
+    import os
+
+    from emanet import timings
+    from emanet.config import load_params
+
+    params = load_params(args.params)
+    profile = args.profile or params.get("profile")
+    summary = timings.pipeline_summary(params, profile, args.results or f"results/{profile}",
+                                       args.cores or os.cpu_count() or 1, args.source)
+    print(json.dumps(summary, indent=2) if args.json else timings.format_summary(summary))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="cost and speed of the backbone and the heads",
                            description="Regenerate Table 1's cost columns, or time the heads here.")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{complexity,latency,train}")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{complexity,latency,pipeline,train}")
     cx = bench_sub.add_parser("complexity", help="params / MACs / activation memory (Table 1)",
                               description="Params, MACs (m*n*p rule) and activation bytes of the backbone and "
                                           "each head's overhead; defaults are Table 1's setting.")
@@ -54,4 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--json", action="store_true")
     lat.set_defaults(handler=latency)
 
+    pl = bench_sub.add_parser("pipeline", help="where the pipeline's time went: stages, slowest jobs, critical path",
+                              description="Summarises the pipeline's per-job timings: Snakemake's benchmark files "
+                                          "(results/<profile>/benchmarks/) or, for DVC, the run folders' "
+                                          "timings.json (training and evaluation only).")
+    pl.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    pl.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
+    pl.add_argument("--results", help="results folder (default results/<profile>)")
+    pl.add_argument("--source", default="auto", choices=["auto", "snakemake", "runs"],
+                    help="benchmark files, run folders, or auto: the benchmark files when there are any")
+    pl.add_argument("--cores", type=int, help="cores the pipeline ran on, for the lower bound (default: this host's)")
+    pl.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
+    pl.set_defaults(handler=pipeline)
     train_command.register(bench_sub)

@@ -18,6 +18,9 @@ def resolve_run(args: argparse.Namespace):
 
 
 def train(args: argparse.Namespace) -> int:
+    from emanet import timings
+
+    since = timings.started()  # before the imports: torch's is part of what a job costs
     from emanet import pipeline
     from emanet.config import ConfigError
     from emanet.engine.train import init_weights, run_identity
@@ -34,6 +37,7 @@ def train(args: argparse.Namespace) -> int:
                           f"train, or use another --out")
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
+    timings.record(run_dir, "train", since)  # DVC keeps no timings: `emanet bench pipeline` reads these
     return 0
 
 
@@ -97,6 +101,9 @@ def import_weights(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from emanet import timings
+
+    since = timings.started()  # before the imports: torch's is part of what a job costs
     from emanet import pipeline
     from emanet.engine.evaluate import SCALES_NOTE, protocol_name
     from emanet.engine.evaluate import evaluate as run_evaluation
@@ -122,6 +129,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.for_tables:
         atomic_write_json(run_dir / "evaluation.json", {n: {k: r[k] for k in ("miou", "submission") if k in r}
                                                         for n, r in results.items()})
+        timings.record(run_dir, "evaluate", since)
     return 0
 
 

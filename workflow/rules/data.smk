@@ -4,6 +4,8 @@
 rule synth:
     output:
         directory(SYNTH),
+    benchmark:
+        f"{RESULTS}/benchmarks/synth.tsv",
     log:
         f"{RESULTS}/logs/synth.log",
     params:
@@ -23,6 +25,8 @@ rule download:
         SYNTH,
     output:
         f"{RAW}/receipts/{{dataset}}.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/download/{{dataset}}.tsv",
     log:
         f"{RESULTS}/logs/download_{{dataset}}.log",
     params:
@@ -42,6 +46,8 @@ rule weights:
         SYNTH,
     output:
         WEIGHTS_RECEIPT,
+    benchmark:
+        f"{RESULTS}/benchmarks/weights.tsv",
     log:
         f"{RESULTS}/logs/weights.log",
     params:
@@ -61,6 +67,8 @@ rule prepare:
         f"{RAW}/receipts/{{dataset}}.json",
     output:
         directory(f"{PREPARED}/{{dataset}}"),
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv",
     log:
         f"{RESULTS}/logs/prepare_{{dataset}}.log",
     params:

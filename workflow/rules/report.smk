@@ -4,6 +4,8 @@
 rule complexity:
     output:
         f"{RESULTS}/bench/complexity.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/complexity.tsv",
     log:
         f"{RESULTS}/logs/complexity.log",
     params:
@@ -22,6 +24,8 @@ rule report:
         f"{RESULTS}/bench/complexity.json",
     output:
         f"{RESULTS}/report/report.html",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv",
     log:
         f"{RESULTS}/logs/report.log",
     params:

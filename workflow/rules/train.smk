@@ -12,6 +12,8 @@ rule train:
         weights=WEIGHTS_RECEIPT,
     output:
         f"{RESULTS}/runs/{{experiment}}/model.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{experiment}}.tsv",
     log:
         f"{RESULTS}/logs/train_{{experiment}}.log",
     params:
@@ -33,6 +35,8 @@ rule evaluate:
         f"{RESULTS}/runs/{{experiment}}/model.pt",
     output:
         f"{RESULTS}/runs/{{experiment}}/evaluation.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{experiment}}.tsv",
     log:
         f"{RESULTS}/logs/evaluate_{{experiment}}.log",
     params:
@@ -57,6 +61,8 @@ rule finetune:
     output:
         f"{RESULTS}/runs/{{finetune}}/model.pt",
         f"{RESULTS}/runs/{{finetune}}/evaluation.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune/{{finetune}}.tsv",
     log:
         f"{RESULTS}/logs/finetune_{{finetune}}.log",
     params:
