@@ -7,8 +7,17 @@ sees every matmul at dispatch level. Everything runs on the ``meta`` device: sha
 so the ResNet-101 count at 513x513 takes well under a second.
 
 A head's overhead is ``fc0`` + its attention block (paper.md §6.2). Its parameters include the EMA
-bases, a buffer that Table 1 counts (C·K). Activation memory is the bytes written by every operator
-that allocates a new tensor (views and in-place ops excluded) in one fp32 inference forward.
+bases, a buffer that Table 1 counts (C·K). Memory is measured two ways, both in one fp32 inference
+forward of one image:
+
+- ``activation_bytes``: the bytes of every tensor an operator newly allocates (views and in-place
+  results excluded). Read as fp32 values (/4), it reproduces Table 1's EMANet rows (+22.1M, +12.3M).
+- ``module_output_bytes``: torchstat's "Total memory" rule (the counter the author names in EMANet#46):
+  the output size of every leaf module, each module counted once with its last call's output
+  (a ReLU reused three times in a bottleneck counts once), ``nn.Identity`` excluded. In MiB it
+  reproduces Table 1's backbone (2.603G = 2603 MiB) and DeeplabV3 (+66.0M) rows; it sees only
+  modules, so operations done with functions (the EM iterations, our EMA unit's ``conv_in``) are
+  not in it.
 """
 
 from __future__ import annotations
@@ -45,9 +54,11 @@ class Cost:
     params: int
     macs: int
     activation_bytes: int
+    module_output_bytes: int
 
     def as_dict(self) -> dict[str, int]:
-        return {"params": self.params, "macs": self.macs, "activation_bytes": self.activation_bytes}
+        return {"params": self.params, "macs": self.macs, "activation_bytes": self.activation_bytes,
+                "module_output_bytes": self.module_output_bytes}
 
 
 class _AllocatedBytes(TorchDispatchMode):
@@ -65,6 +76,32 @@ class _AllocatedBytes(TorchDispatchMode):
         return out
 
 
+class _LeafOutputs:
+    """torchstat's memory rule: bytes of each leaf module's last output (nn.Identity excluded)."""
+
+    def __init__(self, module: nn.Module):
+        self.last: dict[str, int] = {}
+        self.handles = [leaf.register_forward_hook(self._hook(name)) for name, leaf in module.named_modules()
+                        if not list(leaf.children()) and not isinstance(leaf, nn.Identity)]
+
+    def _hook(self, name: str):
+        def record(_module, _inputs, output):
+            self.last[name] = sum(t.numel() * t.element_size() for t in tree_leaves(output)
+                                  if isinstance(t, torch.Tensor))
+        return record
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+    @property
+    def total(self) -> int:
+        return sum(self.last.values())
+
+
 def count_params(module: nn.Module) -> int:
     """Parameters plus state buffers that are part of the model (the EMA bases), not BN statistics."""
     buffers = sum(b.numel() for name, b in module.named_buffers() if not name.endswith(_BN_STATISTICS))
@@ -72,12 +109,13 @@ def count_params(module: nn.Module) -> int:
 
 
 def measure(module: nn.Module, input_shape: tuple[int, ...]) -> Cost:
-    """MACs and activation bytes of one inference forward on ``meta`` tensors, and the parameter count."""
+    """MACs and both memory measures of one inference forward on ``meta`` tensors, and the parameter count."""
     module = module.to("meta").eval()
     x = torch.empty(input_shape, device="meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as flops, _AllocatedBytes() as written:
+    with (torch.no_grad(), FlopCounterMode(display=False) as flops, _AllocatedBytes() as written,
+          _LeafOutputs(module) as outputs):
         module(x)
-    return Cost(count_params(module), flops.get_total_flops() // 2, written.total)
+    return Cost(count_params(module), flops.get_total_flops() // 2, written.total, outputs.total)
 
 
 def complexity(backbone: str = "resnet101", size: int = 513, output_stride: int = 8,
@@ -106,21 +144,36 @@ def _notes(result: dict) -> list[str]:
     s = result["setting"]
     if (s["backbone"], s["size"], s["output_stride"], s["num_bases"], s["stages"]) != ("resnet101", 513, 8, 64, 3):
         return ["- Table 1's figures are for resnet101 at 513x513, OS 8, K=64, T=3: not comparable here."]
-    heads = result["heads"]
-    elements = {k: heads[k]["activation_bytes"] / 4e6 for k in ("ema512", "ema256", "aspp")}
     return [
         "- Backbone MACs count convolutions only; the remaining ~0.4% of the paper's 190.6G is most likely",
         "  BN/ReLU/pooling, which torchstat (the authors' counter) also counts. Parameters match to 0.1%.",
         "- ema256 MACs: the same element-wise operations are the likely remainder of the -0.6%.",
-        "- Memory: the paper does not state its method. Ours is the bytes of newly allocated fp32 outputs",
-        f"  of one inference forward: {result['backbone']['activation_bytes'] / 1e9:.3f} GB for the backbone "
-        "(paper 2.603G). Read as float32",
-        f"  elements, the EMA overheads are {elements['ema512']:.2f}M and {elements['ema256']:.2f}M, the paper's "
-        "+22.1M and +12.3M:",
-        "  Table 1 appears to give the backbone in bytes and the heads in elements. The DeeplabV3 row",
-        f"  (+66.0M) matches neither reading ({elements['aspp']:.1f}M elements); the provenance of the",
-        "  baseline rows is unknown (paper.md §1.1).",
+    ] + [f"- {line}" for line in memory_explanation(result)] + [
         "- DeeplabV3's row is torchvision's ASPP at rates (12, 24, 36); fcn/nonlocal/a2 are not in Table 1.",
+    ]
+
+
+MIB = 2 ** 20
+
+
+def memory_explanation(result: dict) -> list[str]:
+    """Why Table 1's memory column mixes two measures, with this run's numbers (Table 1's setting only)."""
+    heads, backbone = result["heads"], result["backbone"]
+    if "module_output_bytes" not in backbone:
+        return ["Memory: this complexity.json predates the module-output measure; rerun `emanet bench complexity`."]
+    mib = {k: heads[k]["module_output_bytes"] / MIB for k in heads}
+    values = {k: heads[k]["activation_bytes"] / 4e6 for k in heads}
+    return [
+        "Memory: Table 1 does not state its method, and its rows use two. Its backbone (2.603G) and DeeplabV3 "
+        f"(+66.0M) rows are torchstat's total memory in MiB (each module's output, fp32): "
+        f"{backbone['module_output_bytes'] / MIB / 1000:.3f}G and +{mib['aspp']:.1f}M here. Its EMANet rows "
+        f"(+22.1M, +12.3M) are the fp32 values newly allocated by the head's forward: {values['ema512']:.2f}M and "
+        f"{values['ema256']:.2f}M here, where torchstat's rule gives +{mib['ema512']:.1f}M and +{mib['ema256']:.1f}M.",
+        f"Under one measure DeeplabV3 needs {mib['aspp'] / mib['ema512']:.1f}x EMANet (512)'s memory (torchstat: "
+        f"{mib['aspp']:.1f} vs {mib['ema512']:.1f} MiB) or {values['aspp'] / values['ema512']:.2f}x (allocations: "
+        f"{values['aspp']:.1f}M vs {values['ema512']:.1f}M values), not the 3x the paper's column suggests.",
+        "torchstat sees modules only: the EM iterations and our EMA unit's conv_in (a function call) are not in "
+        "its figure; the official unit's conv1 module would add one C x 65 x 65 map.",
     ]
 
 
@@ -130,12 +183,13 @@ def format_complexity(result: dict) -> str:
     lines = [f"Cost of {s['backbone']} ({s['stem']} stem) at {s['size']}x{s['size']}, output stride "
              f"{s['output_stride']} (feature map {s['feature_size']}x{s['feature_size']}), K={s['num_bases']}, "
              f"T={s['stages']}. MACs by the m*n*p rule; heads are overheads (fc0 + block).", "",
-             f"{'module':<10} {'params':>12} {'GMACs':>9} {'act. MB':>9} | {'paper params':>12} "
+             f"{'module':<10} {'params':>12} {'GMACs':>9} {'act. MB':>9} {'mod. MiB':>9} | {'paper params':>12} "
              f"{'paper G':>8} {'paper mem':>9} | {'d params':>9} {'d MACs':>8}"]
     rows = [("backbone", result["backbone"])] + list(result["heads"].items())
     for name, cost in rows:
         paper = PAPER_TABLE1.get(name)
         left = f"{name:<10} {cost['params']:>12,} {cost['macs'] / 1e9:>9.2f} {cost['activation_bytes'] / 1e6:>9.1f}"
+        left += f" {cost['module_output_bytes'] / MIB:>9.1f}" if "module_output_bytes" in cost else f" {'-':>9}"
         if paper:
             right = (f" | {paper['params'] / 1e6:>11.2f}M {paper['macs'] / 1e9:>8.1f} {paper['memory']:>9} | "
                      f"{_pct(cost['params'], paper['params']):>9} {_pct(cost['macs'], paper['macs']):>8}")

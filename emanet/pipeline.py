@@ -15,7 +15,7 @@ from emanet.config import Config, ConfigError, resolve
 from emanet.data.catalog import WEIGHTS
 
 CONFIDENCE = ("R", "A", "S", "D", "U")
-COST_FIELDS = ("params", "macs", "activation_bytes")
+COST_FIELDS = ("params", "macs", "activation_bytes", "module_output_bytes")
 _PROTOCOL = re.compile(r"^(ss|ms)(_flip)?(_T(\d+))?$")
 
 
@@ -77,7 +77,7 @@ def validate_tables(params: dict) -> None:
         for key in ("title", "columns", "rows"):
             if key not in table:
                 raise ConfigError(f"missing key '{where}.{key}'")
-        unknown = set(table) - {"title", "columns", "rows"}
+        unknown = set(table) - {"title", "paper_setting", "columns", "rows"}
         if unknown:
             raise ConfigError(f"unknown key '{where}.{sorted(unknown)[0]}'")
         keys = set()

@@ -55,12 +55,22 @@ def test_activation_memory_reading(table1):
     assert table1["heads"]["ema256"]["activation_bytes"] / 4 == pytest.approx(12.3e6, rel=0.01)
 
 
+def test_module_output_memory_reproduces_the_backbone_and_deeplabv3_rows(table1):
+    """torchstat's rule (each module's last output, MiB) gives Table 1's 2.603G and +66.0M; not the EMA rows."""
+    mib = 2 ** 20
+    assert table1["backbone"]["module_output_bytes"] / mib == pytest.approx(2603, abs=1)
+    assert table1["heads"]["aspp"]["module_output_bytes"] / mib == pytest.approx(66.0, abs=0.1)
+    assert table1["heads"]["ema512"]["module_output_bytes"] / mib > 1.5 * 22.1
+    explanation = " ".join(bench.memory_explanation(table1))
+    assert "2.603G and +66.0M here" in explanation and "22.10M and 12.27M here" in explanation
+
+
 def test_cli_prints_one_json_object_and_the_table(root):
     cmd = [sys.executable, "-m", "emanet.cli", "bench", "complexity", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root).stdout
     data = json.loads(out)
     assert set(data["heads"]) == {"ema512", "ema256", "fcn", "nonlocal", "a2", "aspp"}
-    assert set(data["backbone"]) == {"params", "macs", "activation_bytes"}
+    assert set(data["backbone"]) == {"params", "macs", "activation_bytes", "module_output_bytes"}
     text = subprocess.run(cmd[:-1], capture_output=True, text=True, check=True, cwd=root).stdout
     assert "ema512" in text and "+22.1M" in text and "Notes:" in text
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import html as htmllib
 import json
+import re
 
 import pytest
 
 from emanet import bench, pipeline
 from emanet.config import ConfigError, load_params
 from emanet.io import atomic_write_json
-from emanet.report import build_report
+from emanet.report import build_report, figures
+from emanet.report.figures import png_text
 from emanet.report.tables import build_tables, to_html, to_latex, to_markdown
+from tests.helpers.runs import ROOT
 
 
 def _fake_run(results, experiment, protocols):
@@ -38,6 +42,7 @@ def test_cells_hold_ours_the_papers_and_the_difference(tmp_path, params):
     assert ema.cells["ss"].diff == pytest.approx(1.0)
     assert ema.cells["ss"].mlflow_run == "id-ema512"
     assert ema.cells["params"].text == "+10.00M" and ema.cells["flops"].text == "+43.1G"
+    assert ema.cells["flops"].diff_text == "-0.1%"  # costs: percent of the paper's value
     fcn = next(r for r in table1.rows if r.label.startswith("FCN"))
     assert fcn.cells["ss"].text == "" and fcn.cells["ss"].missing.endswith("metrics.json not found")
     markdown = to_markdown(table1)
@@ -47,20 +52,150 @@ def test_cells_hold_ours_the_papers_and_the_difference(tmp_path, params):
     assert "href=\"../runs/ema512\"" in to_html(table1) and "MLflow run id-ema512" in to_html(table1)
 
 
-def test_report_writes_every_table_and_figure(tmp_path, params):
+@pytest.fixture(scope="module")
+def complexity():
+    return bench.complexity()
+
+
+def _fake_results(results, params, complexity):
     for name in pipeline.experiments(params):
-        _fake_run(tmp_path, name, {p: 0.5 for p in pipeline.protocols(params, name)})
-    atomic_write_json(tmp_path / "bench/complexity.json", bench.complexity())
-    page = build_report(params, "tiny", tmp_path)
-    html = page.read_text()
+        _fake_run(results, name, {p: 0.5 for p in pipeline.protocols(params, name)})
+    atomic_write_json(results / "bench/complexity.json", complexity)
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory, complexity):
+    results = tmp_path_factory.mktemp("tiny")
+    params = load_params(ROOT / "params.yaml")
+    _fake_results(results, params, complexity)
+    build_report(params, "tiny", results)
+    return results / "report"
+
+
+def test_report_writes_every_table_and_figure(tiny_report, params):
+    html = (tiny_report / "report.html").read_text()
     assert "NOT comparable" in html and html.count("<table>") == len(params["tables"])
     for name in params["tables"]:
-        assert (tmp_path / f"report/{name}.md").exists() and (tmp_path / f"report/{name}.tex").exists()
-    figures = {p.name for p in (tmp_path / "report/figures").iterdir()}
-    assert {"fig3.png", "fig4.png", "training_curves.png", "per_class.png"} <= figures
-    numbers = json.loads((tmp_path / "report/report.json").read_text())
+        assert (tiny_report / f"{name}.md").exists() and (tiny_report / f"{name}.tex").exists()
+    figures_made = {p.name for p in (tiny_report / "figures").iterdir()}
+    assert {"fig3.png", "fig4.png", "training_table1.png", "training_fig3.png", "per_class.png"} <= figures_made
+    numbers = json.loads((tiny_report / "report.json").read_text())
     assert numbers["profile"] == "tiny" and len(numbers["tables"]) == len(params["tables"])
-    assert "NOT comparable" not in build_report(params, "paper", tmp_path).read_text()
+
+
+def test_every_table_file_and_figure_of_synthetic_data_carries_the_mark(tiny_report, params):
+    mark = "SYNTHETIC DATA (tiny profile)"
+    for name in params["tables"]:
+        assert (tiny_report / f"{name}.md").read_text().startswith(f"> **{mark}")
+        tex = (tiny_report / f"{name}.tex").read_text()
+        assert tex.startswith(f"% {mark}") and rf"\caption{{\textbf{{{mark}" in tex
+    pngs = sorted((tiny_report / "figures").glob("*.png"))
+    assert len(pngs) >= len(params["tables"])
+    for png in pngs:
+        text = png_text(png)
+        assert text["Warning"].startswith(mark) and "resnet_tiny" in text["Description"], png.name
+
+
+def test_the_paper_profile_carries_no_mark(tmp_path, params, complexity):
+    _fake_results(tmp_path, params, complexity)
+    page = build_report(params, "paper", tmp_path).read_text()
+    assert "NOT comparable" not in page and "SYNTHETIC" not in page
+    for path in (tmp_path / "report").glob("*.*"):
+        if path.suffix in (".md", ".tex"):
+            assert "SYNTHETIC" not in path.read_text(), path.name
+    for png in (tmp_path / "report/figures").glob("*.png"):
+        assert "Warning" not in png_text(png) and "profile paper" in png_text(png)["Description"], png.name
+
+
+def test_captions_state_this_reports_setting_beside_the_papers(tiny_report):
+    table1 = (tiny_report / "table1.md").read_text()
+    title = next(line for line in table1.splitlines() if line.startswith("### "))
+    assert "ResNet-101" not in title and "513" not in title
+    assert "*Paper: PASCAL VOC 2012 val; ResNet-101, OS 8; costs at 513x513.*" in table1
+    assert re.search(r"\*This report: resnet_tiny \(torchvision stem, width 16\), .*OS 8, crop 65, "
+                     r"200 iterations x batch 8, .*profile tiny \(synthetic images\)", table1)
+    assert "head C=32 (EMANet (256))" in table1  # a part that differs between rows names its rows
+    assert "*Costs: resnet101 (deep stem) at 513x513, OS 8" in table1
+    fig3 = (tiny_report / "fig3.md").read_text()
+    assert "train OS 16 / test OS 8" in fig3.split("This report:")[1]
+
+
+def test_cost_cells_compare_with_the_paper_and_memory_is_explained(tiny_report):
+    table1 = (tiny_report / "table1.md").read_text()
+    assert "| DeeplabV3 |" in table1 and "+66.0M / +66.0M [R] (0.0%)" in table1
+    assert "2.603G / 2.603G [R] (0.0%)" in table1
+    ema = next(line for line in table1.splitlines() if line.startswith("| EMANet (512) |"))
+    assert "+41.3M / +22.1M [R] (+86.7%)" in ema
+    assert "Its EMANet rows (+22.1M, +12.3M) are the fp32 values newly allocated" in table1
+
+
+def _notes_md(text: str) -> list[str]:
+    section = text.split("## How to read the tables\n\n")[1].split("\n\n")[0]
+    return [line[2:] for line in section.splitlines()]
+
+
+def test_report_md_and_html_say_the_same_notes(tiny_report):
+    markdown, page = (tiny_report / "report.md").read_text(), (tiny_report / "report.html").read_text()
+    notes = _notes_md(markdown)
+    section = page.split("<section id='notes'>")[1].split("</section>")[0]
+    assert [htmllib.unescape(li) for li in re.findall(r"<li>(.*?)</li>", section)] == notes
+    said = " ".join(notes)
+    assert "[U] unconfirmed" in said and "MiB" in said and "always Table 1's setting" in said
+    assert "Δ is ours minus the paper's" in said
+    for text in (markdown, htmllib.unescape(page)):  # each table's own notes in both, too
+        assert "torchstat's total memory" in text
+
+
+def test_html_has_contents_provenance_scrolling_tables_and_figures_by_their_table(tiny_report, params):
+    page = (tiny_report / "report.html").read_text()
+    for name in params["tables"]:
+        assert f"<a href='#{name}'>" in page and f"<section id='{name}'>" in page
+    assert page.count("<div class='scroll'><table>") == len(params["tables"])
+    fig4 = page.split("<section id='fig4'>")[1].split("</section>")[0]
+    assert "figures/fig4.png" in fig4 and "figures/training_fig4.png" in fig4
+    assert "figures/per_class.png" in page.split("<section id='table1'>")[1].split("</section>")[0]
+    header = page.split("<div class='prov'>")[1].split("</div>")[0]
+    assert "Profile: tiny." in header and "commit" in header and "UTC" in header
+    assert "<td>ema512</td><td>abc</td>" in page  # each run's config hash
+
+
+class _Captured(Exception):
+    pass
+
+
+def _capture(monkeypatch):
+    """Make figures._save hand back the matplotlib figure instead of writing it."""
+    def save(fig, path, title, mark="", setting=""):
+        raise _Captured(fig)
+    monkeypatch.setattr(figures, "_save", save)
+
+
+def test_per_class_draws_absent_classes_as_absent_in_label_order(tmp_path, monkeypatch):
+    metrics = tmp_path / "metrics.json"
+    atomic_write_json(metrics, {"per_class": {"background": 0.9, "aeroplane": None, "bicycle": 0.0}})
+    _capture(monkeypatch)
+    with pytest.raises(_Captured) as caught:
+        figures.per_class(metrics, tmp_path / "p.png", ["background", "aeroplane", "bicycle"])
+    ax = caught.value.args[0].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0 background", "1 aeroplane", "2 bicycle"]
+    bars = {round(p.get_y() + p.get_height() / 2): p.get_width() for p in ax.patches}
+    assert bars == {0: pytest.approx(90.0), 2: 0.0}  # no bar for the absent class, a 0 bar for a real 0
+    assert any("absent" in t.get_text() for t in ax.texts)
+
+
+def test_fig4_keeps_its_scale_to_our_values_and_points_at_the_papers(tmp_path, monkeypatch, params):
+    for name in ("r50_t1", "r50_t2", "r50", "r50_t4"):
+        _fake_run(tmp_path, name, {f"ss_T{t}": 0.40 + 0.01 * t for t in range(1, 9)})
+    fig4 = {t.name: t for t in build_tables(params, tmp_path)}["fig4"]
+    _capture(monkeypatch)
+    with pytest.raises(_Captured) as caught:
+        figures.fig4(fig4, tmp_path / "fig4.png")
+    ax = caught.value.args[0].axes[0]
+    low, high = ax.get_ylim()
+    assert 40 < low < 41 and 48 < high < 60  # the paper's 78.52 does not stretch the axis
+    assert any("paper 78.52" in t.get_text() and "off scale" in t.get_text() for t in ax.texts)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:4] == ["T_train=1", "T_train=2", "T_train=3", "T_train=4"] and labels[4].startswith("paper")
 
 
 @pytest.mark.parametrize("mutate, message", [

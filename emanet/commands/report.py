@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -22,6 +23,7 @@ def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
     """Print tables rebuilt from mlflow.search_runs alone (metric columns; costs live in the bench file)."""
     from emanet import pipeline
     from emanet.config import resolve
+    from emanet.report.settings import annotate
     from emanet.report.tables import build_tables, to_markdown
     from emanet.tracking import default_uri, metrics_from_mlflow
 
@@ -29,7 +31,10 @@ def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
     datasets = args.dataset or sorted({c.data.dataset for c in pipeline.configs(params, profile).values()})
     names = [cfg.tracking.experiment.format(profile=profile, dataset=d) for d in datasets]
     runs = metrics_from_mlflow(args.from_mlflow if args.from_mlflow != "-" else default_uri(), names)
-    tables = build_tables(params, Path(args.results or f"results/{profile}"), mlflow_runs=runs)
+    results = Path(args.results or f"results/{profile}")
+    tables = build_tables(params, results, mlflow_runs=runs)
+    bench_file = results / "bench" / "complexity.json"
+    annotate(tables, params, profile, results, json.loads(bench_file.read_text()) if bench_file.exists() else None)
     for table in tables:
         if not args.table or table.name in args.table:
             print(to_markdown(table))

@@ -1,0 +1,49 @@
+"""Where a report comes from: when and at which commit it was made, the profile, and for every run it
+reads the commit, config hash, data checksum and MLflow run id recorded in ``runs/<name>/run.json``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from emanet.report.tables import Table
+from emanet.tracking import git_commit
+
+
+def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
+    """{"profile", "made_utc", "report_commit", "run_commits": [...], "runs": [{experiment, ...}]}.
+
+    ``runs`` lists each experiment the tables read, in table order, with what its run.json records
+    (missing keys as None; a run not made yet has ``made: False``).
+    """
+    runs, seen = [], set()
+    for table in tables:
+        for row in table.rows:
+            if not row.experiment or row.experiment in seen:
+                continue
+            seen.add(row.experiment)
+            record = results_root / "runs" / row.experiment / "run.json"
+            try:
+                info = json.loads(record.read_text()) if record.exists() else None
+            except (OSError, ValueError):
+                info = None
+            info = info if isinstance(info, dict) else {}
+            runs.append({"experiment": row.experiment, "made": bool(info),
+                         "config_hash": info.get("config_hash"), "git_commit": info.get("git_commit"),
+                         "data_checksum": info.get("data_checksum"), "mlflow_run_id": info.get("mlflow_run_id")})
+    commits = sorted({r["git_commit"] for r in runs if r["git_commit"]})
+    return {"profile": profile, "made_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "report_commit": git_commit(), "run_commits": commits, "runs": runs}
+
+
+def summary_lines(info: dict) -> list[str]:
+    """The provenance header as plain sentences (report.md and report.html say the same)."""
+    made = [r for r in info["runs"] if r["made"]]
+    hashes = sorted({r["config_hash"] for r in made if r["config_hash"]})
+    commits = ", ".join(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in info["run_commits"]) or "none"
+    return [
+        f"Profile: {info['profile']}. Made {info['made_utc']} by emanet at commit {info['report_commit']}.",
+        f"Runs: {len(made)} of {len(info['runs'])} made, at commit(s) {commits}; {len(hashes)} distinct config "
+        "hashes (each run's is listed at the end).",
+    ]

@@ -1,0 +1,113 @@
+"""What each table's numbers were made with: the runs' setting (backbone, output stride, crop, iterations,
+data, profile), the cost columns' setting, and the mark that synthetic data carries everywhere.
+
+A run's setting comes from its own record (``runs/<name>/run.json``'s ``params``, the flattened config it
+ran with); a run not made yet is described by what params.yaml would run (:func:`emanet.config.resolve`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from emanet.config import flatten, resolve
+from emanet.report.tables import Table
+
+
+def synthetic_mark(params: dict, profile: str) -> str:
+    """The line every table file and figure of a synthetic-data profile carries; "" for real data."""
+    if not resolve(params, profile).sources.synthetic:
+        return ""
+    return (f"SYNTHETIC DATA ({profile} profile): a small network trained briefly on synthetic images; "
+            "not comparable to the paper")
+
+
+def run_params(params: dict, profile: str, results_root: Path, experiment: str) -> dict:
+    """The flat config (``model.backbone``, ``train.crop_size``, ...) a run was made with, or would be."""
+    record = results_root / "runs" / experiment / "run.json"
+    if record.exists():
+        try:
+            made = json.loads(record.read_text()).get("params")
+        except (OSError, ValueError):
+            made = None
+        if isinstance(made, dict) and "model.backbone" in made:
+            return made
+    return flatten(resolve(params, profile, experiment=experiment).to_dict())
+
+
+def _stride(p: dict) -> str:
+    train, test = p["model.output_stride"], p.get("eval.output_stride")
+    return f"OS {train}" if test in (None, train) else f"train OS {train} / test OS {test}"
+
+
+def _data(p: dict) -> str:
+    evaluated = p.get("eval.dataset") or p["data.dataset"]
+    split = f"{p['data.dataset']} {p['data.train_split']}"
+    return f"{split} -> {evaluated} {p['eval.split']}"
+
+
+def _start(p: dict) -> str:
+    if p.get("train.init_from"):
+        return f"from run {p['train.init_from']}"
+    return f"{p.get('model.pretrained')} backbone" if p.get("model.pretrained") else "backbone from scratch"
+
+
+#: The parts of a setting, in the order they are said.
+_PARTS: tuple[tuple[str, Callable[[dict], str]], ...] = (
+    ("backbone", lambda p: f"{p['model.backbone']} ({p['model.stem']} stem, width {p['model.base_width']})"
+     if p["model.backbone"] == "resnet_tiny" else str(p["model.backbone"])),
+    ("head", lambda p: f"head C={p['model.head_channels']}"),
+    ("stride", _stride),
+    ("crop", lambda p: f"crop {p['train.crop_size']}"),
+    ("iterations", lambda p: f"{p['train.iterations']} iterations x batch {p['train.batch_size']}"),
+    ("start", _start),
+    ("data", _data),
+    ("profile", lambda p: f"profile {p['profile']}" + (" (synthetic images)" if p.get("sources.synthetic") else "")),
+)
+
+
+def describe_runs(settings: dict[str, dict]) -> str:
+    """One sentence for the runs of a table: the parts they share, then each differing part with its rows.
+
+    ``settings`` maps a row label to its flat config. Example: "resnet_tiny (...), OS 8, crop 65, ...;
+    head C=64 (EMANet (512)), head C=32 (EMANet (256))".
+    """
+    if not settings:
+        return ""
+    said = {label: {name: part(p) for name, part in _PARTS} for label, p in settings.items()}
+    shared, differing = [], []
+    for name, _ in _PARTS:
+        values = {label: parts[name] for label, parts in said.items()}
+        if len(set(values.values())) == 1:
+            shared.append(next(iter(values.values())))
+        else:
+            groups: dict[str, list[str]] = {}
+            for label, value in values.items():
+                groups.setdefault(value, []).append(label)
+            differing.append(", ".join(f"{value} ({', '.join(labels)})" for value, labels in groups.items()))
+    return ", ".join(shared) + "".join(f"; {part}" for part in differing)
+
+
+def describe_costs(complexity: dict | None) -> str:
+    """The cost columns' setting, from bench/complexity.json (always Table 1's, whatever the profile)."""
+    if complexity is None:
+        return "bench/complexity.json not made yet"
+    s = complexity["setting"]
+    return (f"{s['backbone']} ({s['stem']} stem) at {s['size']}x{s['size']}, OS {s['output_stride']}, "
+            f"K={s['num_bases']}, T={s['stages']}, counted on shapes by `emanet bench complexity`, not from the "
+            "runs above")
+
+
+def annotate(tables: list[Table], params: dict, profile: str, results_root: Path, complexity: dict | None) -> None:
+    """Fill each table's setting, cost setting, mark and notes (in place)."""
+    from emanet.report.notes import table_notes
+
+    mark = synthetic_mark(params, profile)
+    for table in tables:
+        runs = {row.label: run_params(params, profile, results_root, row.experiment)
+                for row in table.rows if row.experiment}
+        table.setting = describe_runs(runs)
+        table.cost_setting = describe_costs(complexity) if table.has_costs else ""
+        table.mark = mark
+        table.notes = table_notes(table, complexity)
