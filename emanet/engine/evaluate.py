@@ -6,6 +6,12 @@ probabilities averaged over every scale and flip, each resized back to the image
 published its scales, so they are recorded with the result). One confusion matrix over the whole
 split: each process takes every W-th image (no padding of the split, so no image counts twice), and
 the matrices are summed, so 1 and N processes give identical matrices.
+
+All protocols of one call are scored in one pass over the split: each image is decoded and normalised
+once, in DataLoader workers (``data.workers``), and its forward passes are shared between the protocols
+(:mod:`emanet.engine.inference`: one backbone pass per view for every T_eval, the SS view shared with
+MS+flip). On CUDA the plain and mirrored views go through the network together, under the configured
+``train.amp``. Rank 0 shows progress (images/s, ETA) on stderr (:mod:`emanet.progress`).
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ import torch.nn.functional as F
 from emanet.config import Config
 from emanet.data.dataset import SegmentationDataset
 from emanet.data.fetch import file_digests
-from emanet.data.transforms import EvalTransform, multiscale_views, normalize, pad_to_8k1
+from emanet.data.eval_loader import eval_loader
+from emanet.data.transforms import pad_to_8k1
 from emanet.engine import dist as edist
 from emanet.engine import submission
-from emanet.engine.metrics import confusion_matrix, scores
+from emanet.engine.inference import Protocol, SharedViewPredictor
+from emanet.engine.metrics import confusion_matrix, metrics_json, scores
 from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from emanet.models import Segmentor, build_model
 from emanet.models.weights import load_state, read_model_weights
+from emanet.progress import progress
 from emanet.tracking import git_commit, read_run_info, sync_run
 
 log = logging.getLogger(__name__)
@@ -70,22 +79,12 @@ def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.dev
     return inference_model(cfg, read_model_weights(weights), num_classes, device, weights)
 
 
-@torch.no_grad()
 def predict(model: Segmentor, image: torch.Tensor, scales: Sequence[float] | None, flip: bool) -> torch.Tensor:
-    """Class map (H, W) for one normalised image (3, H, W) already on the model's device."""
-    h, w = image.shape[-2:]
-    if not scales and not flip:
-        padded, _ = pad_to_8k1(image)
-        return model(padded[None])[0, :, :h, :w].argmax(0)
-    total = None
-    for _, flipped, view, (vh, vw) in multiscale_views(image, scales or (1.0,), flip):
-        logits = model(view[None])[:, :, :vh, :vw]  # bf16/fp16 under AMP: summed in >= float32
-        probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
-        if (vh, vw) != (h, w):
-            probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=True)
-        probs = probs.flip(-1) if flipped else probs
-        total = probs if total is None else total + probs
-    return total[0].argmax(0)
+    """Class map (H, W) for one normalised image (3, H, W) already on the model's device: single-scale
+    when ``scales`` is empty and ``flip`` is off, else softmax averaged over ``scales`` (default 1.0) and
+    flips. The model's T_eval as it is. Views are batched on CUDA (:class:`SharedViewPredictor`)."""
+    protocol = Protocol(multi_scale=bool(scales), flip=flip, stages=None)
+    return SharedViewPredictor(model, [protocol], scales, batch_views=image.is_cuda)(image)[0]
 
 
 @torch.no_grad()
@@ -146,29 +145,59 @@ def eval_root(cfg: Config) -> Path:
     return Path(cfg.data.root) / (cfg.eval.dataset or cfg.data.dataset)
 
 
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The dtype evaluation runs the network in under ``train.amp`` (None: no autocast). Raises ConfigError
+    for an unknown value, or AMP off CUDA, as training does."""
+    from emanet.config import ConfigError
+    from emanet.engine.train import AMP_DTYPES
+
+    if cfg.train.amp == "none":
+        return None
+    if cfg.train.amp not in AMP_DTYPES:
+        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
+    if device.type != "cuda":
+        raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this evaluation is on {device.type}): "
+                          f"pass --set train.amp=none to evaluate in float32")
+    return AMP_DTYPES[cfg.train.amp]
+
+
 def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> dict[str, dict]:
     from emanet.pipeline import parse_protocol
 
     split = split or cfg.eval.split
     parsed = {name: parse_protocol(name) for name in protocols}
-    dataset = SegmentationDataset(eval_root(cfg), split, EvalTransform())
+    dataset = SegmentationDataset(eval_root(cfg), split)
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
+    used_scales = list(scales or cfg.eval.scales)
+    predictor = SharedViewPredictor(model, [Protocol(*p) for p in parsed.values()], used_scales,
+                                    batch_views=ctx.device.type == "cuda",
+                                    autocast_dtype=autocast_dtype(cfg, ctx.device))
+    n = dataset.num_classes
+    matrices = {name: torch.zeros(n, n, dtype=torch.int64, device=ctx.device) for name in protocols}
+    pending = {name: run_dir / f".submission_{name}.tmp" for name in protocols}
+    loader = eval_loader(dataset, ctx.rank, ctx.world_size, cfg.data.workers, pin_memory=ctx.device.type == "cuda")
+    where = f" (rank 0 of {ctx.world_size})" if ctx.distributed else ""
+    desc = f"evaluate {cfg.experiment} {dataset.meta['dataset']} {split} {'+'.join(protocols)}{where}"
+    with progress(total=len(loader), desc=desc, unit="images", enabled=ctx.is_main) as bar:
+        for index, image, label in loader:
+            preds = predictor(image.to(ctx.device, non_blocking=True))
+            for (name, pred) in zip(protocols, preds, strict=True):
+                if label is None:  # a split without labels: predictions for the evaluation server
+                    save_prediction(pending[name] / f"{dataset.ids[index]}.png", pred)
+                    continue
+                matrices[name] += confusion_matrix(pred, label.to(ctx.device, non_blocking=True), n,
+                                                   dataset.meta["ignore_index"])
+                if save_predictions is not None and name == protocols[0]:
+                    save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
+            bar.update(1)
     results = {}
     for name, (multi_scale, flip, stages) in parsed.items():
-        model.set_eval_stages(stages)
-        used_scales = list(scales or cfg.eval.scales) if multi_scale else None
+        protocol_scales = used_scales if multi_scale else None
         if not dataset.labelled:
-            results[name] = _submit(cfg, run_dir, ctx, dataset, model, name, used_scales, flip, stages)
+            results[name] = _package(cfg, run_dir, ctx, dataset, pending[name], name, protocol_scales, flip, stages)
             continue
-        matrix = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64, device=ctx.device)
-        for index in range(ctx.rank, len(dataset), ctx.world_size):
-            image, label = dataset[index]
-            pred = predict(model, image.to(ctx.device), used_scales, flip)
-            matrix += confusion_matrix(pred, label.to(ctx.device), dataset.num_classes, dataset.meta["ignore_index"])
-            if save_predictions is not None and name == protocols[0]:
-                save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
-        edist.all_reduce_sum(matrix)
-        results[name] = _result(cfg, dataset, matrix, name, split, used_scales, flip, stages)
+        edist.all_reduce_sum(matrices[name])
+        results[name] = _result(cfg, dataset, matrices[name], name, split, protocol_scales, flip, stages)
         if ctx.is_main:
             write_metrics(run_dir, results[name], default=name == "ss")
     if ctx.is_main:
@@ -176,16 +205,13 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     return results
 
 
-def _submit(cfg, run_dir, ctx, dataset, model, protocol, scales, flip, stages) -> dict:
-    """Predict a split without labels and package it for the evaluation server (``submission_<protocol>``).
+def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages) -> dict:
+    """Package a split without labels, predicted into ``pending``, for the evaluation server
+    (``submission_<protocol>``).
 
     With ``eval.server_labels`` (synthetic data), the package is scored as the server would score it
     and the metrics are written as for any split; otherwise the result says where the package is.
     """
-    pending = run_dir / f".submission_{protocol}.tmp"
-    for index in range(ctx.rank, len(dataset), ctx.world_size):
-        image = normalize(dataset.load_image(index))
-        save_prediction(pending / f"{dataset.ids[index]}.png", predict(model, image.to(ctx.device), scales, flip))
     edist.barrier()
     tarball = run_dir / f"submission_{protocol}.tar.gz"
     result = {"protocol": protocol, "split": dataset.split, "dataset": dataset.meta["dataset"], "images": len(dataset),
@@ -212,9 +238,12 @@ def _submit(cfg, run_dir, ctx, dataset, model, protocol, scales, flip, stages) -
 
 
 def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict:
+    """One protocol's metrics*.json: scores (fractions: ``miou`` 0..1, as MLflow logs them; the report shows
+    percentages), where they were measured, and the confusion matrix (rows = ground truth)."""
     result = scores(matrix.cpu().numpy(), dataset.classes)
     trained_t = cfg.model.ema.eval_stages or cfg.model.ema.stages
-    result.update(protocol=protocol, split=split, images=len(dataset), scales=scales or [1.0], flip=flip,
+    result.update(protocol=protocol, dataset=dataset.meta["dataset"], split=split, images=len(dataset),
+                  scales=scales or [1.0], flip=flip,
                   output_stride=cfg.eval.output_stride or cfg.model.output_stride,
                   eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
                   config_hash=cfg.hash(), git_commit=git_commit(),
@@ -233,7 +262,7 @@ def write_metrics(run_dir: Path, result: dict, default: bool) -> Path:
     writer.writerow(["class", "iou"])
     writer.writerows([name, "" if iou is None else f"{iou:.6f}"] for name, iou in result["per_class"].items())
     atomic_write_text(run_dir / f"per_class{suffix}.csv", rows.getvalue())
-    return atomic_write_json(run_dir / f"metrics{suffix}.json", result)
+    return atomic_write_text(run_dir / f"metrics{suffix}.json", metrics_json(result))
 
 
 def sync_to_mlflow(run_dir: Path) -> None:

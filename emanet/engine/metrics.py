@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import torch
+
+#: a JSON list of numbers as ``json.dumps(indent=...)`` lays it out: one number a line
+_NUMBER = r"(?:-?(?:\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|Infinity)|NaN|null)"
+_NUMBER_LIST = re.compile(rf"\[\n\s*({_NUMBER}(?:,\n\s*{_NUMBER})*)\n\s*\]")
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
@@ -31,3 +38,11 @@ def scores(matrix: np.ndarray, class_names: list[str]) -> dict:
         "fwiou": float(np.nansum(freq * np.nan_to_num(iou))),
         "per_class": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)},
     }
+
+
+def metrics_json(result: dict) -> str:
+    """``metrics.json``'s text: ``result`` indented, sorted by key, each list of numbers on one line (the
+    confusion matrix one row a line, rows = ground truth), so that a person can read the file."""
+    text = json.dumps(result, indent=2, sort_keys=True)
+    # A JSON string holds no raw newline, so the pattern (newlines between the numbers) never matches in one.
+    return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text) + "\n"

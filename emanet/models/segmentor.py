@@ -29,8 +29,14 @@ class Segmentor(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.backbone(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        return self.decode(self.backbone(x), x.shape[-2:])
+
+    def decode(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The head on backbone ``features`` (B, C, h, w), logits upsampled to the input ``size`` (B, classes,
+        *size): the second half of :meth:`forward`, so that evaluation can run the head several times (one
+        per T_eval) on features computed once."""
+        logits = self.head(features)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
     def ema_units(self) -> Iterator[EMAUnit]:
         return (m for m in self.modules() if isinstance(m, EMAUnit))
