@@ -91,6 +91,33 @@ def job_graph(params: dict, profile: str | None = None) -> dict[Job, tuple[Job, 
     return graph
 
 
+#: what a job of each stage weighs when ordering the jobs (:func:`priorities`): a training or an evaluation one
+#: unit, a finetune (training and evaluation in one job) two, the data and report stages nothing
+WORK = {"train": 1, "evaluate": 1, "finetune": 2}
+
+
+def priorities(graph: dict[Job, tuple[Job, ...]], work: dict[str, int] | None = None) -> dict[Job, int]:
+    """Each job's bottom level: the largest :data:`WORK` of a chain of jobs from it (itself included) to the end.
+
+    Snakemake starts the ready jobs of higher priority first, so with these (list scheduling's "bottom level"
+    rule) the heads of long chains, e.g. Table 2's COCO training -> trainaug -> trainval finetunes, start
+    before the many one-training-one-evaluation runs and the pipeline does not end on one chain running alone
+    on one core. Only the order changes: every job runs, each as before."""
+    work = WORK if work is None else work
+    below: dict[Job, list[Job]] = {job: [] for job in graph}
+    for job, needs in graph.items():
+        for need in needs:
+            below.setdefault(need, []).append(job)
+    level: dict[Job, int] = {}
+
+    def visit(job: Job) -> int:
+        if job not in level:
+            level[job] = work.get(job.stage, 0) + max((visit(after) for after in below[job]), default=0)
+        return level[job]
+
+    return {job: visit(job) for job in graph}
+
+
 def read_benchmarks(folder: str | Path) -> dict[Job, Timing]:
     """Snakemake's benchmark files under ``folder`` (``<rule>.tsv`` or ``<rule>/<item>.tsv``) -> job -> timing.
 

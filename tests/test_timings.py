@@ -29,7 +29,8 @@ def _dry_run_jobs(root: Path) -> list[dict]:
         fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
         jobs.append({"rule": re.match(r"(?:local)?rule (\w+):", block).group(1),
                      **{k: [p.strip() for p in fields.get(k, "").split(",") if p.strip()]
-                        for k in ("input", "output", "benchmark")}})
+                        for k in ("input", "output", "benchmark")},
+                     "priority": int(fields.get("priority", 0))})
     return jobs
 
 
@@ -52,6 +53,8 @@ def test_every_rule_benchmarks_its_jobs_and_the_job_graph_is_the_snakefiles(root
     graph = timings.job_graph(params)
     assert {job: set(needs) for job, needs in graph.items()} == from_snakemake
     assert {job.stage for job in graph} == set(timings.STAGES)
+    # every job gets its bottom level as its priority (Snakemake prints none when it is 0)
+    assert {by_path[j["benchmark"][0]]: j["priority"] for j in jobs} == timings.priorities(graph)
 
 
 def _write_bench(folder: Path, job: Job, wall: float, cpu: str = "1.5", rss: str = "100.0") -> None:
@@ -90,6 +93,15 @@ def test_the_summary_gives_stages_the_slowest_jobs_and_the_critical_path(tmp_pat
     text = timings.format_summary(summary)
     assert "Critical path (51.0 s): synth (1.0 s) -> train b (10.0 s) -> finetune c (40.0 s) -> report (– s)" in text
     assert "| train | 2 | 40.0 | 45 % | 20.0 | 30.0 | 20.0 |" in text
+
+
+def test_priorities_put_the_heads_of_long_chains_first():
+    """A job's priority is the training and evaluation work of the longest chain from it to the end."""
+    levels = timings.priorities(GRAPH)
+    assert levels[Job("report")] == 0 and levels[Job("finetune", "c")] == 2 and levels[Job("evaluate", "a")] == 1
+    assert levels[Job("train", "a")] == 2 and levels[Job("train", "b")] == 3  # b heads the finetune chain
+    assert levels[Job("synth")] == 3
+    assert timings.priorities(GRAPH, {"train": 5})[Job("train", "b")] == 5
 
 
 def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):

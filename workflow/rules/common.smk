@@ -3,7 +3,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from emanet import pipeline
+from emanet import pipeline, timings
 from emanet.config import ConfigError, resolve
 
 
@@ -14,6 +14,7 @@ try:  # resolve checks the names first; an error names params.yaml and the key, 
     FINETUNES = pipeline.finetunes(config)
     CONFIGS = pipeline.configs(config, PROFILE)
     DATASETS = pipeline.datasets(config, PROFILE)
+    PRIORITIES = timings.priorities(timings.job_graph(config, PROFILE))
 except ConfigError as error:
     raise WorkflowError(f"params.yaml: {error}") from None
 RUNS = EXPERIMENTS + FINETUNES
@@ -48,6 +49,17 @@ def job_resources(gpus=0, **needs):
 TRAINING_THREADS = BASE.train.cpu_threads or 1 if GPUS == 0 else 16
 TRAINING_RESOURCES = job_resources(GPUS, tasks=0, cpus_per_gpu=4, mem_mb=4000 if GPUS == 0 else 64000,
                                    runtime=60 if GPUS == 0 else 1440)
+
+
+def priority(stage):
+    """A job's priority: the training and evaluation work of the longest chain from it to the report
+    (timings.priorities), so Snakemake starts the heads of Table 2's chains first."""
+    return lambda wildcards: PRIORITIES[timings.Job(stage, next(iter(wildcards), None))]
+
+
+# Conversion workers: prepare uses a pool only from 64 images on, so on the tiny profile a prepare job takes
+# one core; asking for two made it wait until both were free, a core idle meanwhile.
+PREPARE_THREADS = 2 if GPUS else 1
 
 
 def run_data(run):

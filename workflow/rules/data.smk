@@ -12,6 +12,7 @@ rule synth:
         profile=PROFILE,
         emanet=EMANET,
         sources=BASE.sources,
+    priority: priority("synth")
     resources:
         **job_resources(),
     conda:
@@ -33,6 +34,7 @@ rule download:
         profile=PROFILE,
         emanet=EMANET,
         sources=BASE.sources,
+    priority: priority("download")
     resources:
         **job_resources(),
     conda:
@@ -54,6 +56,7 @@ rule weights:
         profile=PROFILE,
         emanet=EMANET,
         needed=pipeline.weights(config, PROFILE),
+    priority: priority("weights")
     resources:
         **job_resources(),
     conda:
@@ -74,7 +77,8 @@ rule prepare:
     params:
         profile=PROFILE,
         emanet=EMANET,
-    threads: 2
+    threads: PREPARE_THREADS
+    priority: priority("prepare")
     resources:
         **job_resources(mem_mb=8000, runtime=120),
     conda:

@@ -10,6 +10,7 @@ rule complexity:
         f"{RESULTS}/logs/complexity.log",
     params:
         emanet=EMANET,
+    priority: priority("complexity")
     resources:
         **job_resources(),
     conda:
@@ -32,6 +33,7 @@ rule report:
         profile=PROFILE,
         emanet=EMANET,
         tables=config["tables"],
+    priority: priority("report")
     resources:
         **job_resources(),
     conda:

@@ -21,6 +21,7 @@ rule train:
         launcher=launcher,
         config_hash=lambda w: CONFIGS[w.experiment].hash(),
     threads: TRAINING_THREADS
+    priority: priority("train")
     resources:
         **TRAINING_RESOURCES,
     conda:
@@ -45,6 +46,7 @@ rule evaluate:
         protocols=lambda w: pipeline.protocols(config, w.experiment),
         scales=BASE.eval.scales,
     threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 8
+    priority: priority("evaluate")
     resources:
         **job_resources(min(GPUS, 1), mem_mb=4000 if GPUS == 0 else 32000, runtime=30 if GPUS == 0 else 240),
     conda:
@@ -72,6 +74,7 @@ rule finetune:
         protocols=lambda w: pipeline.protocols(config, w.finetune),
         scales=BASE.eval.scales,
     threads: TRAINING_THREADS
+    priority: priority("finetune")
     resources:
         **TRAINING_RESOURCES,
     conda:
