@@ -20,7 +20,7 @@ from emanet.report import figures
 from emanet.report.notes import general_notes
 from emanet.report.provenance import provenance, summary_lines
 from emanet.report.settings import annotate, describe_runs, run_params, synthetic_mark
-from emanet.report.tables import Table, build_tables, to_html, to_latex, to_markdown
+from emanet.report.tables import Table, build_tables, note_html, to_html, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ h2{border-bottom:1px solid #ccc;margin-top:1.6em}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;white-space:nowrap}
-tbody th{text-align:left;white-space:normal;min-width:12em}
+tbody th{text-align:left;white-space:normal;min-width:12em;position:sticky;left:0;background:#fff}
 td.np{color:#999}
 .warn{background:#fee;padding:8px;border:1px solid #c00}
 .mark{color:#b00000;font-weight:bold;font-size:13px;margin:.3em 0}
@@ -120,7 +120,7 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
             + "<div class='prov'>" + "".join(f"<p>{esc(line)}</p>" for line in summary_lines(info)) + "</div>"
             f"<nav><h2>Contents</h2><ol>{contents}</ol></nav>"
             "<section id='notes'><h2>How to read the tables</h2><ul class='notes'>"
-            + "".join(f"<li>{esc(line)}</li>" for line in notes) + "</ul></section>"
+            + "".join(f"<li>{note_html(line)}</li>" for line in notes) + "</ul></section>"
             + "".join(sections)
             + "<section id='runs'><h2>Runs: commits and config hashes</h2><div class='scroll'><table class='runs'><thead><tr>"
             "<th>run</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"

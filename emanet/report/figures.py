@@ -44,9 +44,10 @@ def _save(fig, path: Path, title: str, mark: str = "", setting: str = "") -> Pat
     width = fig.get_figwidth()
     short = mark.split(":")[0] if mark else ""
     fig.suptitle(title + (f"\n[{short}]" if short else ""), fontsize=10, color="#b00000" if mark else "black")
-    if setting:
+    if setting:  # below everything drawn so far (axis labels, legends under the axes)
         footer = textwrap.fill(f"Setting: {setting}", width=int(width * 17))
-        fig.text(0.01, 0.0, footer, fontsize=7, va="top", ha="left", color="#333333")
+        bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+        fig.text(0.01, bottom - 0.01, footer, fontsize=7, va="top", ha="left", color="#333333")
     if mark:
         fig.text(0.5, 0.5, short, fontsize=min(30.0, 75 * width / len(short)), color="#d00000", alpha=0.15, rotation=20,
                  ha="center", va="center", zorder=100)

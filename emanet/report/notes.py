@@ -47,3 +47,4 @@ def table_notes(table: Table, complexity: dict | None) -> list[str]:
         return ["The costs were counted outside Table 1's setting (resnet101, 513x513, OS 8, K=64, T=3): "
                 "their Δ compares different things; rerun `emanet bench complexity` with its defaults."]
     return bench.memory_explanation(complexity)
+

@@ -285,7 +285,8 @@ def to_latex(table: Table) -> str:
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = pending(table) + table.notes
     if notes:
-        lines += [r"\par\footnotesize"] + [_tex(line) + r"\par" for line in notes]
+        lines += [r"\par\footnotesize"] + [re.sub(r"`([^`]+)`", r"\\texttt{\1}", _tex(line)) + r"\par"
+                                            for line in notes]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -312,10 +313,15 @@ def to_html(table: Table) -> str:
         body.append(f"<tr><th>{html.escape(row.label)}{note}</th>{''.join(tds)}</tr>")
     mark = f"<p class='mark'>{html.escape(table.mark)}</p>" if table.mark else ""
     caption = "".join(f"<p class='setting'>{html.escape(line)}</p>" for line in caption_lines(table))
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in pending(table) + table.notes)
+    notes = "".join(f"<li>{note_html(line)}</li>" for line in pending(table) + table.notes)
     return (f"{mark}{caption}<div class='scroll'><table><thead><tr><th></th>{head}</tr>"
             f"<tr><th></th>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
             + (f"<ul class='notes'>{notes}</ul>" if notes else ""))
+
+
+def note_html(line: str) -> str:
+    """A note (plain text, `code` in backticks) as HTML: the text escaped, code spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line))
 
 
 def _relative_link(source: str) -> str:
