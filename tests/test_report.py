@@ -113,7 +113,7 @@ def test_captions_state_this_reports_setting_beside_the_papers(tiny_report):
     assert "ResNet-101" not in title and "513" not in title
     assert "*Paper: PASCAL VOC 2012 val; ResNet-101, OS 8; costs at 513x513.*" in table1
     assert re.search(r"\*This report: resnet_tiny \(torchvision stem, width 16\), .*OS 8, crop 65, "
-                     r"200 iterations x batch 8, .*profile tiny \(synthetic images\)", table1)
+                     r"100 iterations x batch 8, .*profile tiny \(synthetic images\)", table1)
     assert "head C=32 (EMANet (256))" in table1  # a part that differs between rows names its rows
     assert "*Costs: resnet101 (deep stem) at 513x513, OS 8" in table1
     fig3 = (tiny_report / "fig3.md").read_text()
@@ -221,3 +221,31 @@ def test_protocols_come_from_the_tables(params):
     assert pipeline.protocols(params, "r50_t2") == ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
     assert pipeline.tables_of(params, "ema512") == ["attention", "k_sweep", "table1", "table2_stages"]
     assert pipeline.parse_protocol("ms_flip_T4") == (True, True, 4)
+
+
+def test_predictions_and_responsibilities_name_their_images_and_share_one_scale(prepared_root, params, monkeypatch):
+    import torch
+
+    from emanet.config import resolve
+    from emanet.data.dataset import SegmentationDataset
+    from emanet.data.transforms import EvalTransform
+    from emanet.models import build_model
+
+    cfg = resolve(params, "tiny", experiment="ema512")
+    dataset = SegmentationDataset(prepared_root / "voc", "val", EvalTransform())
+    model = build_model(cfg.model, dataset.num_classes).eval()
+    _capture(monkeypatch)
+    with pytest.raises(_Captured) as caught:
+        figures.qualitative(model, dataset, prepared_root / "unused.png", count=2)
+    fig = caught.value.args[0]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert f"{dataset.ids[0]}: image" in titles and f"{dataset.ids[1]}: image" in titles
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend and all(re.fullmatch(r"\d+ \w+", text) for text in legend)
+    images = [(dataset.ids[i], dataset[i][0]) for i in range(2)]
+    with torch.no_grad(), pytest.raises(_Captured) as caught:
+        figures.responsibilities(model, images, prepared_root / "unused.png", bases=3)
+    fig = caught.value.args[0]
+    limits = {ax.images[0].get_clim() for ax in fig.axes if ax.images and ax.get_title().startswith("basis")}
+    assert len(limits) == 1 and next(iter(limits))[0] == 0.0  # one scale for every map of both images
+    assert any(ax.get_ylabel().startswith("responsibility Z") for ax in fig.axes)  # the colour bar

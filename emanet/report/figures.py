@@ -196,7 +196,7 @@ def qualitative(model, dataset, path: Path, count: int = 3, mark: str = "", sett
     from emanet.engine.evaluate import predict
 
     shown = min(count, len(dataset))
-    fig, axes = plt.subplots(shown, 3, figsize=(7, 2.4 * shown + 0.8), squeeze=False)
+    fig, axes = plt.subplots(shown, 3, figsize=(7, 2.4 * shown), squeeze=False)
     seen: set[int] = set()
     names = dataset.meta["classes"]
     for row in range(shown):
@@ -214,8 +214,8 @@ def qualitative(model, dataset, path: Path, count: int = 3, mark: str = "", sett
                for c in sorted(seen) if c < len(names)]
     if any(c >= len(names) for c in seen):
         handles.append(Patch(facecolor=colours[255], edgecolor="#999999", label="255 ignored"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=7,
-               bbox_to_anchor=(0.5, -0.02 - 0.025 * (len(handles) // 5)))
+    fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), fontsize=7,
+               bbox_to_anchor=(0.5, 0.03), title="colours: class (label index)", title_fontsize=7)
     return _save(fig, path, "Qualitative predictions (single scale)", mark, setting)
 
 
