@@ -79,16 +79,19 @@ def test_batched_views_equal_one_view_at_a_time_with_batch_invariant_kernels(tin
 
 
 def _counting(model):
-    calls = {"backbone": [], "head": 0}
+    calls = {"backbone": [], "fc0": 0, "head": 0}  # head: the part after fc0, from the EMA unit on
 
     def on_backbone(module, inputs, output):
         calls["backbone"].append(inputs[0].shape[0])
 
-    def on_head(module, inputs, output):
-        calls["head"] += 1
+    def counter(key):
+        def count(module, inputs, output):
+            calls[key] += 1
+        return count
 
     model.backbone.register_forward_hook(on_backbone)
-    model.head.register_forward_hook(on_head)
+    model.head.fc0.register_forward_hook(counter("fc0"))
+    model.head.block.register_forward_hook(counter("head"))
     return calls
 
 
@@ -99,18 +102,17 @@ def test_forward_passes_are_shared(tiny_config, batch_views):
     calls = _counting(model)
     fig4 = [Protocol(False, False, None)] + [Protocol(False, False, t) for t in range(1, 9)]
     SharedViewPredictor(model, fig4, SCALES, batch_views)(image)
-    assert calls == {"backbone": [1], "head": 8}  # ss and ss_T3 are one computation
-    calls["backbone"].clear()
-    calls["head"] = 0
+    assert calls == {"backbone": [1], "fc0": 1, "head": 8}  # ss and ss_T3 are one computation
+    calls.update(backbone=[], fc0=0, head=0)
     SharedViewPredictor(model, [Protocol(False, False, None), Protocol(True, True, None)], SCALES, batch_views)(image)
     if batch_views:  # a pass of 2 views per scale; the single-scale view keeps its own pass of 1
-        assert sorted(calls["backbone"]) == [1, 2, 2, 2] and calls["head"] == 4
+        assert sorted(calls["backbone"]) == [1, 2, 2, 2] and calls["fc0"] == calls["head"] == 4
     else:  # 6 views, the single-scale one among them
-        assert calls == {"backbone": [1] * 6, "head": 6}
+        assert calls == {"backbone": [1] * 6, "fc0": 6, "head": 6}
     fcn = _model(tiny_config, "fcn")
     calls = _counting(fcn)
     SharedViewPredictor(fcn, fig4, SCALES, batch_views)(image)
-    assert calls == {"backbone": [1], "head": 1}  # no EMA unit: T_eval changes nothing
+    assert calls == {"backbone": [1], "fc0": 1, "head": 1}  # no EMA unit: T_eval changes nothing
 
 
 def test_default_t_eval_is_the_configured_one(tiny_config):

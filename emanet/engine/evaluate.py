@@ -172,24 +172,10 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     predictor = SharedViewPredictor(model, [Protocol(*p) for p in parsed.values()], used_scales,
                                     batch_views=ctx.device.type == "cuda",
                                     autocast_dtype=autocast_dtype(cfg, ctx.device))
-    n = dataset.num_classes
-    matrices = {name: torch.zeros(n, n, dtype=torch.int64, device=ctx.device) for name in protocols}
     pending = {name: run_dir / f".submission_{name}.tmp" for name in protocols}
-    loader = eval_loader(dataset, ctx.rank, ctx.world_size, cfg.data.workers, pin_memory=ctx.device.type == "cuda")
     where = f" (rank 0 of {ctx.world_size})" if ctx.distributed else ""
     desc = f"evaluate {cfg.experiment} {dataset.meta['dataset']} {split} {'+'.join(protocols)}{where}"
-    with progress(total=len(loader), desc=desc, unit="images", enabled=ctx.is_main) as bar:
-        for index, image, label in loader:
-            preds = predictor(image.to(ctx.device, non_blocking=True))
-            for (name, pred) in zip(protocols, preds, strict=True):
-                if label is None:  # a split without labels: predictions for the evaluation server
-                    save_prediction(pending[name] / f"{dataset.ids[index]}.png", pred)
-                    continue
-                matrices[name] += confusion_matrix(pred, label.to(ctx.device, non_blocking=True), n,
-                                                   dataset.meta["ignore_index"])
-                if save_predictions is not None and name == protocols[0]:
-                    save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
-            bar.update(1)
+    matrices = score(predictor, dataset, protocols, ctx, cfg.data.workers, desc, save_predictions, pending)
     results = {}
     for name, (multi_scale, flip, stages) in parsed.items():
         protocol_scales = used_scales if multi_scale else None
@@ -203,6 +189,33 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     if ctx.is_main:
         sync_to_mlflow(run_dir)
     return results
+
+
+def score(predictor: SharedViewPredictor, dataset: SegmentationDataset, protocols: Sequence[str],
+          ctx: edist.DistContext, workers: int, desc: str, save_predictions: Path | None = None,
+          pending: dict[str, Path] | None = None) -> dict[str, torch.Tensor]:
+    """One pass of ``predictor`` (its protocols named ``protocols``) over this rank's images, decoded by
+    ``workers`` DataLoader processes: {protocol: this rank's confusion matrix (int64, on the device, not yet
+    summed over ranks)}. A split without labels has no matrices: each protocol's predictions are written as
+    PNGs under ``pending[protocol]`` instead. ``save_predictions``: the first protocol's predictions as PNGs
+    there too. Rank 0 reports progress as ``desc``.
+    """
+    n = dataset.num_classes
+    matrices = {name: torch.zeros(n, n, dtype=torch.int64, device=ctx.device) for name in protocols}
+    loader = eval_loader(dataset, ctx.rank, ctx.world_size, workers, pin_memory=ctx.device.type == "cuda")
+    with progress(total=len(loader), desc=desc, unit="images", enabled=ctx.is_main) as bar:
+        for index, image, label in loader:
+            preds = predictor(image.to(ctx.device, non_blocking=True))
+            for name, pred in zip(protocols, preds, strict=True):
+                if label is None:  # a split without labels: predictions for the evaluation server
+                    save_prediction(pending[name] / f"{dataset.ids[index]}.png", pred)
+                    continue
+                matrices[name] += confusion_matrix(pred, label.to(ctx.device, non_blocking=True), n,
+                                                   dataset.meta["ignore_index"])
+                if save_predictions is not None and name == protocols[0]:
+                    save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
+            bar.update(1)
+    return matrices
 
 
 def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages) -> dict:

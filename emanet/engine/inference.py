@@ -9,9 +9,10 @@ image, mirrored back, summed scale by scale (plain before mirrored), argmax.
 What is shared within one image (results are those of each protocol run alone, bit for bit):
 
 - the image is rescaled once per scale;
-- the backbone runs once per (scale, views): every T_eval reuses those features, and only the head runs
-  again per distinct T_eval (T_eval ``None`` = as the model was built; equal values run once; a model
-  without an EMA unit runs its head once for all of them);
+- the backbone runs once per (scale, views): every T_eval reuses those features, and so does the head's
+  first convolution (``fc0``, before the EMA unit); the rest of the head runs once per distinct T_eval
+  (T_eval ``None`` = as the model was built; equal values run once; a model without an EMA unit runs
+  its head once for all of them);
 - the single-scale view is the multi-scale protocols' plain view at scale 1.0;
 - each view's softmax is computed once and added to every protocol that averages it.
 
@@ -126,10 +127,16 @@ class SharedViewPredictor:
                 batch = torch.stack([pad_to_8k1(view.flip(-1) if flipped else view)[0] for flipped in flips])
                 with self._autocast(image.device):
                     features = self.model.backbone(batch)
+                    # fc0 does not depend on T_eval: with several, it runs once and the rest per T_eval
+                    reduced = self.model.head.fc0(features) if len(stage_keys) > 1 else None
                 for stages in stage_keys:
                     self._set_stages(stages)
                     with self._autocast(image.device):
-                        logits = self.model.decode(features, batch.shape[-2:])[:, :, :vh, :vw]
+                        if reduced is None:
+                            logits = self.model.decode(features, batch.shape[-2:])
+                        else:
+                            logits = self.model.upsample(self.model.head.after_fc0(reduced), batch.shape[-2:])
+                    logits = logits[:, :, :vh, :vw]
                     for index, flipped in enumerate(flips):
                         self._add(logits[index:index + 1], flipped, (h, w), self._users.get((group, index, stages), []),
                                   maps, totals)

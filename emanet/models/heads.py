@@ -46,7 +46,12 @@ class SegHead(nn.Module):
         return nn.Sequential(self.fc0, self.block)
 
     def forward(self, x):
-        return self.classifier(self.dropout(self.fc1(self.block(self.fc0(x)))))
+        return self.after_fc0(self.fc0(x))
+
+    def after_fc0(self, reduced):
+        """block -> fc1 -> dropout -> classifier on fc0's output: evaluation computes fc0 (which does not
+        depend on the EMA unit's T_eval) once and this part once per T_eval."""
+        return self.classifier(self.dropout(self.fc1(self.block(reduced))))
 
 
 def build_head(kind: str, in_channels: int, num_classes: int, channels: int = 512, dropout: float = 0.1,

@@ -35,7 +35,11 @@ class Segmentor(nn.Module):
         """The head on backbone ``features`` (B, C, h, w), logits upsampled to the input ``size`` (B, classes,
         *size): the second half of :meth:`forward`, so that evaluation can run the head several times (one
         per T_eval) on features computed once."""
-        logits = self.head(features)
+        return self.upsample(self.head(features), size)
+
+    @staticmethod
+    def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Head logits (B, classes, h, w) to the input ``size``: bilinear, ``align_corners=True``."""
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
     def ema_units(self) -> Iterator[EMAUnit]:
