@@ -92,7 +92,7 @@ def test_one_and_two_process_evaluation_give_identical_matrices(tmp_path, prepar
     assert sum(map(sum, one["confusion_matrix"])) > 0 and one["images"] == 6
 
 
-#: twice the tiny profile's 200 iterations: the fit of the training images then stands far from its spread
+#: four times the tiny profile's 100 iterations: the fit of the training images then stands far from its spread
 LEARN = ("train.iterations=400", "train.checkpoint_interval=400")
 
 
