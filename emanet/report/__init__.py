@@ -46,7 +46,7 @@ nav ol{columns:2;font-size:14px}
 @media (max-width:900px){nav ol{columns:1}}
 ul.notes{font-size:13px}
 .figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
-.figs figure{margin:0;flex:1 1 420px;max-width:100%}
+.figs figure{margin:0;min-width:0}
 .figs img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:12px;color:#333}
 """
@@ -104,8 +104,9 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
                 + "<li><a href='#runs'>Runs: commits and config hashes</a></li>")
     sections = []
     for table in tables:
-        figs = "".join(f"<figure><a href='figures/{p.name}'><img src='figures/{p.name}' alt='{esc(title)}'></a>"
-                       f"<figcaption>{esc(title)}</figcaption></figure>" for title, p in pictures.get(table.name, []))
+        figs = "".join(f"<figure style='{_figure_style(p)}'><a href='figures/{p.name}'><img src='figures/{p.name}' "
+                       f"alt='{esc(title)}'></a><figcaption>{esc(title)}</figcaption></figure>"
+                       for title, p in pictures.get(table.name, []))
         sections.append(f"<section id='{table.name}'><h2>{esc(table.title)}</h2>{to_html(table)}"
                         + (f"<div class='figs'>{figs}</div>" if figs else "") + "</section>")
     runs = "".join(f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['config_hash'] or '–')}</td>"
@@ -125,6 +126,15 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
             + "<section id='runs'><h2>Runs: commits and config hashes</h2><div class='scroll'><table class='runs'><thead><tr>"
             "<th>run</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"
             f"<tbody>{runs}</tbody></table></div></section></body></html>")
+
+
+def _figure_style(path: Path) -> str:
+    """Flex sizing from the PNG's own width: wide figures get a wide slot, none is enlarged past its size."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width = image.width
+    return f"flex:1 1 {int(width * 0.6)}px;max-width:{width}px"
 
 
 def _figures(params: dict, profile: str, results_root: Path, tables: list[Table],
