@@ -158,7 +158,7 @@ def test_html_has_contents_provenance_scrolling_tables_and_figures_by_their_tabl
     assert "figures/per_class.png" in page.split("<section id='table1'>")[1].split("</section>")[0]
     header = page.split("<div class='prov'>")[1].split("</div>")[0]
     assert "Profile: tiny." in header and "commit" in header and "UTC" in header
-    assert "<td>ema512</td><td>abc</td>" in page  # each run's config hash
+    assert "<td>ema512</td><td>finished</td><td>abc</td>" in page  # each run's state and config hash
 
 
 class _Captured(Exception):

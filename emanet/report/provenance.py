@@ -15,7 +15,8 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
     """{"profile", "made_utc", "report_commit", "run_commits": [...], "runs": [{experiment, ...}]}.
 
     ``runs`` lists each experiment the tables read, in table order, with what its run.json records
-    (missing keys as None; a run not made yet has ``made: False``).
+    (missing keys as None; ``state``: finished, unfinished (training or evaluation not done) or not made).
+    ``report_commit`` is the commit of the emanet code making the report, wherever it runs from.
     """
     runs, seen = [], set()
     for table in tables:
@@ -29,21 +30,23 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
             except (OSError, ValueError):
                 info = None
             info = info if isinstance(info, dict) else {}
-            runs.append({"experiment": row.experiment, "made": bool(info),
+            state = "not made" if not info else ("finished" if info.get("finished", True) else "unfinished")
+            runs.append({"experiment": row.experiment, "made": bool(info), "state": state,
                          "config_hash": info.get("config_hash"), "git_commit": info.get("git_commit"),
                          "data_checksum": info.get("data_checksum"), "mlflow_run_id": info.get("mlflow_run_id")})
     commits = sorted({r["git_commit"] for r in runs if r["git_commit"]})
     return {"profile": profile, "made_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "report_commit": git_commit(), "run_commits": commits, "runs": runs}
+            "report_commit": git_commit(Path(__file__).resolve().parent), "run_commits": commits, "runs": runs}
 
 
 def summary_lines(info: dict) -> list[str]:
     """The provenance header as plain sentences (report.md and report.html say the same)."""
     made = [r for r in info["runs"] if r["made"]]
+    finished = sum(r["state"] == "finished" for r in made)
     hashes = sorted({r["config_hash"] for r in made if r["config_hash"]})
     commits = ", ".join(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in info["run_commits"]) or "none"
     return [
         f"Profile: {info['profile']}. Made {info['made_utc']} by emanet at commit {info['report_commit']}.",
-        f"Runs: {len(made)} of {len(info['runs'])} made, at commit(s) {commits}; {len(hashes)} distinct config "
-        "hashes (each run's is listed at the end).",
+        f"Runs: {finished} of {len(info['runs'])} finished ({len(made) - finished} unfinished), at commit(s) "
+        f"{commits}; {len(hashes)} distinct config hashes (each run's is listed at the end).",
     ]
