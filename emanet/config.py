@@ -109,6 +109,7 @@ class TrainConfig:
     loss_normalization: str
     checkpoint_interval: int
     log_interval: int
+    eval_interval: int
     seed: int
     device: str
     cpu_threads: int

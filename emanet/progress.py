@@ -81,6 +81,14 @@ class Progress:
             if on_step or (self.interval_s > 0 and now - self._last_line >= self.interval_s):
                 self._line(now)
 
+    def emit(self) -> None:
+        """Write a line now, whatever the cadence (a log row written off the ``every`` interval); on a
+        terminal, redraw the bar."""
+        if self.bar is not None:
+            self.bar.refresh()
+        elif self.lines:
+            self._line(time.monotonic())
+
     def set_postfix(self, **fields: Any) -> None:
         """Show ``fields`` (e.g. ``loss=0.81``) after the counts from now on; floats get 4 significant digits."""
         self.postfix = {k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in fields.items()}

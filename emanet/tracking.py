@@ -14,14 +14,26 @@ failures, timeouts, server errors and a busy database are :class:`StoreUnreachab
 The two are told apart by MLflow's own error codes (``MlflowException.error_code``) and, for SQLite
 stores, by SQLite's result codes (``sqlite3.Error.sqlite_errorname``); the one MLflow failure without
 a code of its own, the schema check, is recognised by the command its message prescribes.
+
+What a comparison of runs needs is where MLflow's runs table shows it: experiments carry MLflow 3's
+``mlflow.experimentKind`` = ``custom_model_development`` (the UI opens the runs view, not GenAI traces);
+evaluation results are metrics named by dataset, split and protocol (``voc_val/ss/miou``, and per class
+``voc_val/ss/iou/aeroplane``); every numeric setting is also a metric ``hp/<key>`` (MLflow keeps params
+as strings and sorts them as text: 128 < 16 < 256; a metric sorts as a number, the MLflow maintainers'
+advice in mlflow/mlflow#6348). A run lasts from the start to the end of its training, as ``run.json``
+records them, however long it waited for its evaluation. ``run.json`` keeps a local SQLite store's URI
+relative to the run folder (``sqlite:///../../../../mlflow.db``), so a moved or copied project still finds
+its store; MLflow itself makes every local artifact location absolute (``resolve_uri_if_local``).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
@@ -33,11 +45,56 @@ log = logging.getLogger(__name__)
 # Fail fast instead of retrying for minutes while training waits (MLflow's defaults: 7 retries, 120 s).
 _CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 ARTIFACT_SUFFIXES = (".json", ".csv", ".png", ".yaml", ".gz")  # .gz: the VOC test submission
+#: the experiment tag MLflow 3's UI reads to choose its page (the runs table, not GenAI traces)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+EXPERIMENT_NOTE = ("emanet runs, one per experiment of params.yaml. Metrics: <dataset>_<split>/<protocol>/miou "
+                   "(fraction; protocols ss, ms_flip, ss_T<n>), .../iou/<class> per class, train/* per logged "
+                   "iteration, hp/<key> the numeric settings (sortable as numbers; the same values are params). "
+                   "Pick the columns in the runs table's Columns menu.")
+#: summary values of a metrics*.json logged as metrics (the confusion matrix and per-class values aside)
+SUMMARY_METRICS = ("miou", "pixel_acc", "mean_acc", "fwiou")
+#: numeric settings that change how a run is executed, not what it computes: not mirrored as hp/ metrics
+OPERATIONAL = ("data.workers", "train.checkpoint_interval", "train.log_interval", "train.cpu_threads",
+               "train.eval_interval")
+_METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow's allowed characters in a metric name
 
 
 def default_uri(project: Path | None = None) -> str:
     """``$MLFLOW_TRACKING_URI``, else a sqlite store at the project root (what ``mlflow ui`` opens there)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project or Path.cwd()).resolve()}/mlflow.db"
+
+
+def portable_uri(uri: str, run_dir: Path) -> str:
+    """``uri`` as ``run.json`` keeps it: a local SQLite file's path relative to ``run_dir`` (a relative
+    path in ``uri`` is relative to the working directory, as MLflow reads it); anything else unchanged."""
+    path, query = _sqlite_path(uri)
+    if path is None:
+        return uri
+    return "sqlite:///" + os.path.relpath(Path(path).resolve(), Path(run_dir).resolve()) + query
+
+
+def resolved_uri(stored: str, run_dir: Path) -> str:
+    """The inverse of :func:`portable_uri`: a stored relative SQLite path made absolute against ``run_dir``."""
+    path, query = _sqlite_path(stored)
+    if path is None or Path(path).is_absolute():
+        return stored
+    return f"sqlite:///{(Path(run_dir) / path).resolve()}{query}"
+
+
+def _sqlite_path(uri: str) -> tuple[str | None, str]:
+    """(path, "?query" or "") of a plain ``sqlite:///PATH`` URI; (None, "") for every other URI, SQLite's
+    URI filenames (``sqlite:///file:...``) and in-memory databases included."""
+    if not uri.startswith("sqlite:///"):
+        return None, ""
+    path, mark, query = uri[len("sqlite:///"):].partition("?")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None, ""
+    return path, mark + query
+
+
+def _ms(stamp: str | None) -> int | None:
+    """Milliseconds since the epoch of an ISO 8601 time from run.json (None stays None)."""
+    return int(datetime.datetime.fromisoformat(stamp).timestamp() * 1000) if stamp else None
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -198,9 +255,29 @@ class _NoStoreTraceback(logging.Filter):
         return not str(record.msg).startswith("SQLAlchemy database error")
 
 
+def _guard_uri_filenames() -> None:
+    """MLflow (3.8+, mlflow/mlflow#19205) creates an SQLite database's parent folder from the text after
+    ``sqlite:///``; for SQLite's URI filenames (``sqlite:///file:/abs/mlflow.db?mode=ro&uri=true``) that
+    text is not a path, and MLflow created the folder ``file:/abs`` under the working directory. Such a
+    URI names a file SQLite opens itself (with ``mode=ro``, one that must exist): skip the folder for it."""
+    from mlflow.store.db import utils
+
+    make = getattr(utils, "_make_parent_dirs_if_sqlite", None)
+    if make is None or getattr(make, "emanet_guard", False):
+        return
+
+    def guarded(db_uri: str) -> None:
+        if not db_uri.startswith("sqlite:///file:"):
+            make(db_uri)
+
+    guarded.emanet_guard = True
+    utils._make_parent_dirs_if_sqlite = guarded
+
+
 def _client(uri: str):
     import mlflow
 
+    _guard_uri_filenames()
     for key, value in _CLIENT_ENV.items():
         os.environ.setdefault(key, value)
     store_log = logging.getLogger("mlflow.store.db.utils")
@@ -237,19 +314,72 @@ def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
     if found and found.lifecycle_stage != "active":
         raise _deleted_experiment(found, uri, run_dir)
     if found:
+        _describe_experiment(client, found)
         return found.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in whatever cwd is
-        path = uri[len("sqlite:///"):].split("?")[0]  # also the URI form, sqlite:///file:/path?mode=ro&uri=true
-        path = path[len("file:"):] if path.startswith("file:") else path
-        location = (Path(path).parent / "mlartifacts").resolve().as_uri()
+    location = _artifacts_beside(uri)
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE})
     except MlflowException as exc:  # another process (a parallel job) created it in between
         found = client.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
         if found is None or found.lifecycle_stage != "active":
             raise
         return found.experiment_id
+
+
+def _artifacts_beside(uri: str) -> str | None:
+    """``file://`` URI of the ``mlartifacts`` folder beside a local SQLite store (None for other stores):
+    artifacts live with the database, not in whatever the working directory is."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?")[0]  # also the URI form, sqlite:///file:/path?mode=ro&uri=true
+    path = path[len("file:"):] if path.startswith("file:") else path
+    return (Path(path).parent / "mlartifacts").resolve().as_uri()
+
+
+def _follow_moved_store(client, name: str | None, uri: str) -> None:
+    """After a local SQLite store was moved or copied with its project, point its experiment ``name`` and
+    the experiment's runs at the ``mlartifacts`` folder now beside it.
+
+    MLflow stores every local artifact location as an absolute path (``resolve_uri_if_local``), so a moved
+    store still names the old folder: uploads would go to (and recreate) the old place, and the UI would
+    show the old files. Only locations this module chose (a ``file:`` URI ending in ``/mlartifacts``) are
+    rewritten, through MLflow's own tables (``experiments.artifact_location``, ``runs.artifact_uri``)."""
+    expected = _artifacts_beside(uri)
+    if not name or expected is None or uri[len("sqlite:///"):].startswith("file:"):  # read-only URI form
+        return
+    experiment = client.get_experiment_by_name(name)
+    old = experiment.artifact_location if experiment else None
+    if not old or old == expected or not (old.startswith("file://") and old.endswith("/mlartifacts")):
+        return
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
+
+    import inspect
+
+    store, moved = client._tracking_client.store, []
+    writable = {"read_only": False} if "read_only" in inspect.signature(store.ManagedSessionMaker).parameters else {}
+    with store.ManagedSessionMaker(**writable) as session:
+        eid = int(experiment.experiment_id)
+        session.query(SqlExperiment).filter(SqlExperiment.experiment_id == eid).update(
+            {SqlExperiment.artifact_location: expected})
+        for run in session.query(SqlRun).filter(SqlRun.experiment_id == eid):
+            if run.artifact_uri and run.artifact_uri.startswith(old + "/"):
+                run.artifact_uri = expected + run.artifact_uri[len(old):]
+                moved.append(run.run_uuid)
+    from mlflow.tracking._tracking_service import utils as service_utils
+
+    cache = getattr(service_utils, "_artifact_repos_cache", {})  # this process's repositories of those runs
+    for run_id in moved:
+        cache.pop(run_id, None)
+    log.info("MLflow store %s was moved: experiment %s's artifacts are now read from %s (were %s)",
+             uri, name, expected, old)
+
+
+def _describe_experiment(client, experiment) -> None:
+    """Give an experiment made before these tags existed MLflow's experiment kind and the note on the names."""
+    for key, value in {**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE}.items():
+        if key not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
 
 
 def _existing_run(client, run_id: str, name: str, uri: str, run_dir: Path):
@@ -299,17 +429,21 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
     info = read_run_info(run_dir)
     if not info:
         raise FileNotFoundError(f"{run_dir / 'run.json'}: not a run folder (nothing to sync)")
-    uri = uri or info.get("tracking_uri") or default_uri()
+    stored = info.get("tracking_uri")
+    if not uri or uri == stored:  # run.json keeps a local store's path relative to the run folder
+        uri = resolved_uri(stored, run_dir) if stored else default_uri()
     try:
         client = _client(uri)
+        _follow_moved_store(client, info.get("mlflow_experiment"), uri)
         run_id = info.get("mlflow_run_id")
         if run_id and _existing_run(client, run_id, info.get("mlflow_experiment"), uri, run_dir) is None:
             run_id = None  # a run id from another server (or removed for good): start afresh here
         if not run_id:
             experiment_id = _experiment_id(client, info["mlflow_experiment"], uri, run_dir)
-            run = client.create_run(experiment_id, run_name=info["run_name"], tags=info.get("tags", {}))
+            run = client.create_run(experiment_id, run_name=info["run_name"], tags=info.get("tags", {}),
+                                    start_time=_ms((info.get("train") or {}).get("started")))
             run_id = run.info.run_id
-            info.update(mlflow_run_id=run_id, tracking_uri=uri)
+            info.update(mlflow_run_id=run_id, tracking_uri=portable_uri(uri, run_dir))
             _write_run_info(run_dir, info)
         _replay(client, run_id, run_dir, info)
     except TrackingStoreError:
@@ -332,7 +466,7 @@ def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> None:
         client.log_batch(run_id, params=params[start:start + 100])
     if tags:
         client.log_batch(run_id, tags=tags)
-    points = _metric_points(run_dir)
+    points = _metric_points(run_dir, info)
     have = {key: {m.step for m in client.get_metric_history(run_id, key)} for key in {k for k, _, _ in points}}
     now = int(time.time() * 1000)
     missing = [Metric(k, v, now, step) for k, step, v in points if step not in have[k]]
@@ -341,25 +475,48 @@ def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> None:
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and path.suffix in ARTIFACT_SUFFIXES:
             client.log_artifact(run_id, str(path))
-    if info.get("finished"):
-        client.set_terminated(run_id, "FINISHED")
+    if info.get("finished"):  # the run's time is its training's, not the wait for evaluation
+        client.set_terminated(run_id, "FINISHED", end_time=_ms((info.get("train") or {}).get("finished")))
 
 
-def _metric_points(run_dir: Path) -> list[tuple[str, int, float]]:
-    """(key, step, value) from train_log.csv and every metrics*.json (final metrics at step 0)."""
+def metric_name(name: str) -> str:
+    """``name`` with every character MLflow refuses in a metric name (``( ) , : ...``) made ``_``."""
+    return _METRIC_NAME_BAD.sub("_", name)
+
+
+def evaluation_prefix(metrics: dict, info: dict[str, Any]) -> str:
+    """``<dataset>_<split>/<protocol>`` of one metrics*.json: what the numbers were measured on (VOC val
+    for most runs, VOC test for the ``*_trainval`` ones in the same experiment). The dataset is the file's
+    own, else the run's ``eval.dataset``, else its training dataset; ``voc_test`` + ``test`` is ``voc_test``."""
+    params = info.get("params", {})
+    dataset = metrics.get("dataset") or params.get("eval.dataset") or info.get("dataset") or "unknown"
+    split = metrics.get("split") or params.get("eval.split") or "unknown"
+    where = dataset if dataset.endswith(f"_{split}") else f"{dataset}_{split}"
+    return metric_name(f"{where}/{metrics.get('protocol', 'ss')}")
+
+
+def _metric_points(run_dir: Path, info: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """(key, step, value) from train_log.csv (empty cells skipped), every metrics*.json (summary and
+    per-class values at step 0, named by :func:`evaluation_prefix`) and the numeric settings (``hp/``)."""
     points = []
     log_file = run_dir / "train_log.csv"
     if log_file.exists():
         with open(log_file, newline="") as handle:
             for row in csv.DictReader(handle):
                 step = int(row["iteration"])
-                points += [(f"train/{k}", step, float(v)) for k, v in row.items() if k != "iteration"]
+                points += [(f"train/{k}", step, float(v)) for k, v in row.items() if k != "iteration" and v]
     for path in sorted(run_dir.glob("metrics*.json")):
         metrics = json.loads(path.read_text())
-        protocol = metrics.get("protocol", path.stem)
-        for key in ("miou", "pixel_acc", "mean_acc", "fwiou"):
+        prefix = evaluation_prefix(metrics, info)
+        for key in SUMMARY_METRICS:
             if metrics.get(key) is not None:
-                points.append((f"{protocol}/{key}", 0, float(metrics[key])))
+                points.append((f"{prefix}/{key}", 0, float(metrics[key])))
+        for name, iou in (metrics.get("per_class") or {}).items():
+            if iou is not None:
+                points.append((metric_name(f"{prefix}/iou/{name}"), 0, float(iou)))
+    for key, value in info.get("params", {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in OPERATIONAL:
+            points.append((f"hp/{key}", 0, float(value)))
     return points
 
 
@@ -384,7 +541,8 @@ class Tracker:
         if info.get("mlflow_experiment") not in (None, experiment):  # tracking.experiment changed: MLflow cannot
             info.pop("mlflow_run_id", None)                           # move a run, so start one in the new one
         info.update(mlflow_experiment=experiment, run_name=run_name, params=params,
-                    tags={**info.get("tags", {}), **tags}, tracking_uri=self.uri if enabled else None)
+                    tags={**info.get("tags", {}), **tags},
+                    tracking_uri=portable_uri(self.uri, run_dir) if enabled else None)
         info.setdefault("finished", False)
         _write_run_info(run_dir, info)
         self.online, self._last_try, self._warned = False, 0.0, False
@@ -469,7 +627,9 @@ def metrics_from_mlflow(uri: str, experiment_names: list[str]) -> dict[str, dict
         name = run.get("tags.experiment")
         if not name or name in found:
             continue
-        metrics = {col[len("metrics."):-len("/miou")]: float(run[col]) for col in runs.columns
-                   if col.startswith("metrics.") and col.endswith("/miou") and run[col] == run[col]}
+        # metrics.<dataset>_<split>/<protocol>/miou -> protocol (ss, ms_flip, ss_T<n>)
+        metrics = {col.split("/")[-2]: float(run[col]) for col in runs.columns
+                   if col.startswith("metrics.") and col.endswith("/miou") and col.count("/") >= 2
+                   and run[col] == run[col]}
         found[name] = {"run_id": run["run_id"], "imported": run.get("tags.imported") == "true", **metrics}
     return found

@@ -280,7 +280,7 @@ def test_the_cli_imports_tracks_in_mlflow_and_replace_changed_sets_the_import_as
     info = json.loads((run_dir / "run.json").read_text())
     run = MlflowClient(uri).get_run(info["mlflow_run_id"])
     assert run.data.tags["imported"] == "true" and run.data.tags["imported_sha256"] == info["imported"]["sha256"]
-    assert run.data.metrics["ss/miou"] == pytest.approx(metrics["miou"])
+    assert run.data.metrics["voc_val/ss/miou"] == pytest.approx(metrics["miou"])
     assert mlflow_cell(metrics_from_mlflow(uri, ["emanet/tiny/voc"]), "ema512", "ss").text.endswith("(imported)")
 
     train = cli("train", out, prepared_root, *sets)

@@ -41,7 +41,9 @@ def test_training_and_evaluation_are_recorded(tmp_path, prepared_root, server):
     assert run["tags.experiment"] == "ema512" and run["tags.git_commit"]
     assert run["status"] == "FINISHED"
     metrics = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
-    assert run["metrics.ss/miou"] == pytest.approx(metrics["miou"])
+    assert run["metrics.voc_val/ss/miou"] == pytest.approx(metrics["miou"])
+    assert run["metrics.hp/model.ema.num_bases"] == 64
+    assert json.loads((tmp_path / "runs/ema512/run.json").read_text())["tracking_uri"] == server.url
     client = mlflow.MlflowClient(server.url)
     assert [m.step for m in client.get_metric_history(info["mlflow_run_id"], "train/loss")] == [5, 10, 15, 20]
     artifacts = {a.path for a in client.list_artifacts(info["mlflow_run_id"])}

@@ -121,3 +121,19 @@ def test_delay_keeps_short_loops_silent(clock):
             bar.update(1)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("sha256 big: 2/10 it") and lines[-1].startswith("sha256 big: 10/10 it (100.0%)")
+
+
+def test_emit_writes_a_line_off_the_interval(clock):
+    out = io.StringIO()
+    bar = progress(total=10, desc="train x", stream=out, every=4, interval_s=0)
+    for step in range(1, 11):
+        clock.now += 1
+        if step == 6:
+            bar.set_postfix(val_miou="0.5000")
+        bar.update(1)
+        if step in (6, 10):
+            bar.emit()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[1].split()[0] for line in lines] == ["4/10", "6/10", "8/10", "10/10"]
+    assert lines[1].endswith("val_miou: 0.5000")

@@ -41,6 +41,7 @@ from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from emanet.models import Segmentor, build_model
 from emanet.models.weights import load_state, read_model_weights
 from emanet.progress import progress
+from emanet.run_record import now, record_evaluation
 from emanet.tracking import git_commit, read_run_info, sync_run
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     from emanet.pipeline import parse_protocol
 
     split = split or cfg.eval.split
+    started = now()
     parsed = {name: parse_protocol(name) for name in protocols}
     dataset = SegmentationDataset(eval_root(cfg), split)
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
@@ -187,6 +189,7 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
         if ctx.is_main:
             write_metrics(run_dir, results[name], default=name == "ss")
     if ctx.is_main:
+        record_evaluation(run_dir, read_run_info(run_dir), list(protocols), started, ctx.device)
         sync_to_mlflow(run_dir)
     return results
 

@@ -1,7 +1,8 @@
 """``emanet train``: the official recipe, iteration-based, on 1..N processes, resumable bit for bit.
 
 One call trains one experiment into ``RUN_DIR`` (``OUT/runs/<experiment>``): ``config.yaml`` and
-``run.json`` (resolved config, its hash, git commit, data checksum), ``train_log.csv``,
+``run.json`` (resolved config, its hash, git commit, data checksum; when and where each stage ran,
+:mod:`emanet.run_record`), ``train_log.csv`` (:data:`LOG_FIELDS`; rank 0 also prints them as progress lines),
 ``checkpoints/last.pt`` every ``train.checkpoint_interval`` iterations and ``model.pt`` (plain state
 dict) at the end. Rerunning the same command resumes from ``last.pt``; with a different configuration
 in the same folder it refuses. Under torchrun the ranks share the global batch, BatchNorm and the EMA
@@ -27,7 +28,6 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from emanet.config import Config, ConfigError, flatten
 from emanet.data.dataset import SegmentationDataset
@@ -43,11 +43,19 @@ from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
 from emanet.models.weights import load_model_weights
+from emanet.progress import progress
+from emanet.run_record import train_finished, train_started
 from emanet.pipeline import pretrained_path
 from emanet.tracking import Tracker, git_commit, read_run_info
 
 log = logging.getLogger(__name__)
-LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s")
+#: train_log.csv's columns: per log interval the mean loss over the ranks at its last iteration, the lr,
+#: images/s (global batch), seconds since this process started training, mean seconds per iteration
+#: spent waiting for data and in all (``time`` and ``data_time`` in mmseg's log), and the peak CUDA memory
+#: allocated on rank 0 since the start in MiB (empty on CPU); every ``train.eval_interval`` iterations also
+#: the single-scale mIoU on ``data.val_split`` as a fraction (:func:`validation_miou`; empty otherwise).
+LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s", "data_s", "step_s", "max_memory_mib",
+              "val_miou")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -88,6 +96,9 @@ def validate_settings(cfg: Config, world_size: int, device: torch.device) -> Non
         raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this run is on {device.type})")
     if cfg.train.iterations < 1 or cfg.train.checkpoint_interval < 1 or cfg.train.log_interval < 1:
         raise ConfigError("train.iterations, train.checkpoint_interval and train.log_interval must be >= 1")
+    if cfg.train.eval_interval < 0:
+        raise ConfigError(f"train.eval_interval must be >= 0 (0 = no validation during training), "
+                          f"got {cfg.train.eval_interval}")
 
 
 def seed_everything(seed: int, rank: int) -> None:
@@ -226,7 +237,7 @@ def _truncate_log(path: Path, last_iteration: int) -> None:
         return
     with open(path, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if int(r["iteration"]) <= last_iteration]
-    body = ",".join(LOG_FIELDS) + "\n" + "".join(",".join(r[f] for f in LOG_FIELDS) + "\n" for r in rows)
+    body = ",".join(LOG_FIELDS) + "\n" + "".join(",".join(r.get(f) or "" for f in LOG_FIELDS) + "\n" for r in rows)
     atomic_write_text(path, body)
 
 
@@ -237,6 +248,37 @@ def _append_log(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """The most CUDA memory this process's tensors have held on ``device`` since it started, in MiB
+    (``torch.cuda.max_memory_allocated``, mmseg's ``memory``); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def validation_miou(cfg: Config, ctx: edist.DistContext, model: nn.Module, dataset: SegmentationDataset) -> float:
+    """Single-scale mIoU (a fraction) of the training ``model`` (the bare one, at the training output
+    stride) on ``dataset`` (``data.val_split`` of the training data), by the evaluation's own pass
+    (:func:`emanet.engine.evaluate.score`) summed over the ranks; every rank must call it. The model goes
+    back to training mode and the RNG state is restored, so the training continues exactly as without it."""
+    from emanet.engine.evaluate import autocast_dtype, score
+    from emanet.engine.inference import Protocol, SharedViewPredictor
+    from emanet.engine.metrics import scores
+
+    rng = checkpoint.rng_state()  # the loader's base seed is drawn from the global RNG
+    model.eval()
+    try:
+        predictor = SharedViewPredictor(model, [Protocol(False, False, None)],
+                                        autocast_dtype=autocast_dtype(cfg, ctx.device))
+        desc = f"validate {cfg.experiment} {dataset.meta['dataset']} {cfg.data.val_split} ss"
+        matrix = score(predictor, dataset, ["ss"], ctx, cfg.data.workers, desc)["ss"]
+        edist.all_reduce_sum(matrix)
+    finally:
+        model.train()
+        checkpoint.set_rng_state(rng)
+    return scores(matrix.cpu().numpy(), dataset.classes)["miou"]
 
 
 def _gather_rng() -> list:
@@ -289,6 +331,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         log.info("resuming %s from iteration %d", run_dir, start)
     tracker = None
     if ctx.is_main:
+        atomic_write_json(run_dir / "run.json", train_started(read_run_info(run_dir), start, ctx.device))
         _truncate_log(run_dir / "train_log.csv", start)
         tracker = Tracker(run_dir, cfg.tracking.enabled, cfg.tracking.uri,
                           cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset),
@@ -297,37 +340,63 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     batches = iter(train_loader(cfg, ctx, dataset, start))  # draws the loader's base seed from the global RNG, so before restoring it
     if saved_rng is not None:
         checkpoint.set_rng_state(saved_rng[ctx.rank] if len(saved_rng) == ctx.world_size else saved_rng[0])
-    bar = tqdm(total=t.iterations, initial=start, disable=not ctx.is_main, desc=cfg.experiment, unit="it")
-    began, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
+    bar = progress(total=t.iterations, initial=start, enabled=ctx.is_main, desc=f"train {cfg.experiment}",
+                   unit="it", every=t.log_interval, interval_s=0)  # lines at the log interval, as mmseg's logger
+    val_set = SegmentationDataset(dataset_root(cfg), cfg.data.val_split) if t.eval_interval else None
+    began = window_start = ready = time.perf_counter()
+    window_images, window_iterations, window_data = 0, 0, 0.0
     model.train()
     for iteration, (images, labels) in enumerate(batches, start=start):
+        window_data += time.perf_counter() - ready  # waiting for the loader
         images, labels = step.to_device(images, labels)
         lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power, t.lr_step_every)
         loss = train_step(step, images, labels, lr)
         window_images += images.shape[0] * ctx.world_size
+        window_iterations += 1
         done = iteration + 1
-        if done % t.log_interval == 0 or done == t.iterations:
-            mean_loss = edist.all_reduce_sum(loss.detach().clone()) / ctx.world_size
+        val_miou = None
+        if val_set is not None and done % t.eval_interval == 0:
+            paused = time.perf_counter()
+            val_miou = validation_miou(cfg, ctx, model, val_set)
+            window_start += time.perf_counter() - paused  # the log's times are training's alone
+        logged = done % t.log_interval == 0 or done == t.iterations or val_miou is not None
+        if logged:
+            mean_loss = edist.all_reduce_sum(loss.detach().clone()) / ctx.world_size  # waits for the device
             now = time.perf_counter()
-            speed = window_images / max(now - window_start, 1e-9)
-            window_start, window_images = now, 0
+            seconds = max(now - window_start, 1e-9)
+            speed, step_s = window_images / seconds, seconds / window_iterations
+            data_s = window_data / window_iterations
+            window_start, window_images, window_iterations, window_data = now, 0, 0, 0.0
             if ctx.is_main:
+                memory = peak_memory_mib(ctx.device)
                 row = {"iteration": done, "loss": f"{mean_loss.item():.6f}", "lr": f"{lr:.8f}",
-                       "images_per_s": f"{speed:.3f}", "elapsed_s": f"{now - began:.2f}"}
+                       "images_per_s": f"{speed:.3f}", "elapsed_s": f"{now - began:.2f}", "data_s": f"{data_s:.4f}",
+                       "step_s": f"{step_s:.4f}", "max_memory_mib": "" if memory is None else f"{memory:.0f}",
+                       "val_miou": "" if val_miou is None else f"{val_miou:.6f}"}
                 _append_log(run_dir / "train_log.csv", row)
-                tracker.log_metrics({"train/loss": mean_loss.item(), "train/lr": lr, "train/images_per_s": speed}, done)
-                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+                tracker.log_metrics({"train/loss": mean_loss.item(), "train/lr": lr, "train/images_per_s": speed,
+                                     "train/elapsed_s": now - began, "train/data_s": data_s, "train/step_s": step_s,
+                                     **({} if memory is None else {"train/max_memory_mib": memory}),
+                                     **({} if val_miou is None else {"train/val_miou": val_miou})}, done)
+                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.3e}", time=f"{step_s:.3f}",
+                                data_time=f"{data_s:.3f}", images_per_s=f"{speed:.1f}",
+                                **({} if memory is None else {"memory": f"{memory:.0f}MiB"}),
+                                **({} if val_miou is None else {"val_miou": f"{val_miou:.4f}"}))
         if done % t.checkpoint_interval == 0 or done == t.iterations:
             rng = _gather_rng()
             if ctx.is_main:
                 checkpoint.save(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                 scaler=scaler.state_dict(), iteration=done, rng=rng, config_hash=cfg.hash())
         bar.update(1)
+        if logged and done % t.log_interval:  # a row off the log interval (validation, the last iteration)
+            bar.emit()
+        ready = time.perf_counter()
     bar.close()
     final = run_dir / "model.pt"
     if ctx.is_main:
         # the final weights as a plain state dict (loadable with weights_only=True)
         checkpoint.save_object(final, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        train_finished(run_dir, read_run_info(run_dir))
         tracker.finish()
     edist.barrier()
     return final
