@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from tqdm import tqdm
 
 from emanet.config import Config
 from emanet.data.classes import VOC_CLASSES, palette_png, voc_colormap
@@ -43,6 +42,7 @@ from emanet.io import atomic_write_bytes
 from emanet.models import Segmentor
 from emanet.models.import_weights import read_foreign
 from emanet.models.weights import read_model_weights
+from emanet.progress import progress as progress_report
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +233,16 @@ def predict_images(cfg: Config, run_dir: Path, inputs: Sequence[str | Path], out
     paths, missing = collect_inputs(inputs)
     result = PredictResult(failed=missing)
     for message in missing.values():
-        tqdm.write(f"emanet: {message}", file=sys.stderr)
+        print(f"emanet: {message}", file=sys.stderr)
     stems = output_stems(paths)
     out_dir = Path(out_dir)
-    for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
+    bar = progress_report(paths, desc="predict", unit="images", enabled=progress)
+    for path in bar:
         try:
             rgb = read_photo(path)
         except DataError as exc:
             result.failed[path] = str(exc)
-            tqdm.write(f"emanet: {exc}", file=sys.stderr)
+            bar.write(f"emanet: {exc}")
             continue
         image = normalize(torch.from_numpy(rgb).permute(2, 0, 1).contiguous()).to(device)
         pred = predict(model, image, scales, flip).cpu().numpy().astype(np.uint8)
