@@ -98,8 +98,11 @@ def test_every_table_file_and_figure_of_synthetic_data_carries_the_mark(tiny_rep
 
 def test_the_paper_profile_carries_no_mark(tmp_path, params, complexity):
     _fake_results(tmp_path, params, complexity)
+    stale = tmp_path / "report/figures/training_curves.png"  # an earlier version's unmarked figure
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     page = build_report(params, "paper", tmp_path).read_text()
-    assert "NOT comparable" not in page and "SYNTHETIC" not in page
+    assert "NOT comparable" not in page and "SYNTHETIC" not in page and not stale.exists()
     for path in (tmp_path / "report").glob("*.*"):
         if path.suffix in (".md", ".tex"):
             assert "SYNTHETIC" not in path.read_text(), path.name

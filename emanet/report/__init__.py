@@ -69,7 +69,18 @@ def build_report(params: dict, profile: str, results_root: Path) -> Path:
     atomic_write_json(out / "report.json", {"profile": profile, "provenance": info, "notes": notes,
                                             "tables": [_as_dict(t) for t in tables]})
     atomic_write_text(out / "report.md", _markdown(profile, warning, info, notes, tables, pictures))
+    written = {out / "report.md", out / "report.json"} | {out / f"{t.name}{ext}" for t in tables for ext in (".md", ".tex")}
+    _remove_stale(out, written | {p for made in pictures.values() for _, p in made})
     return atomic_write_text(out / "report.html", _html(profile, warning, info, notes, tables, pictures))
+
+
+def _remove_stale(out: Path, written: set[Path]) -> None:
+    """Delete the .md/.tex/.png files an earlier report left that this one did not write (a figure no longer
+    made, an older name), so no unmarked or outdated file sits beside the new ones."""
+    for path in [*out.glob("*.md"), *out.glob("*.tex"), *(out / "figures").glob("*.png")]:
+        if path not in written:
+            log.info("removing %s: not part of this report", path)
+            path.unlink()
 
 
 def _as_dict(table: Table) -> dict:
