@@ -7,8 +7,8 @@ It writes a synthetic VOC (``emanet synth`` archives, ``--images`` per split, si
 80..128 is the tiny demo's, 334..500 VOC's), prepares it, saves an untrained model of the tiny profile
 (speed does not depend on the weights) and scores the val split with the jobs the demo runs:
 
-- ``ss`` and ``ms_flip`` alone (ema512), ``ss+ms_flip`` (Table 1's evaluate job), and
-  ``ss+ss_T1..T8`` (r50: Fig. 4's job, one protocol per T_eval);
+- ``ss`` and ``ms_flip`` alone (ema512), ``ss+ms_flip`` (Table 1's evaluate job), and ``fig4``
+  (r50: ``ss`` and ``ss_T1``..``ss_T8``, Fig. 4's job, one protocol per T_eval);
 - *before*: :mod:`emanet.engine.reference_eval`, the old loop (each protocol a pass over the split, each
   image decoded in the main process, one forward pass per view);
 - *after*: :func:`emanet.engine.evaluate.score`, the command's own loop (one pass for all protocols,
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIG4 = ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 JOBS = {"ss": ("ema512", ["ss"]), "ms_flip": ("ema512", ["ms_flip"]),
-        "ss+ms_flip": ("ema512", ["ss", "ms_flip"]), "fig4 (ss+ss_T1..T8)": ("r50", FIG4)}
+        "ss+ms_flip": ("ema512", ["ss", "ms_flip"]), "fig4": ("r50", FIG4)}
 
 
 def _before(model, root: Path, split: str, protocols: list[str], scales) -> tuple[float, list]:
@@ -73,10 +73,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="80,128", help="min,max image side (80,128 tiny demo; 334,500 VOC)")
     parser.add_argument("--workers", default="0,1", help="data.workers values timed for the new path")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best of each is shown")
+    parser.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated, of {', '.join(JOBS)}")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     sizes = tuple(int(v) for v in args.sizes.split(","))
     workers = [int(v) for v in args.workers.split(",")]
+    jobs = args.jobs.split(",")
+    if unknown := sorted(set(jobs) - set(JOBS)):
+        parser.error(f"--jobs: unknown {', '.join(unknown)} (have {', '.join(JOBS)})")
     torch.set_num_threads(1)
     params = load_params(ROOT / "params.yaml")
     figures = {}
@@ -88,7 +92,8 @@ def main() -> None:
         n = len(SegmentationDataset(prepared / "voc", "val"))
         print(f"{n} val images, sides {sizes[0]}..{sizes[1]} px, tiny profile models, 1 torch thread, "
               f"best of {args.repeats}")
-        for job, (experiment, protocols) in JOBS.items():
+        for job in jobs:
+            experiment, protocols = JOBS[job]
             cfg = resolve(params, "tiny", [f"data.root={prepared}"], experiment)
             torch.manual_seed(0)
             model = build_model(dataclasses.replace(cfg.model, output_stride=cfg.eval.output_stride
@@ -107,7 +112,7 @@ def main() -> None:
                             "ratio": {k: rates[k] / rates["before"] for k in rates if k != "before"}}
             after = ", ".join(f"after (data.workers={w}) {rates[f'after_w{w}']:.2f}/s = "
                               f"x{rates[f'after_w{w}'] / rates['before']:.2f}" for w in workers)
-            print(f"{job:22s} ({experiment}, {len(protocols)} protocol(s)): before {rates['before']:.2f} images/s, "
+            print(f"{job:10s} ({experiment}: {'+'.join(protocols)}): before {rates['before']:.2f} images/s, "
                   f"{after}; matrices identical", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
