@@ -47,8 +47,9 @@ def rank_indices(length: int, rank: int, world_size: int) -> range:
 def eval_loader(dataset: SegmentationDataset, rank: int, world_size: int, workers: int,
                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader over this rank's images (:class:`EvalImages`, one per step, not collated) decoded by
-    ``workers`` processes (``data.workers``). Raises ValueError for a negative ``workers``."""
+    ``workers`` processes (``data.workers``, at most one per image). Raises ValueError for a negative ``workers``."""
     if workers < 0:
         raise ValueError(f"data.workers must be >= 0, got {workers}")
     images = EvalImages(dataset, rank_indices(len(dataset), rank, world_size))
+    workers = min(workers, len(images))  # no idle processes for a short split
     return DataLoader(images, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory)
