@@ -161,7 +161,7 @@ def test_html_has_contents_provenance_scrolling_tables_and_figures_by_their_tabl
     assert "figures/per_class.png" in page.split("<section id='table1'>")[1].split("</section>")[0]
     header = page.split("<div class='prov'>")[1].split("</div>")[0]
     assert "Profile: tiny." in header and "commit" in header and "UTC" in header
-    assert "<td>ema512</td><td>finished</td><td>abc</td>" in page  # each run's state and config hash
+    assert "<td>ema512</td><td>finished</td><td>–</td><td>abc</td>" in page  # each run's state and config hash
 
 
 class _Captured(Exception):
@@ -177,15 +177,20 @@ def _capture(monkeypatch):
 
 def test_per_class_draws_absent_classes_as_absent_in_label_order(tmp_path, monkeypatch):
     metrics = tmp_path / "metrics.json"
-    atomic_write_json(metrics, {"per_class": {"background": 0.9, "aeroplane": None, "bicycle": 0.0}})
+    # rows = ground truth: bicycle's one pixel is predicted bird; bird is predicted twice, never true
+    matrix = [[9, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+    atomic_write_json(metrics, {"per_class": {"background": 0.9, "aeroplane": None, "bicycle": 0.0, "bird": 0.0},
+                                "confusion_matrix": matrix})
     _capture(monkeypatch)
     with pytest.raises(_Captured) as caught:
-        figures.per_class(metrics, tmp_path / "p.png", ["background", "aeroplane", "bicycle"])
+        figures.per_class(metrics, tmp_path / "p.png", ["background", "aeroplane", "bicycle", "bird"])
     ax = caught.value.args[0].axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["0 background", "1 aeroplane", "2 bicycle"]
+    labels = ["0 background", "1 aeroplane", "2 bicycle", "3 bird"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == labels
     bars = {round(p.get_y() + p.get_height() / 2): p.get_width() for p in ax.patches}
-    assert bars == {0: pytest.approx(90.0), 2: 0.0}  # no bar for the absent class, a 0 bar for a real 0
-    assert any("absent" in t.get_text() for t in ax.texts)
+    assert bars == {0: pytest.approx(90.0), 2: 0.0}  # bars for measured IoUs only, a real 0 included
+    texts = [t.get_text() for t in ax.texts]
+    assert "absent (no pixels)" in texts and "no ground-truth pixels, 2 predicted (IoU 0 in the mIoU)" in texts
 
 
 def test_fig4_keeps_its_scale_to_our_values_and_points_at_the_papers(tmp_path, monkeypatch, params):

@@ -102,9 +102,9 @@ def _markdown(profile, warning, info, notes, tables, pictures) -> str:
         lines += [f"<a id='{table.name}'></a>", "", to_markdown(table)]
         lines += [f"![{title}](figures/{path.name})" for title, path in pictures.get(table.name, [])] + [""]
     lines += ["<a id='runs'></a>", "", "## Runs: commits and config hashes", "",
-              "| run | state | config hash | commit | MLflow run |", "|---|---|---|---|---|"]
-    lines += [f"| {r['experiment']} | {r['state']} | {r['config_hash'] or '–'} | {(r['git_commit'] or '–')[:12]} | "
-              f"{r['mlflow_run_id'] or '–'} |" for r in info["runs"]]
+              "| run | state | trained | config hash | commit | MLflow run |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['experiment']} | {r['state']} | {r['trained'] or '–'} | {r['config_hash'] or '–'} | "
+              f"{(r['git_commit'] or '–')[:12]} | {r['mlflow_run_id'] or '–'} |" for r in info["runs"]]
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +120,7 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
                        for title, p in pictures.get(table.name, []))
         sections.append(f"<section id='{table.name}'><h2>{esc(table.title)}</h2>{to_html(table)}"
                         + (f"<div class='figs'>{figs}</div>" if figs else "") + "</section>")
-    runs = "".join(f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['state'])}</td>"
+    runs = "".join(f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['state'])}</td><td>{esc(r['trained'] or '–')}</td>"
                    f"<td>{esc(r['config_hash'] or '–')}</td><td>{esc((r['git_commit'] or '–')[:12])}</td>"
                    f"<td>{esc(r['mlflow_run_id'] or '–')}</td></tr>" for r in info["runs"])
     return (f"<!doctype html><html><head><meta charset='utf-8'>"
@@ -134,7 +134,7 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
             + "".join(f"<li>{note_html(line)}</li>" for line in notes) + "</ul></section>"
             + "".join(sections)
             + "<section id='runs'><h2>Runs: commits and config hashes</h2><div class='scroll'><table class='runs'><thead><tr>"
-            "<th>run</th><th>state</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"
+            "<th>run</th><th>state</th><th>trained</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"
             f"<tbody>{runs}</tbody></table></div></section></body></html>")
 
 

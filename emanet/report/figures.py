@@ -156,26 +156,37 @@ def training_curves(runs_root: Path, path: Path, runs: dict[str, str] | None = N
 
 def per_class(metrics_file: Path, path: Path, classes: list[str] | None = None, mark: str = "",
               setting: str = "") -> Path:
-    """IoU per class in label order (``classes``, the dataset's meta.json; default the file's order).
+    """IoU per class in label order (``classes``, the dataset's meta.json; default the file's order), the
+    value written at each bar.
 
-    A class with no pixels in the ground truth or the prediction (IoU null in metrics.json) is drawn
-    as "absent" without a bar, not as 0 IoU.
+    A class absent from the split's ground truth gets no bar: "absent (no pixels)" when nothing was
+    predicted either (IoU null in metrics.json), "no ground-truth pixels, N predicted" when the
+    confusion matrix (rows = ground truth) shows only false positives, which score 0 IoU in the mIoU.
     """
-    per = json.loads(metrics_file.read_text())["per_class"]
+    metrics = json.loads(metrics_file.read_text())
+    per = metrics["per_class"]
     names = list(classes) if classes else list(per)
     unknown = set(per) - set(names)
     if unknown:
         raise ValueError(f"{metrics_file}: per_class names {sorted(unknown)[:3]} are not classes of the dataset")
     values = [per.get(name) for name in names]
-    fig, ax = plt.subplots(figsize=(6, max(3.0, 0.22 * len(names) + 1.2)))
-    present = [i for i, v in enumerate(values) if v is not None]
-    ax.barh(present, [100 * values[i] for i in present], color="#1f77b4")
+    matrix = np.asarray(metrics["confusion_matrix"]) if "confusion_matrix" in metrics else None
+    if matrix is not None and matrix.shape != (len(names), len(names)):
+        matrix = None  # another class list: the per-class values alone
+    fig, ax = plt.subplots(figsize=(6.5, max(3.0, 0.22 * len(names) + 1.2)))
     for i, value in enumerate(values):
+        truth = None if matrix is None else int(matrix[i].sum())
         if value is None:
             ax.text(0.5, i, "absent (no pixels)", va="center", fontsize=6, color="#888888", style="italic")
+        elif truth == 0:
+            ax.text(0.5, i, f"no ground-truth pixels, {int(matrix[:, i].sum())} predicted (IoU 0 in the mIoU)",
+                    va="center", fontsize=6, color="#888888", style="italic")
+        else:
+            ax.barh([i], [100 * value], color="#1f77b4")
+            ax.text(100 * value + 0.5, i, f"{100 * value:.1f}", va="center", fontsize=6)
     ax.set_yticks(range(len(names)), [f"{i} {name}" for i, name in enumerate(names)], fontsize=7)
     ax.set_ylim(len(names) - 0.5, -0.5)
-    ax.set_xlim(0, 100)
+    ax.set_xlim(0, 108)
     ax.set_xlabel("IoU (%)")
     return _save(fig, path, f"Per-class IoU, {metrics_file.parent.name} (label order)", mark, setting)
 
