@@ -312,7 +312,7 @@ def to_html(table: Table) -> str:
         note = f"<br><small>{html.escape(row.note)}</small>" if row.note else ""
         body.append(f"<tr><th>{html.escape(row.label)}{note}</th>{''.join(tds)}</tr>")
     mark = f"<p class='mark'>{html.escape(table.mark)}</p>" if table.mark else ""
-    caption = "".join(f"<p class='setting'>{html.escape(line)}</p>" for line in caption_lines(table))
+    caption = "".join(f"<p class='setting'>{note_html(line)}</p>" for line in caption_lines(table))
     notes = "".join(f"<li>{note_html(line)}</li>" for line in pending(table) + table.notes)
     return (f"{mark}{caption}<div class='scroll'><table><thead><tr><th></th>{head}</tr>"
             f"<tr><th></th>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
