@@ -31,20 +31,9 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
+from emanet.cost_table import HEAD_SPECS, PAPER_TABLE1
 from emanet.models.heads import build_head
 from emanet.models.resnet import DilatedResNet
-
-#: Table 1 of the paper (README of the official code): params, GMACs, memory as printed.
-PAPER_TABLE1 = {
-    "backbone": {"params": 42.6e6, "macs": 190.6e9, "memory": "2.603G"},
-    "ema512": {"params": 10.0e6, "macs": 43.1e9, "memory": "+22.1M"},
-    "ema256": {"params": 4.87e6, "macs": 21.1e9, "memory": "+12.3M"},
-    "aspp": {"params": 15.5e6, "macs": 63.4e9, "memory": "+66.0M"},
-}
-
-#: Heads of the cost table: name -> (head kind, C).
-HEAD_SPECS = {"ema512": ("ema", 512), "ema256": ("ema", 256), "fcn": ("fcn", 512),
-              "nonlocal": ("nonlocal", 512), "a2": ("a2", 512), "aspp": ("aspp", 512)}
 
 _BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emanet.bench import HEAD_SPECS
+from emanet.cost_table import HEAD_SPECS
 from emanet.config import Config, ConfigError, resolve
 from emanet.data.catalog import WEIGHTS
 
