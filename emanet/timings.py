@@ -313,6 +313,13 @@ def pipeline_summary(params: dict, profile: str | None, results: str | Path, cor
         source = "snakemake" if bench.is_dir() and any(bench.rglob("*.tsv")) else "runs"
     if source == "snakemake":
         timings, where = read_benchmarks(bench) if bench.is_dir() else {}, f"Snakemake's benchmark files ({bench})"
+        exact = read_run_folders(runs, graph)
+        for job, timing in timings.items():
+            if job in exact and exact[job].cpu_s is not None:
+                # Snakemake samples CPU time (it misses up to 30 s of a long job); the run folder's getrusage is exact
+                timings[job] = Timing(timing.wall_s, exact[job].cpu_s, timing.max_rss_mb, timing.finished)
+        if exact:
+            where += "; CPU time of training and evaluation from the run folders' timings.json (exact, not sampled)"
     else:
         timings, where = read_run_folders(runs, graph), f"the run folders' timings.json ({runs})"
     if not any(job in graph for job in timings):

@@ -230,7 +230,7 @@ def test_report_figures_name_the_damaged_file(damaged_root, tmp_path):
 
     path = _damage(_prepared_file(damaged_root, "val", "images"), "truncated")
     with pytest.raises(DataError, match=f"{path}: JPEG image data cannot be decoded"):
-        qualitative(None, SegmentationDataset(damaged_root, "val"), tmp_path / "qualitative.png")
+        qualitative(None, SegmentationDataset(damaged_root, "val"), tmp_path / "qualitative.png", "fcn")
     assert not (tmp_path / "qualitative.png").exists()
 
 

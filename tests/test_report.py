@@ -171,7 +171,7 @@ class _Captured(Exception):
 def _capture(monkeypatch):
     """Make figures._save hand back the matplotlib figure instead of writing it."""
     def save(fig, path, title, mark="", setting=""):
-        raise _Captured(fig)
+        raise _Captured(fig, title)
     monkeypatch.setattr(figures, "_save", save)
 
 
@@ -244,8 +244,9 @@ def test_predictions_and_responsibilities_name_their_images_and_share_one_scale(
     model = build_model(cfg.model, dataset.num_classes).eval()
     _capture(monkeypatch)
     with pytest.raises(_Captured) as caught:
-        figures.qualitative(model, dataset, prepared_root / "unused.png", count=2)
-    fig = caught.value.args[0]
+        figures.qualitative(model, dataset, prepared_root / "unused.png", "ema512", count=2)
+    fig, title = caught.value.args
+    assert title == "Qualitative predictions of ema512 (single scale)"  # the PNG alone says whose they are
     titles = [ax.get_title() for ax in fig.axes]
     assert f"{dataset.ids[0]}: image" in titles and f"{dataset.ids[1]}: image" in titles
     legend = [t.get_text() for t in fig.legends[0].get_texts()]

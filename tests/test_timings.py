@@ -146,3 +146,26 @@ def test_bench_pipeline_prints_the_summary_or_says_what_is_missing(tmp_path, roo
     summary = json.loads(emanet([*args, "--json"]).stdout)
     assert summary["measured"] == 2 and summary["slowest"][0] == {"job": "train ema512", "wall_s": 12.5,
                                                                    "cpu_s": 1.5, "max_rss_mb": 100.0}
+
+
+def test_exact_run_folder_cpu_replaces_snakemakes_sampled_cpu(tmp_path, root):
+    """Snakemake samples CPU time every 30 s after the first 30 s, so a 40 s training job can read 15 s of CPU;
+    where the run folder recorded its own getrusage figure, the summary uses that (wall time stays Snakemake's)."""
+    results = tmp_path / "results"
+    _write_bench(results / "benchmarks", Job("train", "ema512"), 40.0, cpu="15.2")
+    _write_bench(results / "benchmarks", Job("evaluate", "ema512"), 4.0, cpu="3.0")
+    (results / "runs/ema512").mkdir(parents=True)
+    (results / "runs/ema512/timings.json").write_text(json.dumps(
+        {"train": {"wall_s": 38.0, "cpu_s": 34.7, "max_rss_mb": 900.0, "finished": "2026-11-30T15:00:00+00:00"}}))
+    summary = timings.pipeline_summary(load_params(root / "params.yaml"), "tiny", results, cores=2)
+    slowest = {r["job"]: r for r in summary["slowest"]}
+    assert slowest["train ema512"]["cpu_s"] == 34.7 and slowest["train ema512"]["wall_s"] == 40.0
+    assert slowest["evaluate ema512"]["cpu_s"] == 3.0  # no timings.json entry: Snakemake's figure
+    assert "timings.json (exact, not sampled)" in summary["source"]
+
+
+@pytest.mark.parametrize("cores", ["0", "-3", "two"])
+def test_bench_pipeline_refuses_a_core_count_below_one(tmp_path, root, cores):
+    proc = emanet(["bench", "pipeline", "--params", str(root / "params.yaml"), "--results", str(tmp_path),
+                   "--cores", cores])
+    assert proc.returncode == 2 and "argument --cores" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from emanet.commands import bench_train as train_command
+from emanet.commands.common import positive_int
 from emanet.io import atomic_write_json
 
 
@@ -36,7 +37,7 @@ def pipeline(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     profile = args.profile or params.get("profile")
     summary = timings.pipeline_summary(params, profile, args.results or f"results/{profile}",
-                                       args.cores or os.cpu_count() or 1, args.source)
+                                       args.cores if args.cores is not None else os.cpu_count() or 1, args.source)
     print(json.dumps(summary, indent=2) if args.json else timings.format_summary(summary))
     return 0
 
@@ -77,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--results", help="results folder (default results/<profile>)")
     pl.add_argument("--source", default="auto", choices=["auto", "snakemake", "runs"],
                     help="benchmark files, run folders, or auto: the benchmark files when there are any")
-    pl.add_argument("--cores", type=int, help="cores the pipeline ran on, for the lower bound (default: this host's)")
+    pl.add_argument("--cores", type=positive_int,
+                    help="cores the pipeline ran on, for the lower bound (default: this host's)")
     pl.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     pl.set_defaults(handler=pipeline)
     train_command.register(bench_sub)

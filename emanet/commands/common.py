@@ -6,6 +6,17 @@ import argparse
 from pathlib import Path
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of cores, processes, images); else argparse's usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
 def add_params_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", help="read paths, mirrors and the manifest from this params.yaml (pipeline mode)")
     p.add_argument("--profile", help="with --params: tiny | paper (default: the file's profile)")

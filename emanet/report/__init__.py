@@ -208,6 +208,7 @@ def _model_figures(params: dict, profile: str, run_dir: Path, folder: Path, labe
     model = load_trained(cfg, run_dir, dataset.num_classes, torch.device("cpu"))
     images = [(dataset.ids[i], dataset[i][0]) for i in range(min(2, len(dataset)))]
     return [(f"Predictions of {label}, {cfg.eval.split} images by id",
-             figures.qualitative(model, dataset, folder / "predictions.png", mark=mark, setting=setting)),
+             figures.qualitative(model, dataset, folder / "predictions.png", run_dir.name, mark=mark,
+                                 setting=setting)),
             ("Fig. 5 analogue: responsibility maps of distinct bases, one colour scale",
              figures.responsibilities(model, images, folder / "responsibilities.png", mark=mark, setting=setting))]

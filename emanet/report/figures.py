@@ -201,8 +201,9 @@ def _colour(label: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def qualitative(model, dataset, path: Path, count: int = 3, mark: str = "", setting: str = "") -> Path:
-    """Image, ground truth and single-scale prediction of the first ``count`` images, titled with their
+def qualitative(model, dataset, path: Path, run: str, count: int = 3, mark: str = "", setting: str = "") -> Path:
+    """Image, ground truth and single-scale prediction of the first ``count`` images by the model of run
+    ``run`` (named in the title, so the PNG on its own says whose predictions it shows), titled with their
     ids, with a legend of the classes they show (white: ignored pixels)."""
     from emanet.engine.evaluate import predict
 
@@ -227,7 +228,7 @@ def qualitative(model, dataset, path: Path, count: int = 3, mark: str = "", sett
         handles.append(Patch(facecolor=colours[255], edgecolor="#999999", label="255 ignored"))
     fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), fontsize=7,
                bbox_to_anchor=(0.5, 0.03), title="colours: class (label index)", title_fontsize=7)
-    return _save(fig, path, "Qualitative predictions (single scale)", mark, setting)
+    return _save(fig, path, f"Qualitative predictions of {run} (single scale)", mark, setting)
 
 
 def _distinct_bases(maps: torch.Tensor, count: int, alike: float = 0.95) -> list[int]:
