@@ -16,7 +16,8 @@ stores, by SQLite's result codes (``sqlite3.Error.sqlite_errorname``); the one M
 a code of its own, the schema check, is recognised by the command its message prescribes.
 
 What a comparison of runs needs is where MLflow's runs table shows it: experiments carry MLflow 3's
-``mlflow.experimentKind`` = ``custom_model_development`` (the UI opens the runs view, not GenAI traces);
+``mlflow.experimentKind`` = ``custom_model_development`` (MLflow 3.17's UI follows the browser's workflow
+choice instead; the saved views' links carry ``workflowType=machine_learning``);
 evaluation results are metrics named by dataset, split and protocol (``voc_val/ss/miou``, and per class
 ``voc_val/ss/iou/aeroplane``); every numeric setting is also a metric ``hp/<key>`` (MLflow keeps params
 as strings and sorts them as text: 128 < 16 < 256; a metric sorts as a number, the MLflow maintainers'
@@ -24,6 +25,8 @@ advice in mlflow/mlflow#6348). A run lasts from the start to the end of its trai
 records them, however long it waited for its evaluation. ``run.json`` keeps a local SQLite store's URI
 relative to the run folder (``sqlite:///../../../../mlflow.db``), so a moved or copied project still finds
 its store; MLflow itself makes every local artifact location absolute (``resolve_uri_if_local``).
+Every sync also rewrites the experiment's saved views (:mod:`emanet.tracking_views`): each paper
+table's runs sorted by what the table sweeps, with their mIoU columns, linked from the experiment's note.
 """
 
 from __future__ import annotations
@@ -45,12 +48,15 @@ log = logging.getLogger(__name__)
 # Fail fast instead of retrying for minutes while training waits (MLflow's defaults: 7 retries, 120 s).
 _CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 ARTIFACT_SUFFIXES = (".json", ".csv", ".png", ".yaml", ".gz")  # .gz: the VOC test submission
-#: the experiment tag MLflow 3's UI reads to choose its page (the runs table, not GenAI traces)
+#: the experiment kind (the runs table, not GenAI traces); MLflow 3.17's UI lets the browser's workflow
+#: choice (GenAI by default) override it: see tracking_views.WORKFLOW
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-EXPERIMENT_NOTE = ("emanet runs, one per experiment of params.yaml. Metrics: <dataset>_<split>/<protocol>/miou "
-                   "(fraction; protocols ss, ms_flip, ss_T<n>), .../iou/<class> per class, train/* per logged "
-                   "iteration, hp/<key> the numeric settings (sortable as numbers; the same values are params). "
-                   "Pick the columns in the runs table's Columns menu.")
+NOTE_MARK = "emanet runs, one per experiment of params.yaml."  # how a note emanet wrote begins
+#: Markdown (the UI renders it: names with <...> in code spans, or they vanish as HTML tags)
+EXPERIMENT_NOTE = (f"{NOTE_MARK} Metrics: `<dataset>_<split>/<protocol>/miou` "
+                   "(a fraction; protocols `ss`, `ms_flip`, `ss_T<n>`), `.../iou/<class>` per class, `train/*` per "
+                   "logged iteration, `hp/<key>` the numeric settings (sortable as numbers; the same values are "
+                   "params). Other columns: the runs table's Columns menu.")
 #: summary values of a metrics*.json logged as metrics (the confusion matrix and per-class values aside)
 SUMMARY_METRICS = ("miou", "pixel_acc", "mean_acc", "fwiou")
 #: numeric settings that change how a run is executed, not what it computes: not mirrored as hp/ metrics
@@ -446,6 +452,9 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
             info.update(mlflow_run_id=run_id, tracking_uri=portable_uri(uri, run_dir))
             _write_run_info(run_dir, info)
         _replay(client, run_id, run_dir, info)
+        from emanet.tracking_views import write_views
+
+        write_views(client, client.get_run(run_id).info.experiment_id, EXPERIMENT_NOTE, NOTE_MARK)
     except TrackingStoreError:
         raise
     except Exception as exc:

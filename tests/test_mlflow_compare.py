@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import types
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -14,6 +16,7 @@ import mlflow
 import pytest
 
 from emanet.tracking import Tracker, metrics_from_mlflow, read_run_info, sync_run
+from emanet.tracking_views import VIEW_TAG, View, plan_views, write_views
 from tests.helpers.mlflow_server import MlflowServer
 
 EXPERIMENT = "emanet/test/voc"
@@ -34,7 +37,7 @@ def server(tmp_path_factory):
 
 
 def _run_folder(root: Path, name: str, bases: int, uri: str, eval_dataset: str | None = None,
-                split: str = "val") -> Path:
+                split: str = "val", tables: str | None = None, experiment: str = EXPERIMENT) -> Path:
     """A finished run folder as train + evaluate leave it (without the training)."""
     run_dir = root / "results" / "runs" / name
     run_dir.mkdir(parents=True)
@@ -44,7 +47,8 @@ def _run_folder(root: Path, name: str, bases: int, uri: str, eval_dataset: str |
               "eval.dataset": eval_dataset, "eval.split": split, "train.amp": "none"}
     (run_dir / "run.json").write_text(json.dumps({
         "dataset": "voc", "train": {"started": "2026-01-02T03:04:05+00:00", "finished": "2026-01-02T04:04:05+00:00"}}))
-    Tracker(run_dir, True, uri, EXPERIMENT, name, params, {"experiment": name})
+    tags = {"experiment": name, **({"tables": tables} if tables else {})}
+    Tracker(run_dir, True, uri, experiment, name, params, tags)
     metrics = {"protocol": "ss", "split": split, "miou": 0.5 + bases / 1000, "pixel_acc": 0.9, "mean_acc": 0.6,
                "fwiou": 0.8, "per_class": {"background": 0.9, "aeroplane": 0.25, "tv/monitor": None}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -60,7 +64,8 @@ def _get(url: str, path: str, **query) -> dict:
 
 
 def test_runs_view_sortable_sweep_named_metrics_and_run_time(tmp_path, server):
-    folders = {k: _run_folder(tmp_path / f"k{k}", f"k{k}", k, server.url) for k in (128, 16, 256, 32, 64)}
+    folders = {k: _run_folder(tmp_path / f"k{k}", f"k{k}", k, server.url, tables="k_sweep")
+               for k in (128, 16, 256, 32, 64)}
     for folder in folders.values():
         sync_run(folder)
     experiment = _get(server.url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
@@ -84,6 +89,102 @@ def test_runs_view_sortable_sweep_named_metrics_and_run_time(tmp_path, server):
     assert client.get_run(run["run_id"]).info.end_time == 1767326645000
     summary = metrics_from_mlflow(server.url, [EXPERIMENT])
     assert summary["k16"]["ss"] == pytest.approx(0.516)
+
+
+def test_the_k_sweep_view_sorts_by_k_and_shows_miou(tmp_path, server):
+    """The saved view the UI opens from ...?viewStateShareKey=emanet_k_sweep, read back from the server as
+    the UI reads it, selects the sweep's runs in K's order (the UI's query) with the mIoU columns."""
+    name = "emanet/test/views"
+    for k in (128, 16, 256, 32, 64):
+        _run_folder(tmp_path / f"k{k}", f"k{k}", k, server.url, tables="k_sweep", experiment=name)
+    _run_folder(tmp_path / "fcn", "fcn", 64, server.url, tables="table1", experiment=name)  # not in the sweep
+    for k in (128, 16, 256, 32, 64):
+        sync_run(tmp_path / f"k{k}" / "results/runs" / f"k{k}")
+    sync_run(tmp_path / "fcn/results/runs/fcn")
+    experiment = _get(server.url, "experiments/get-by-name", experiment_name=name)["experiment"]
+    tags = {t["key"]: t["value"] for t in experiment["tags"]}
+    envelope = json.loads(tags[VIEW_TAG + "emanet_k_sweep"])
+    assert envelope["name"] == "emanet: k_sweep" and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])  # what the UI restores: search facets and table columns
+    assert state["orderByKey"] == "metrics.`hp/model.ema.num_bases`" and state["orderByAsc"] is True
+    assert state["searchFilter"] == "tags.tables LIKE '%k_sweep%'"
+    assert state["selectedColumns"] == ["metrics.`hp/model.ema.num_bases`", "metrics.`voc_val/ss/miou`"]
+    assert state["columnOrder"] == ["duration", *state["selectedColumns"]]
+    runs = mlflow.MlflowClient(server.url).search_runs(  # the query the UI sends for the view
+        [experiment["experiment_id"]], filter_string=state["searchFilter"],
+        order_by=[f"{state['orderByKey']} {'ASC' if state['orderByAsc'] else 'DESC'}"])
+    assert [r.info.run_name for r in runs] == ["k16", "k32", "k64", "k128", "k256"]
+    assert all(r.data.metrics["voc_val/ss/miou"] > 0 for r in runs)  # the column has a value in every row
+    assert tags[VIEW_TAG + "emanet_table1"] and tags[VIEW_TAG + "emanet"]
+    url = View("emanet_k_sweep", "", {}).url(experiment["experiment_id"])
+    assert f"]({url})" in tags["mlflow.note.content"]  # a link in the experiment's note
+    assert url == f"#/experiments/{experiment['experiment_id']}/runs?viewStateShareKey=emanet_k_sweep" \
+                  "&workflowType=machine_learning"
+
+
+def _fake_run(name: str, tables: str, metrics: dict, params: dict) -> types.SimpleNamespace:
+    return types.SimpleNamespace(info=types.SimpleNamespace(run_id=f"id_{name}", run_name=name),
+                                 data=types.SimpleNamespace(tags={"tables": tables}, metrics=metrics,
+                                                            params={"experiment": name, **params}))
+
+
+def test_views_sort_by_the_one_number_swept_and_name_their_runs_exactly():
+    miou = {"voc_val/ss/miou": 0.5}
+    runs = [_fake_run("r50_t1", "fig4", {**miou, "hp/model.ema.stages": 1, "voc_val/ss_T10/miou": 0.4,
+                                          "voc_val/ss_T2/miou": 0.4}, {"model.head": "ema"}),
+            _fake_run("r50", "fig3,fig4", {**miou, "hp/model.ema.stages": 3},  # how and where it ran: no setting
+                      {"model.head": "ema", "data.workers": "4", "train.device": "cuda", "tracking.uri": "x"}),
+            _fake_run("fcn", "table1", {**miou, "voc_val/ms_flip/miou": 0.6, "hp/model.ema.stages": 3},
+                      {"model.head": "fcn"}),
+            _fake_run("ema", "table1,table2_stages", {**miou, "hp/model.ema.stages": 3}, {"model.head": "ema"}),
+            _fake_run("coco", "table2", {"voc_test/ss/miou": 0.3, "hp/model.ema.stages": 3}, {"model.head": "ema"})]
+    views = {v.key: v.state for v in plan_views(runs)}
+    assert set(views) == {"emanet", "emanet_fig3", "emanet_fig4", "emanet_table1", "emanet_table2",
+                          "emanet_table2_stages"}
+    assert views["emanet_fig4"]["orderByKey"] == "metrics.`hp/model.ema.stages`"
+    assert views["emanet_fig4"]["selectedColumns"] == [  # ss_T numerically: T2 before T10
+        "metrics.`hp/model.ema.stages`", "metrics.`voc_val/ss/miou`", "metrics.`voc_val/ss_T2/miou`",
+        "metrics.`voc_val/ss_T10/miou`"]
+    # a string setting differs too (model.head): sorted by name, the setting a column of its own
+    assert views["emanet_table1"]["orderByKey"] == "tags.`mlflow.runName`"
+    assert views["emanet_table1"]["selectedColumns"] == [
+        "metrics.`voc_val/ss/miou`", "metrics.`voc_val/ms_flip/miou`", "params.`model.head`"]
+    # 'table2' is part of 'table2_stages': LIKE would take the ema run too, so the run is named by id
+    assert views["emanet_table2"]["searchFilter"] == "attributes.run_id IN ('id_coco')"
+    assert views["emanet_table2_stages"]["searchFilter"] == "tags.tables LIKE '%table2_stages%'"
+    assert views["emanet"]["selectedColumns"][:2] == ["metrics.`voc_val/ss/miou`", "metrics.`voc_val/ms_flip/miou`"]
+    assert views["emanet"]["selectedColumns"][-1] == "metrics.`voc_test/ss/miou`"
+
+
+def test_views_are_rewritten_only_when_changed_and_leave_the_users_alone(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    eid = client.create_experiment("views", tags={"mlflow.note.content": "emanet runs. First.",
+                                                  VIEW_TAG + "3f2a": "a view someone saved in the UI",
+                                                  VIEW_TAG + "emanet_gone": "{}"})
+    run = client.create_run(eid, run_name="k16", tags={"tables": "k_sweep"})
+    client.log_metric(run.info.run_id, "voc_val/ss/miou", 0.5)
+    write_views(client, eid, "emanet runs. Second.", "emanet runs.")
+    tags = client.get_experiment(eid).tags
+    assert VIEW_TAG + "emanet_gone" not in tags and tags[VIEW_TAG + "3f2a"] == "a view someone saved in the UI"
+    assert re.fullmatch(r"emanet runs\. Second\.\n\nSaved views .*", tags["mlflow.note.content"], re.S)
+    stamp = json.loads(tags[VIEW_TAG + "emanet_k_sweep"])["updatedAt"]
+    client.set_experiment_tag(eid, "mlflow.note.content", "my own note")
+    write_views(client, eid, "emanet runs. Second.", "emanet runs.")
+    tags = client.get_experiment(eid).tags
+    assert json.loads(tags[VIEW_TAG + "emanet_k_sweep"])["updatedAt"] == stamp  # nothing changed: not rewritten
+    assert tags["mlflow.note.content"] == "my own note"
+
+
+def test_the_installed_mlflow_ui_reads_saved_views_as_written():
+    """The names this module writes, as MLflow's UI bundle spells them (an MLflow upgrade that renames
+    them fails here, not silently in the browser)."""
+    build = Path(mlflow.__file__).parent / "server/js/build/static/js"
+    bundle = "".join(p.read_text(errors="replace") for p in build.glob("*.js"))
+    for name in ('"mlflow.sharedViewState."', '"viewStateShareKey"', "Invalid saved-view envelope",
+                 '"selectedColumns","columnOrder","columnWidths"', '"searchFilter","orderByKey","orderByAsc"',
+                 'RUN_NAME:"tags.`mlflow.runName`"', 'field:"duration"', '.MACHINE_LEARNING="machine_learning"',
+                 'e+".`"+t+"`"'):  # the canonical column key: metrics.`name`
+        assert name in bundle, name
 
 
 def test_test_split_runs_are_named_apart(tmp_path, server):
