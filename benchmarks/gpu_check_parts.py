@@ -1,9 +1,16 @@
 """The Python parts of benchmarks/gpu_check.sh (run by it; see its header).
 
+    python benchmarks/gpu_check_parts.py environment OUT_JSON PROFILE
+        torch/CUDA/cuDNN/NCCL versions, the device, Python, the profile and the git commit (None where git
+        is missing or the folder is no repository) into OUT_JSON, and printed.
     python benchmarks/gpu_check_parts.py kill-after-checkpoint CHECKPOINT RUN_DIR -- COMMAND...
-        start COMMAND, SIGKILL it and every process below it as soon as CHECKPOINT exists, and print
-        one JSON object: the checkpoint's iteration, whether the run had already finished (model.pt in
-        RUN_DIR: then the kill came too late to test a resume), seconds waited.
+        start COMMAND in a session of its own, SIGKILL it and every process below it as soon as CHECKPOINT
+        exists, and print one JSON object: the checkpoint's iteration, whether the run had already finished
+        (model.pt in RUN_DIR: then the kill came too late to test a resume), seconds waited. It waits at most
+        $GPU_CHECK_PART_LIMIT_S (the part's time limit, set by gpu_check.sh) minus 10 s (else 400 s), and
+        on SIGTERM/SIGINT (gpu_check.sh's `timeout`) or any other way out kills COMMAND's process group and
+        every process below COMMAND (torchrun's workers run in sessions of their own), so nothing is left
+        training.
     python benchmarks/gpu_check_parts.py compare-weights A/model.pt B/model.pt [C/model.pt]
         JSON: whether B's weights equal A's bit for bit, the largest absolute difference, and with C (a
         second uninterrupted run) the same between A and C: the run-to-run noise floor on this device.
@@ -11,9 +18,14 @@
         resolve the configuration as `emanet evaluate` does and call the public
         emanet.engine.evaluate.evaluate twice (cold: model loading and first kernels included; warm),
         timing each; write {protocol, images, cold_s, warm_s, images_per_s_cold, images_per_s_warm, miou}.
-    python benchmarks/gpu_check_parts.py merge OUTDIR
-        OUTDIR/status/*.json (exit status, seconds, log, or why skipped) and OUTDIR/parts/*.json (each part's
-        figures) into OUTDIR/gpu_check.json: {part: {"status": ..., "result": ...}}.
+    python benchmarks/gpu_check_parts.py log-tail LOG [LINES]
+        a log's last LINES (20) lines before torchrun's own failure report, which only says a worker failed.
+    python benchmarks/gpu_check_parts.py merge WORKDIR OUTDIR PART...
+        WORKDIR/status/*.json (exit status, seconds, limit, or why skipped) and WORKDIR/parts/*.json (each
+        part's figures) into OUTDIR/gpu_check.json: {part: {"status": ..., "result": ...}}. A failed part's
+        status gains "log_tail" (its log's last 20 lines, before torchrun's failure report) and "log"
+        (logs/NAME.log: the log copied into OUTDIR); a PART named but without a status gets {"missing": ...},
+        so every part is accounted for.
 """
 
 from __future__ import annotations
@@ -44,21 +56,74 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_after_checkpoint(checkpoint: Path, run_dir: Path, command: list[str], limit_s: float = 400) -> dict:
-    proc = subprocess.Popen(command, start_new_session=True)
-    began = time.monotonic()
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() - began < limit_s:
-        time.sleep(0.01)
-    waited = time.monotonic() - began
-    exited_alone = proc.poll() is not None
-    for pid in [proc.pid, *_descendants(proc.pid)]:  # torchrun starts its workers in sessions of their own
+#: Seconds kept free of a part's time limit for torch's import and the kill (kill-after-checkpoint).
+LIMIT_MARGIN_S = 10
+#: A failed part's log lines copied into gpu_check.json.
+LOG_TAIL_LINES = 20
+
+
+class _Terminated(Exception):
+    """SIGTERM or SIGINT arrived (gpu_check.sh's timeout): unwind so the child's processes are killed."""
+
+
+def _raise_terminated(signum: int, _frame) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group and every process below ``proc`` (listed before any is killed, while
+    the tree still hangs together), then reap ``proc``."""
+    pids = [proc.pid, *_descendants(proc.pid)]
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # proc leads its own session, so its group is its own
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in pids:  # torchrun starts its workers in sessions of their own: not in proc's group
         try:
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
     proc.wait()
+
+
+def part_limit_s(default: float = 400) -> float:
+    """How long kill-after-checkpoint may wait: $GPU_CHECK_PART_LIMIT_S minus LIMIT_MARGIN_S (at least 1 s),
+    else ``default``. Raises ValueError naming the variable when it is not a number."""
+    value = os.environ.get("GPU_CHECK_PART_LIMIT_S")
+    if value is None:
+        return default
+    try:
+        return max(1.0, float(value) - LIMIT_MARGIN_S)
+    except ValueError:
+        raise ValueError(f"GPU_CHECK_PART_LIMIT_S={value!r}: expected seconds (a number)") from None
+
+
+def kill_after_checkpoint(checkpoint: Path, run_dir: Path, command: list[str], limit_s: float = 400) -> dict:
+    """Run ``command`` until ``checkpoint`` exists (at most ``limit_s`` seconds), then SIGKILL it and all its
+    processes; see the module docstring for the JSON. SIGTERM/SIGINT during the wait kill them too, and
+    re-raise as exit status 143/130."""
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGINT)}
+    proc = None
+    try:
+        proc = subprocess.Popen(command, start_new_session=True)
+        began = time.monotonic()
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() - began < limit_s:
+            time.sleep(0.01)
+        waited = time.monotonic() - began
+        exited_alone = proc.poll() is not None
+    except _Terminated as exc:
+        print(f"kill-after-checkpoint: {exc}: killing {command[0]} and every process below it", file=sys.stderr)
+        raise SystemExit(128 + (signal.SIGTERM if str(exc) == "SIGTERM" else signal.SIGINT)) from None
+    finally:
+        for sig in previous:  # a second signal must not interrupt the kill
+            signal.signal(sig, signal.SIG_IGN)
+        if proc is not None:
+            _kill_tree(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not checkpoint.exists():
-        return {"ok": False, "error": f"{checkpoint} never appeared (exit status {proc.returncode}, {waited:.1f} s)"}
+        return {"ok": False, "error": f"{checkpoint} never appeared within {limit_s:.0f} s (exit status "
+                                      f"{proc.returncode}, {waited:.1f} s)"}
     import torch
 
     iteration = torch.load(checkpoint, map_location="cpu", weights_only=False)["iteration"]
@@ -111,16 +176,72 @@ def eval_speed(out: Path, protocol: str, args: list[str]) -> dict:
     return report
 
 
-def merge(outdir: Path) -> dict:
-    """{part: {"status": {rc, seconds, log} or {skipped}, "result": the part's own JSON}} for every part."""
+def environment(out: Path, profile: str) -> dict:
+    """The machine's versions and device, the profile and the repository's git commit into ``out`` (JSON)."""
+    import platform
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    info = {"torch": torch.__version__, "cuda_available": cuda, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+            "gpus": torch.cuda.device_count(), "python": platform.python_version(), "profile": profile,
+            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
+            "git_commit": _git_commit(Path(__file__).resolve().parents[1])}
+    out.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _git_commit(root: Path) -> str | None:
+    """HEAD's commit of ``root``, or None when git is not installed, fails, or ``root`` is no repository."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+#: How torchrun's elastic agent begins its report of a failed worker (a traceback of its own and a summary, after
+#: the worker's output): what the worker said, the cause, comes before it.
+TORCHRUN_REPORT = "failed (exitcode:"
+
+
+def log_tail(text: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of a part's log, before torchrun's own failure report when there is one (that
+    report only says a worker failed; the worker's error is above it)."""
+    rows = text.splitlines()
+    cut = next((i for i, row in enumerate(rows) if TORCHRUN_REPORT in row and "elastic" in row), len(rows))
+    return rows[:cut][-lines:] + (["[torchrun's failure report follows in the log]"] if cut < len(rows) else [])
+
+
+def _failed(status: dict) -> bool:
+    return "rc" in status and status["rc"] != 0
+
+
+def merge(workdir: Path, outdir: Path, parts: list[str] = ()) -> dict:
+    """{part: {"status": {rc, seconds, limit_s, timed_out} or {skipped}, "result": the part's own JSON}} for
+    every part, written atomically to ``outdir/gpu_check.json``; a failed part's log is copied to
+    ``outdir/logs`` and its last lines put in its status; a name of ``parts`` without a status is
+    marked missing."""
     merged: dict[str, dict] = {}
     for kind in ("status", "parts"):
-        for path in sorted((outdir / kind).glob("*.json")):
+        for path in sorted((workdir / kind).glob("*.json")):
             try:
                 value = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 value = {"error": f"{path}: not JSON ({exc})"}
             merged.setdefault(path.stem, {})["status" if kind == "status" else "result"] = value
+    for name in parts:
+        merged.setdefault(name, {}).setdefault("status", {"missing": "gpu_check.sh gave this part no status"})
+    for name, entry in merged.items():
+        log = workdir / "logs" / f"{name}.log"
+        if _failed(entry.get("status", {})) and log.is_file():
+            text = log.read_text(errors="replace")
+            entry["status"]["log_tail"] = log_tail(text)
+            (outdir / "logs").mkdir(parents=True, exist_ok=True)
+            (outdir / "logs" / log.name).write_text(text)
+            entry["status"]["log"] = f"logs/{log.name}"
     tmp = outdir / "gpu_check.json.tmp"
     tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
     tmp.replace(outdir / "gpu_check.json")
@@ -129,17 +250,24 @@ def merge(outdir: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
+    if command == "log-tail":  # FILE [LINES]: printed, for gpu_check.sh's console
+        lines = log_tail(Path(rest[0]).read_text(errors="replace"), int(rest[1]) if len(rest) > 1 else LOG_TAIL_LINES)
+        print("\n".join(lines))
+        return 0
+    if command == "environment":
+        print("environment:", json.dumps(environment(Path(rest[0]), rest[1])))
+        return 0
     if command == "kill-after-checkpoint":
         split = rest.index("--")
-        result = kill_after_checkpoint(Path(rest[0]), Path(rest[1]), rest[split + 1:])
+        result = kill_after_checkpoint(Path(rest[0]), Path(rest[1]), rest[split + 1:], part_limit_s())
     elif command == "compare-weights":
         result = compare_weights(Path(rest[0]), Path(rest[1]), Path(rest[2]) if len(rest) > 2 else None)
     elif command == "eval-speed":
         split = rest.index("--")
         result = eval_speed(Path(rest[0]), rest[1], rest[split + 1:])
     elif command == "merge":
-        result = merge(Path(rest[0]))
-        print(f"{rest[0]}/gpu_check.json: {len(result)} parts")
+        result = merge(Path(rest[0]), Path(rest[1]), rest[2:])
+        print(f"{rest[1]}/gpu_check.json: {len(result)} parts")
         return 0
     else:
         print(f"unknown part {command!r}", file=sys.stderr)

@@ -14,10 +14,18 @@ and ``train.crop_size``, from two sources:
 Each timed iteration is split into data / forward (the loss included) / backward / optimizer, with
 ``torch.cuda.synchronize`` at each boundary on CUDA so each phase's kernels are charged to it (this
 costs a little overlap, so images/s is slightly below an unsynchronised run's). Under torchrun each
-phase is the slowest rank's. Peak memory is ``torch.cuda.max_memory_allocated`` over the timed
-iterations on CUDA, and the process's peak resident set (``getrusage``: model building included,
-never reset) on CPU. The weights are randomly initialised (``model.pretrained`` is not read): speed
-does not depend on them.
+phase is the slowest rank's.
+
+Peak memory on CUDA is ``torch.cuda.max_memory_allocated``, its peak statistics reset
+(``torch.cuda.reset_peak_memory_stats``) before each timed iteration of each variant, the largest over
+those iterations and, under torchrun, over the ranks. Allocated memory includes everything resident on
+the device at the time, so with ``compare`` a variant's peak includes the other variants' weights,
+gradients, optimizer state and batches; ``iteration_memory_bytes`` is the peak less what was allocated
+when the iteration began: the memory the variant's own iteration adds (activations, temporaries), the
+figure to compare between variants. On CPU there is no such counter: peak memory is the process's peak
+resident set (``getrusage``: model building and every variant included, never reset; rank 0's under
+torchrun) and ``iteration_memory_bytes`` is None. The weights are randomly initialised
+(``model.pretrained`` is not read): speed does not depend on them.
 
 ``compare`` times variants of the configuration in one run, interleaved iteration by iteration so that
 load on a shared machine hits them alike, and reports each one's images/s as a ratio to the first.
@@ -164,8 +172,8 @@ def bench_train(cfg: Config, iterations: int, warmup: int, sources: Sequence[str
     """Time ``iterations`` training iterations (after ``warmup`` untimed ones) per variant and source.
 
     Returns {"setting": {...}, "results": [{variant, source, images_per_s, ms_per_iteration: {total, data,
-    forward, backward, optimizer}, peak_memory_bytes, peak_memory_kind, loss_first, loss_last,
-    loss_finite}], "skipped": [{source, reason}], "ratios": {source: {variant: images/s ratio to the
+    forward, backward, optimizer}, peak_memory_bytes, peak_memory_kind, iteration_memory_bytes (CUDA; None on
+    CPU), loss_first, loss_last, loss_finite}], "skipped": [{source, reason}], "ratios": {source: {variant: images/s ratio to the
     first variant}} (compare only)}. Raises ConfigError for impossible settings (AMP on a CPU, a batch
     not divisible by the processes, iterations < 1) and when ``sources`` is only ``loader`` and the
     dataset is not prepared.
@@ -211,14 +219,23 @@ def _bench(cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, so
     for run in runs:
         for _ in range(warmup):
             run.once(timed=False)
-    peaks: dict[int, int] = {}
+    peaks, added = [0] * len(runs), [0] * len(runs)
     kind = _peak_memory(ctx.device)[1]
+    cuda = ctx.device.type == "cuda"
     for _ in range(iterations):  # interleaved: a slow moment of a shared machine hits every run alike
         for index, run in enumerate(runs):
-            if ctx.device.type == "cuda":
+            if cuda:  # this variant's iteration only: the peak starts from what is allocated now
+                torch.cuda.synchronize(ctx.device)
                 torch.cuda.reset_peak_memory_stats(ctx.device)
+                resident = torch.cuda.memory_allocated(ctx.device)
             run.once(timed=True)
-            peaks[index] = max(peaks.get(index, 0), _peak_memory(ctx.device)[0])
+            peak = _peak_memory(ctx.device)[0]
+            peaks[index] = max(peaks[index], peak)
+            if cuda:
+                added[index] = max(added[index], peak - resident)
+    if cuda:  # the largest rank's
+        peaks = [int(v) for v in _slowest([float(v) for v in peaks], ctx.device)]
+        added = [int(v) for v in _slowest([float(v) for v in added], ctx.device)]
     results = []
     for index, run in enumerate(runs):
         seconds = _slowest([run.clock.totals[p] for p in PHASES], ctx.device)
@@ -229,6 +246,7 @@ def _bench(cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, so
             "ms_per_iteration": {"total": 1e3 * total / iterations,
                                  **{p: 1e3 * s / iterations for p, s in zip(PHASES, seconds)}},
             "peak_memory_bytes": peaks[index], "peak_memory_kind": kind,
+            "iteration_memory_bytes": added[index] if cuda else None,
             "loss_first": run.losses[0], "loss_last": run.losses[-1],
             "loss_finite": all(math.isfinite(v) for v in run.losses)})
     report = {"setting": _setting(cfg, ctx, iterations, warmup, num_classes, compare),
@@ -279,15 +297,20 @@ def format_report(report: dict) -> str:
              f"warm-up; torch {s['torch']}",
              "",
              f"{'variant':<14} {'source':<10} {'images/s':>9} {'ms/it':>9} {'data':>8} {'forward':>8} "
-             f"{'backward':>9} {'optimizer':>9} {'peak MiB':>9}  loss"]
+             f"{'backward':>9} {'optimizer':>9} {'peak MiB':>9} {'iter MiB':>9}  loss"]
     for r in report["results"]:
         ms = r["ms_per_iteration"]
         loss = f"{r['loss_first']:.4f} -> {r['loss_last']:.4f}" + ("" if r["loss_finite"] else " NOT FINITE")
         lines.append(f"{r['variant']:<14} {r['source']:<10} {r['images_per_s']:>9.2f} {ms['total']:>9.1f} "
                      f"{ms['data']:>8.1f} {ms['forward']:>8.1f} {ms['backward']:>9.1f} {ms['optimizer']:>9.1f} "
-                     f"{r['peak_memory_bytes'] / 2**20:>9.0f}  {loss}")
+                     f"{r['peak_memory_bytes'] / 2**20:>9.0f} {_mib(r.get('iteration_memory_bytes')):>9}  {loss}")
     kind = report["results"][0]["peak_memory_kind"]
-    lines.append(f"peak memory: {'torch.cuda.max_memory_allocated over the timed iterations' if kind.startswith('cuda') else 'the process peak resident set so far (getrusage; every variant and the model building included)'}")
+    lines.append("peak memory: torch.cuda.max_memory_allocated over each variant's timed iterations, the largest "
+                 "rank's (everything resident included: with --compare every variant's weights and optimizer state); iter: "
+                 "that peak less what was allocated as the iteration began"
+                 if kind.startswith("cuda") else
+                 "peak memory: the process peak resident set so far (getrusage; every variant and the model building "
+                 "included; rank 0's under torchrun); iter: not measured on CPU")
     for skip in report["skipped"]:
         lines.append(f"{skip['source']}: skipped: {skip['reason']}")
     for source, ratios in report.get("ratios", {}).items():
@@ -295,6 +318,10 @@ def format_report(report: dict) -> str:
         lines.append(f"{source}: images/s relative to {first}: "
                      + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items()))
     return "\n".join(lines)
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
 
 
 def resolve_sources(choice: str) -> list[str]:

@@ -87,15 +87,28 @@ def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
 
 
 def validate_settings(cfg: Config, world_size: int, device: torch.device) -> None:
-    """The training settings' checks (ConfigError naming the key), without the data."""
+    """The training settings' checks (ConfigError naming the key, what is wrong and what to do), without the
+    data: a batch of at least one image per process, a crop of at least one pixel, ``data.workers`` >= 0,
+    a known AMP mode on CUDA, iteration counts >= 1."""
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size must be >= 1 (the global batch, over all processes), got "
+                          f"{cfg.train.batch_size}: set it in params.yaml or with --set train.batch_size=N")
+    if cfg.train.crop_size < 1:
+        raise ConfigError(f"train.crop_size must be >= 1 (the side of the square training crop, in pixels), got "
+                          f"{cfg.train.crop_size}: set it in params.yaml or with --set train.crop_size=N")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0 (DataLoader processes; 0 loads in the main process), got "
+                          f"{cfg.data.workers}: set it in params.yaml or with --set data.workers=N")
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {world_size} processes")
     if cfg.train.amp not in ("none", *AMP_DTYPES):
         raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
     if cfg.train.amp != "none" and device.type != "cuda":
         raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this run is on {device.type})")
-    if cfg.train.iterations < 1 or cfg.train.checkpoint_interval < 1 or cfg.train.log_interval < 1:
-        raise ConfigError("train.iterations, train.checkpoint_interval and train.log_interval must be >= 1")
+    for key in ("iterations", "checkpoint_interval", "log_interval"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}: set it in params.yaml "
+                              f"or with --set train.{key}=N")
     if cfg.train.eval_interval < 0:
         raise ConfigError(f"train.eval_interval must be >= 0 (0 = no validation during training), "
                           f"got {cfg.train.eval_interval}")
