@@ -19,12 +19,15 @@ What a comparison of runs needs is where MLflow's runs table shows it: experimen
 ``mlflow.experimentKind`` = ``custom_model_development`` (MLflow 3.17's UI follows the browser's workflow
 choice instead; the saved views' links carry ``workflowType=machine_learning``);
 evaluation results are metrics named by dataset, split and protocol (``voc_val/ss/miou``, and per class
-``voc_val/ss/iou/aeroplane``); every numeric setting is also a metric ``hp/<key>`` (MLflow keeps params
+``voc_val/ss/iou/aeroplane``); every numeric setting is also a metric ``hp/<key>`` (``model.ema.*`` only
+for runs with the EMA head: :func:`tracked_params`; MLflow keeps params
 as strings and sorts them as text: 128 < 16 < 256; a metric sorts as a number, the MLflow maintainers'
 advice in mlflow/mlflow#6348). A run lasts from the start to the end of its training, as ``run.json``
 records them, however long it waited for its evaluation. ``run.json`` keeps a local SQLite store's URI
 relative to the run folder (``sqlite:///../../../../mlflow.db``), so a moved or copied project still finds
-its store; MLflow itself makes every local artifact location absolute (``resolve_uri_if_local``).
+its store; MLflow itself makes every local artifact location absolute (``resolve_uri_if_local``), so
+the first sync after a move points the whole store's emanet locations at the new folder
+(:func:`_follow_moved_store`).
 Every sync also rewrites the experiment's saved views (:mod:`emanet.tracking_views`): each paper
 table's runs sorted by what the table sweeps, with their mIoU columns, linked from the experiment's note.
 """
@@ -62,6 +65,8 @@ SUMMARY_METRICS = ("miou", "pixel_acc", "mean_acc", "fwiou")
 #: numeric settings that change how a run is executed, not what it computes: not mirrored as hp/ metrics
 OPERATIONAL = ("data.workers", "train.checkpoint_interval", "train.log_interval", "train.cpu_threads",
                "train.eval_interval")
+#: settings of one head, mirrored only for runs with that head (a run without EMA has no K to sort by)
+HEAD_SETTINGS = {"ema": "model.ema."}
 _METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow's allowed characters in a metric name
 
 
@@ -343,42 +348,49 @@ def _artifacts_beside(uri: str) -> str | None:
     return (Path(path).parent / "mlartifacts").resolve().as_uri()
 
 
-def _follow_moved_store(client, name: str | None, uri: str) -> None:
-    """After a local SQLite store was moved or copied with its project, point its experiment ``name`` and
-    the experiment's runs at the ``mlartifacts`` folder now beside it.
+def _follow_moved_store(client, uri: str) -> None:
+    """After a local SQLite store was moved or copied with its project, point every experiment and run of
+    it whose artifact location emanet chose at the ``mlartifacts`` folder now beside it, in one transaction.
 
     MLflow stores every local artifact location as an absolute path (``resolve_uri_if_local``), so a moved
     store still names the old folder: uploads would go to (and recreate) the old place, and the UI would
-    show the old files. Only locations this module chose (a ``file:`` URI ending in ``/mlartifacts``) are
-    rewritten, through MLflow's own tables (``experiments.artifact_location``, ``runs.artifact_uri``)."""
+    show the old files. Emanet's locations are an experiment's ``file://<folder>/mlartifacts`` and a run's
+    ``file://<folder>/mlartifacts/<run id>/artifacts`` (what MLflow derives from its experiment's); only
+    those are rewritten (other experiments', MLflow's ``Default`` among them, are left alone), whatever
+    experiment they belong to, through MLflow's own tables (``experiments.artifact_location``,
+    ``runs.artifact_uri``). The first sync after a move relocates the whole store; later ones find nothing."""
     expected = _artifacts_beside(uri)
-    if not name or expected is None or uri[len("sqlite:///"):].startswith("file:"):  # read-only URI form
+    if expected is None or uri[len("sqlite:///"):].startswith("file:"):  # read-only URI form
         return
-    experiment = client.get_experiment_by_name(name)
-    old = experiment.artifact_location if experiment else None
-    if not old or old == expected or not (old.startswith("file://") and old.endswith("/mlartifacts")):
-        return
-    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
-
     import inspect
 
-    store, moved = client._tracking_client.store, []
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
+    from sqlalchemy import literal, update
+
+    run_target = literal(expected + "/") + SqlRun.run_uuid + literal("/artifacts")
+    stale_runs = (SqlRun.artifact_uri.like(literal("file://%/mlartifacts/") + SqlRun.run_uuid + literal("/artifacts")),
+                  SqlRun.artifact_uri != run_target)
+    stale_experiments = (SqlExperiment.artifact_location.like("file://%/mlartifacts"),
+                         SqlExperiment.artifact_location != expected)
+    store = client._tracking_client.store
+    with store.ManagedSessionMaker() as session:  # reading: nothing to do unless the store moved
+        experiments = [e for (e,) in session.query(SqlExperiment.name).filter(*stale_experiments)]
+        runs = [r for (r,) in session.query(SqlRun.run_uuid).filter(*stale_runs)]
+    if not experiments and not runs:
+        return
     writable = {"read_only": False} if "read_only" in inspect.signature(store.ManagedSessionMaker).parameters else {}
-    with store.ManagedSessionMaker(**writable) as session:
-        eid = int(experiment.experiment_id)
-        session.query(SqlExperiment).filter(SqlExperiment.experiment_id == eid).update(
-            {SqlExperiment.artifact_location: expected})
-        for run in session.query(SqlRun).filter(SqlRun.experiment_id == eid):
-            if run.artifact_uri and run.artifact_uri.startswith(old + "/"):
-                run.artifact_uri = expected + run.artifact_uri[len(old):]
-                moved.append(run.run_uuid)
+    with store.ManagedSessionMaker(**writable) as session:  # one transaction: all of them or none
+        session.execute(update(SqlExperiment).where(*stale_experiments).values(artifact_location=expected)
+                        .execution_options(synchronize_session=False))
+        session.execute(update(SqlRun).where(*stale_runs).values(artifact_uri=run_target)
+                        .execution_options(synchronize_session=False))
     from mlflow.tracking._tracking_service import utils as service_utils
 
     cache = getattr(service_utils, "_artifact_repos_cache", {})  # this process's repositories of those runs
-    for run_id in moved:
+    for run_id in runs:
         cache.pop(run_id, None)
-    log.info("MLflow store %s was moved: experiment %s's artifacts are now read from %s (were %s)",
-             uri, name, expected, old)
+    log.info("MLflow store %s was moved: its artifacts are now read from and written to %s (%d experiments: %s; "
+             "%d runs)", uri, expected, len(experiments), ", ".join(experiments) or "none", len(runs))
 
 
 def _describe_experiment(client, experiment) -> None:
@@ -440,7 +452,7 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
         uri = resolved_uri(stored, run_dir) if stored else default_uri()
     try:
         client = _client(uri)
-        _follow_moved_store(client, info.get("mlflow_experiment"), uri)
+        _follow_moved_store(client, uri)
         run_id = info.get("mlflow_run_id")
         if run_id and _existing_run(client, run_id, info.get("mlflow_experiment"), uri, run_dir) is None:
             run_id = None  # a run id from another server (or removed for good): start afresh here
@@ -469,7 +481,8 @@ def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     run = client.get_run(run_id)
-    params = [Param(k, str(v)[:6000]) for k, v in info.get("params", {}).items() if k not in run.data.params]
+    params = [Param(k, str(v)[:6000]) for k, v in tracked_params(info.get("params", {})).items()
+              if k not in run.data.params]
     tags = [RunTag(k, str(v)) for k, v in info.get("tags", {}).items()]
     for start in range(0, len(params), 100):
         client.log_batch(run_id, params=params[start:start + 100])
@@ -504,9 +517,18 @@ def evaluation_prefix(metrics: dict, info: dict[str, Any]) -> str:
     return metric_name(f"{where}/{metrics.get('protocol', 'ss')}")
 
 
+def tracked_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings MLflow gets as params and ``hp/`` metrics: ``params`` less the settings of a
+    head the run does not have (``model.ema.*`` unless ``model.head`` is ``ema``); run.json keeps them all."""
+    head = params.get("model.head")
+    unused = tuple(prefix for name, prefix in HEAD_SETTINGS.items() if name != head)
+    return {k: v for k, v in params.items() if not k.startswith(unused)} if unused else dict(params)
+
+
 def _metric_points(run_dir: Path, info: dict[str, Any]) -> list[tuple[str, int, float]]:
     """(key, step, value) from train_log.csv (empty cells skipped), every metrics*.json (summary and
-    per-class values at step 0, named by :func:`evaluation_prefix`) and the numeric settings (``hp/``)."""
+    per-class values at step 0, named by :func:`evaluation_prefix`) and the numeric settings (``hp/``,
+    those :func:`tracked_params` keeps)."""
     points = []
     log_file = run_dir / "train_log.csv"
     if log_file.exists():
@@ -523,7 +545,7 @@ def _metric_points(run_dir: Path, info: dict[str, Any]) -> list[tuple[str, int, 
         for name, iou in (metrics.get("per_class") or {}).items():
             if iou is not None:
                 points.append((metric_name(f"{prefix}/iou/{name}"), 0, float(iou)))
-    for key, value in info.get("params", {}).items():
+    for key, value in tracked_params(info.get("params", {})).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in OPERATIONAL:
             points.append((f"hp/{key}", 0, float(value)))
     return points

@@ -115,16 +115,21 @@ def table_filter(table: str, members: list, runs: list) -> str:
 
 
 def swept(members: list) -> tuple[list[str], list[str]]:
-    """(numeric settings, other settings) whose values differ between ``members``: ``hp/<key>`` metric
-    names and param names (a param whose number is an ``hp/`` metric is not repeated)."""
+    """(numeric settings, other settings) whose values differ between the ``members`` that have them:
+    ``hp/<key>`` metric names and param names (a param whose number is an ``hp/`` metric is not repeated).
+    A setting only some runs have (``model.ema.*``: runs with the EMA head) differs only if their values
+    do; that the others lack it shows in what does differ (``model.head``)."""
     from emanet.tracking import OPERATIONAL
 
+    def differs(values: list[dict], key: str) -> bool:
+        return len({found[key] for found in values if key in found}) > 1
+
     hp = sorted({k for run in members for k in run.data.metrics if k.startswith("hp/")})
-    numeric = [k for k in hp if len({run.data.metrics.get(k) for run in members}) > 1]
+    numeric = [k for k in hp if differs([run.data.metrics for run in members], k)]
     ignored = {k[len("hp/"):] for k in hp} | set(NOT_SETTINGS) | set(OPERATIONAL)
     params = sorted(k for k in {k for run in members for k in run.data.params} - ignored
                     if not k.startswith(NOT_SETTING_SECTIONS))
-    other = [k for k in params if len({run.data.params.get(k) for run in members}) > 1]
+    other = [k for k in params if differs([run.data.params for run in members], k)]
     return numeric, other
 
 

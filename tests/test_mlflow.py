@@ -71,7 +71,17 @@ def test_tracking_off_writes_no_store(tmp_path, prepared_root):
     proc = emanet(run_args("train", tmp_path, prepared_root, "train.iterations=2", "train.batch_size=2",
                            "train.log_interval=1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((tmp_path / "runs/ema512/run.json").read_text()).get("mlflow_run_id") is None
+    run_json = tmp_path / "runs/ema512/run.json"
+    info = json.loads(run_json.read_text())
+    assert info.get("mlflow_run_id") is None
+    # a run folder trained with tracking on (and copied away from its store): run.json names the store, and
+    # an evaluation with tracking.enabled=false must not create or log to it
+    run_json.write_text(json.dumps({**info, "tracking_uri": "sqlite:///../../elsewhere/mlflow.db"}))
+    proc = emanet(run_args("evaluate", tmp_path, prepared_root, "train.iterations=2", "train.batch_size=2",
+                           "train.log_interval=1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "runs/ema512/metrics.json").exists()
+    assert not (tmp_path / "elsewhere").exists() and "mlflow_run_id" not in json.loads(run_json.read_text())
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 
 from emanet.tracking import Tracker, metrics_from_mlflow, read_run_info, sync_run
-from emanet.tracking_views import VIEW_TAG, View, plan_views, write_views
+from emanet.tracking_views import VIEW_TAG, View, plan_views, swept, write_views
 from tests.helpers.mlflow_server import MlflowServer
 
 EXPERIMENT = "emanet/test/voc"
@@ -37,13 +37,15 @@ def server(tmp_path_factory):
 
 
 def _run_folder(root: Path, name: str, bases: int, uri: str, eval_dataset: str | None = None,
-                split: str = "val", tables: str | None = None, experiment: str = EXPERIMENT) -> Path:
+                split: str = "val", tables: str | None = None, experiment: str = EXPERIMENT,
+                head: str = "ema") -> Path:
     """A finished run folder as train + evaluate leave it (without the training)."""
     run_dir = root / "results" / "runs" / name
     run_dir.mkdir(parents=True)
     (run_dir / "train_log.csv").write_text("iteration,loss,lr,images_per_s,elapsed_s,data_s,step_s,max_memory_mib\n"
                                            "5,1.5,0.01,30.0,1.0,0.01,0.1,\n10,1.0,0.009,31.0,2.0,0.01,0.1,\n")
-    params = {"model.ema.num_bases": bases, "train.iterations": 10, "train.log_interval": 5,
+    params = {"model.head": head, "model.ema.num_bases": bases, "model.ema.momentum": 0.9,
+              "train.iterations": 10, "train.log_interval": 5,
               "eval.dataset": eval_dataset, "eval.split": split, "train.amp": "none"}
     (run_dir / "run.json").write_text(json.dumps({
         "dataset": "voc", "train": {"started": "2026-01-02T03:04:05+00:00", "finished": "2026-01-02T04:04:05+00:00"}}))
@@ -97,7 +99,7 @@ def test_the_k_sweep_view_sorts_by_k_and_shows_miou(tmp_path, server):
     name = "emanet/test/views"
     for k in (128, 16, 256, 32, 64):
         _run_folder(tmp_path / f"k{k}", f"k{k}", k, server.url, tables="k_sweep", experiment=name)
-    _run_folder(tmp_path / "fcn", "fcn", 64, server.url, tables="table1", experiment=name)  # not in the sweep
+    _run_folder(tmp_path / "fcn", "fcn", 64, server.url, tables="table1", experiment=name, head="fcn")  # no EMA
     for k in (128, 16, 256, 32, 64):
         sync_run(tmp_path / f"k{k}" / "results/runs" / f"k{k}")
     sync_run(tmp_path / "fcn/results/runs/fcn")
@@ -115,6 +117,12 @@ def test_the_k_sweep_view_sorts_by_k_and_shows_miou(tmp_path, server):
         order_by=[f"{state['orderByKey']} {'ASC' if state['orderByAsc'] else 'DESC'}"])
     assert [r.info.run_name for r in runs] == ["k16", "k32", "k64", "k128", "k256"]
     assert all(r.data.metrics["voc_val/ss/miou"] > 0 for r in runs)  # the column has a value in every row
+    every = mlflow.MlflowClient(server.url).search_runs([experiment["experiment_id"]], order_by=[
+        f"{state['orderByKey']} ASC"])  # the whole runs table sorted by K: a run without EMA is not a K=64 run
+    assert [r.info.run_name for r in every] == ["k16", "k32", "k64", "k128", "k256", "fcn"]
+    fcn = every[-1].data  # no EMA head, no EMA settings
+    assert not [k for k in [*fcn.metrics, *fcn.params] if "model.ema." in k] and fcn.params["model.head"] == "fcn"
+    assert runs[0].data.params["model.ema.momentum"] == "0.9" and runs[0].data.metrics["hp/model.ema.momentum"] == 0.9
     assert tags[VIEW_TAG + "emanet_table1"] and tags[VIEW_TAG + "emanet"]
     url = View("emanet_k_sweep", "", {}).url(experiment["experiment_id"])
     assert f"]({url})" in tags["mlflow.note.content"]  # a link in the experiment's note
@@ -134,8 +142,7 @@ def test_views_sort_by_the_one_number_swept_and_name_their_runs_exactly():
                                           "voc_val/ss_T2/miou": 0.4}, {"model.head": "ema"}),
             _fake_run("r50", "fig3,fig4", {**miou, "hp/model.ema.stages": 3},  # how and where it ran: no setting
                       {"model.head": "ema", "data.workers": "4", "train.device": "cuda", "tracking.uri": "x"}),
-            _fake_run("fcn", "table1", {**miou, "voc_val/ms_flip/miou": 0.6, "hp/model.ema.stages": 3},
-                      {"model.head": "fcn"}),
+            _fake_run("fcn", "table1", {**miou, "voc_val/ms_flip/miou": 0.6}, {"model.head": "fcn"}),
             _fake_run("ema", "table1,table2_stages", {**miou, "hp/model.ema.stages": 3}, {"model.head": "ema"}),
             _fake_run("coco", "table2", {"voc_test/ss/miou": 0.3, "hp/model.ema.stages": 3}, {"model.head": "ema"})]
     views = {v.key: v.state for v in plan_views(runs)}
@@ -154,6 +161,23 @@ def test_views_sort_by_the_one_number_swept_and_name_their_runs_exactly():
     assert views["emanet_table2_stages"]["searchFilter"] == "tags.tables LIKE '%table2_stages%'"
     assert views["emanet"]["selectedColumns"][:2] == ["metrics.`voc_val/ss/miou`", "metrics.`voc_val/ms_flip/miou`"]
     assert views["emanet"]["selectedColumns"][-1] == "metrics.`voc_test/ss/miou`"
+
+
+def test_settings_only_some_runs_have_differ_only_when_their_values_do():
+    """Table 1's heads: the EMA runs' K (the same) is no setting swept because the other heads lack it;
+    a table whose EMA runs differ in K still sorts by it."""
+    ema = {"hp/model.ema.num_bases": 64, "hp/model.ema.momentum": 0.9}
+    table1 = [_fake_run("fcn", "table1", {"hp/model.head_channels": 512}, {"model.head": "fcn"}),
+              _fake_run("aspp", "table1", {"hp/model.head_channels": 512}, {"model.head": "aspp"}),
+              _fake_run("ema512", "table1", {"hp/model.head_channels": 512, **ema},
+                        {"model.head": "ema", "model.ema.norm": "l2"}),
+              _fake_run("ema256", "table1", {"hp/model.head_channels": 256, **ema},
+                        {"model.head": "ema", "model.ema.norm": "l2"})]
+    assert swept(table1) == (["hp/model.head_channels"], ["model.head"])
+    sweep = [_fake_run(f"k{k}", "k_sweep", {**ema, "hp/model.ema.num_bases": k}, {"model.head": "ema"})
+             for k in (16, 64)]
+    assert swept(sweep) == (["hp/model.ema.num_bases"], [])
+    assert swept(sweep + table1[:1]) == (["hp/model.ema.num_bases"], ["model.head"])
 
 
 def test_views_are_rewritten_only_when_changed_and_leave_the_users_alone(tmp_path):
@@ -224,3 +248,39 @@ def test_a_read_only_uri_leaves_no_folder_in_the_working_directory(tmp_path, mon
     run_dir.mkdir(parents=True)
     Tracker(run_dir, True, f"sqlite:///file:{store}?mode=ro&uri=true", EXPERIMENT, "x", {}, {})
     assert os.listdir(work) == []
+
+
+def test_a_copied_project_has_its_whole_store_relocated_by_one_sync(tmp_path, monkeypatch):
+    """Every experiment and run whose artifact location emanet chose follows the store, not only the synced
+    run's experiment (a copied demo kept 4 experiments and their runs on the old folder); others stay."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    voc = _run_folder(project, "k64", 64, "sqlite:///mlflow.db")
+    _run_folder(project, "k16", 16, "sqlite:///mlflow.db")
+    _run_folder(project, "context", 64, "sqlite:///mlflow.db", experiment="emanet/test/context")
+    _run_folder(project, "coco", 64, "sqlite:///mlflow.db", experiment="emanet/test/coco_voc")
+    for name in ("k64", "k16", "context", "coco"):
+        sync_run(project / "results/runs" / name)
+    mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").create_experiment(
+        "someone's", artifact_location=(tmp_path / "theirs").as_uri())
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    monkeypatch.chdir(tmp_path)
+    sync_run(copy / "results/runs" / voc.name)  # one run of one experiment
+
+    import sqlite3
+
+    with sqlite3.connect(copy / "mlflow.db") as db:
+        experiments = dict(db.execute("SELECT name, artifact_location FROM experiments"))
+        runs = dict(db.execute("SELECT run_uuid, artifact_uri FROM runs"))
+    new = (copy / "mlartifacts").as_uri()
+    assert {n: loc for n, loc in experiments.items() if n.startswith("emanet/")} == {
+        EXPERIMENT: new, "emanet/test/context": new, "emanet/test/coco_voc": new}
+    assert experiments["someone's"] == (tmp_path / "theirs").as_uri()  # not emanet's location: left alone
+    assert experiments["Default"] == mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_experiment(
+        "0").artifact_location  # MLflow's own
+    assert len(runs) == 4 and runs == {run_id: f"{new}/{run_id}/artifacts" for run_id in runs}
+    with sqlite3.connect(project / "mlflow.db") as db:  # the original store is not touched
+        assert {uri for (uri,) in db.execute("SELECT artifact_uri FROM runs")} == {
+            f"{(project / 'mlartifacts').as_uri()}/{run_id}/artifacts" for run_id in runs}

@@ -51,7 +51,7 @@ def record(args: argparse.Namespace) -> int:
               "miou": args.miou / 100.0, "per_class": per_class,
               "scored_by": f"PASCAL VOC evaluation server ({args.url or summary['server']})"}
     print(write_metrics(run_dir, result, default=args.protocol == "ss"))
-    sync_to_mlflow(run_dir)
+    sync_to_mlflow(run_dir, cfg.tracking.enabled)
     print("rebuild the tables with `emanet report` (or `snakemake --forcerun report`)")
     return 0
 

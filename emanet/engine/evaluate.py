@@ -190,7 +190,7 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
             write_metrics(run_dir, results[name], default=name == "ss")
     if ctx.is_main:
         record_evaluation(run_dir, read_run_info(run_dir), list(protocols), started, ctx.device)
-        sync_to_mlflow(run_dir)
+        sync_to_mlflow(run_dir, cfg.tracking.enabled)
     return results
 
 
@@ -281,10 +281,12 @@ def write_metrics(run_dir: Path, result: dict, default: bool) -> Path:
     return atomic_write_text(run_dir / f"metrics{suffix}.json", metrics_json(result))
 
 
-def sync_to_mlflow(run_dir: Path) -> None:
-    """Mirror the run folder's new metrics into its MLflow run; a failure only warns (replay later)."""
+def sync_to_mlflow(run_dir: Path, enabled: bool) -> None:
+    """Mirror the run folder's new metrics into its MLflow run (the store ``run.json`` names); a failure only
+    warns (replay later). Nothing when ``enabled`` (``tracking.enabled``) is false, whatever ``run.json``
+    names, or when the run was never tracked (``run.json`` names no store)."""
     info = read_run_info(run_dir)
-    if not info.get("tracking_uri"):
+    if not enabled or not info.get("tracking_uri"):
         return
     try:
         sync_run(run_dir, info["tracking_uri"])
