@@ -150,26 +150,47 @@ def _mean(rows: list[dict], column: str) -> float | None:
         return None
 
 
-def started() -> float:
-    """The clock :func:`record` measures the wall time from (``time.perf_counter()``, seconds)."""
-    return time.perf_counter()
+@dataclass(frozen=True)
+class Start:
+    """When a command began (``time.perf_counter()``, seconds) and the CPU seconds its process had already
+    been charged for waited-for children by then: when a shell runs ``(train && evaluate)``, it execs the
+    last command in its own process, which so inherits the training's CPU time as "children"."""
+
+    clock: float
+    children_cpu_s: float
+
+    def earlier(self, seconds: float) -> Start:
+        """The same start ``seconds`` earlier on the clock (tests)."""
+        return Start(self.clock - seconds, self.children_cpu_s)
 
 
-def record(run_dir: str | Path, command: str, since: float) -> Path | None:
+def _children_cpu_s() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
+def started() -> Start:
+    """The start :func:`record` measures from: now, and the children's CPU time so far."""
+    return Start(time.perf_counter(), _children_cpu_s())
+
+
+def record(run_dir: str | Path, command: str, since: Start) -> Path | None:
     """Write this process's cost to ``run_dir/timings.json`` under ``command`` (``train`` or ``evaluate``),
     atomically, keeping the other commands' entries: ``wall_s`` since ``since`` (:func:`started`), ``cpu_s``
-    (user + system of this process and its waited-for children, e.g. DataLoader workers), ``max_rss_mb``
+    (user + system of this process and of the children it waited for since ``since``, e.g. DataLoader
+    workers), ``max_rss_mb``
     and ``finished`` (UTC, ISO 8601). Under torchrun only rank 0 writes (and counts its own process only).
     Returns the file, or None on another rank."""
     if os.environ.get("RANK", "0") != "0":
         return None
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
     # ru_maxrss is in KiB on Linux, in bytes on macOS
     rss_mb = own.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
     path = Path(run_dir) / "timings.json"
     entries = _read_json(path)
-    entries[command] = {"wall_s": round(time.perf_counter() - since, 3),
-                        "cpu_s": round(own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, 3),
+    children_cpu_s = _children_cpu_s() - since.children_cpu_s
+    entries[command] = {"wall_s": round(time.perf_counter() - since.clock, 3),
+                        "cpu_s": round(own.ru_utime + own.ru_stime + children_cpu_s, 3),
                         "max_rss_mb": round(rss_mb, 1),
                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return atomic_write_json(path, entries)

@@ -117,8 +117,8 @@ def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):
 def test_run_folders_record_train_and_evaluate_and_a_finetune_is_both(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     for run in ("a", "c"):
-        timings.record(runs / run, "train", timings.started() - 3.0)
-    timings.record(runs / "c", "evaluate", timings.started() - 1.0)
+        timings.record(runs / run, "train", timings.started().earlier(3.0))
+    timings.record(runs / "c", "evaluate", timings.started().earlier(1.0))
     entry = json.loads((runs / "a/timings.json").read_text())["train"]
     assert 3.0 <= entry["wall_s"] < 60 and entry["cpu_s"] > 0 and entry["max_rss_mb"] > 1 and entry["finished"]
     monkeypatch.setenv("RANK", "1")
@@ -169,3 +169,14 @@ def test_bench_pipeline_refuses_a_core_count_below_one(tmp_path, root, cores):
     proc = emanet(["bench", "pipeline", "--params", str(root / "params.yaml"), "--results", str(tmp_path),
                    "--cores", cores])
     assert proc.returncode == 2 and "argument --cores" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_command_execd_after_another_is_not_charged_for_its_cpu(tmp_path):
+    """A shell running `(train && evaluate)` execs the last command in its own process, which then carries the
+    training's CPU time as waited-for children; the evaluation's record must count only its own."""
+    burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
+    record = (f"from emanet import timings; timings.record({str(tmp_path)!r}, 'evaluate', timings.started())")
+    subprocess.run(["bash", "-c", f"{sys.executable} -c '{burn}' && exec {sys.executable} -c \"{record}\""],
+                   check=True, env={**os.environ, "PYTHONPATH": str(Path(timings.__file__).parents[1])})
+    entry = json.loads((tmp_path / "timings.json").read_text())["evaluate"]
+    assert entry["cpu_s"] < 1.0, entry  # its own start-up only, not the 1.5 s of the command before it
