@@ -6,7 +6,7 @@ import argparse
 import json
 
 from emanet.commands import bench_train as train_command
-from emanet.commands.common import positive_int
+from emanet.commands.common import add_params_file_options, positive_int
 from emanet.io import atomic_write_json
 
 
@@ -73,8 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                               description="Summarises the pipeline's per-job timings: Snakemake's benchmark files "
                                           "(results/<profile>/benchmarks/) or, for DVC, the run folders' "
                                           "timings.json (training and evaluation only).")
-    pl.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
-    pl.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
+    add_params_file_options(pl)
     pl.add_argument("--results", help="results folder (default results/<profile>)")
     pl.add_argument("--source", default="auto", choices=["auto", "snakemake", "runs"],
                     help="benchmark files, run folders, or auto: the benchmark files when there are any")

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from emanet.commands.common import add_params_file_options, add_set_option
 from emanet.io import atomic_write_json
 
 
@@ -32,10 +33,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
                     "loader (skipped, saying why, when the dataset is not prepared). Weights are random: "
                     "model.pretrained is not read.")
     tr.add_argument("--experiment", default="ema512", help="a key of params.yaml's experiments (default ema512)")
-    tr.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
-    tr.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a parameter, e.g. --set train.amp=bf16 (repeatable)")
+    add_params_file_options(tr)
+    add_set_option(tr, "train.amp=bf16")
     tr.add_argument("--iterations", type=int, default=10, help="timed iterations per variant and source (default 10)")
     tr.add_argument("--warmup", type=int, default=3,
                     help="untimed iterations first (default 3; compile and cudnn.benchmark tune in these)")

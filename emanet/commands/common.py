@@ -17,6 +17,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_params_file_options(p: argparse.ArgumentParser) -> None:
+    """``--params`` (default params.yaml) and ``--profile`` (default: the file's own), for commands that always
+    read a params file."""
+    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    p.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
+
+
+def add_set_option(p: argparse.ArgumentParser, example: str) -> None:
+    """Repeatable ``--set KEY=VALUE`` overrides of the params file (``example``: one shown in the help)."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a parameter, e.g. --set {example} (repeatable)")
+
+
 def add_params_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", help="read paths, mirrors and the manifest from this params.yaml (pipeline mode)")
     p.add_argument("--profile", help="with --params: tiny | paper (default: the file's profile)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emanet.commands.common import add_params_file_options, add_set_option
+
 
 def predict(args: argparse.Namespace) -> int:
     from emanet.config import load_params, resolve
@@ -41,10 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "files are reported and skipped (exit status 1).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (the images directly inside)")
     p.add_argument("--experiment", required=True, help="a key of params.yaml's experiments (the architecture)")
-    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
-    p.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a parameter, e.g. --set train.device=cpu (repeatable)")
+    add_params_file_options(p)
+    add_set_option(p, "train.device=cpu")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the predictions")
     p.add_argument("--results", metavar="ROOT",
                    help="results root holding runs/<experiment>/model.pt (default results/<profile>)")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from emanet.commands.common import add_params_file_options
+
 
 def report(args: argparse.Namespace) -> int:
     from emanet.config import load_params
@@ -63,8 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="every table and figure, ours beside the paper's",
                        description="Writes RESULTS/report/: each table as Markdown and LaTeX, report.html with all "
                                    "tables and figures, report.json with every number and where it came from.")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
+    add_params_file_options(p)
     p.add_argument("--results", help="results root (default results/<profile>)")
     p.add_argument("--from-mlflow", metavar="URI", help="print tables whose metric cells come from MLflow alone "
                                                      "('-' for the default tracking URI)")

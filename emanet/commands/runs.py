@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emanet.commands.common import add_params_file_options, add_set_option
 from emanet.io import atomic_write_json
 
 
@@ -168,10 +169,8 @@ def check_params(args: argparse.Namespace) -> int:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True, help="a key of params.yaml's experiments")
-    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
-    p.add_argument("--profile", help="tiny | paper (default: params.yaml's profile)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a parameter, e.g. --set model.ema.num_bases=32 (repeatable)")
+    add_params_file_options(p)
+    add_set_option(p, "model.ema.num_bases=32")
     p.add_argument("--out", help="results root (default results/<profile>); the run goes to OUT/runs/<experiment>")
 
 
@@ -180,8 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Loads the params file, checks every name (experiments, finetunes, tables, "
                                    "profiles, datasets) against the one pattern, every finetune chain and table, "
                                    "and resolves every run for the profile. DVC runs it as a stage of its own.")
-    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
-    p.add_argument("--profile", help="tiny | paper (default: the file's profile)")
+    add_params_file_options(p)
     p.set_defaults(handler=check_params)
     p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)",
                        description="Trains an experiment of params.yaml with the official recipe. Start it with "
