@@ -46,11 +46,11 @@ def test_bn_momentum_is_applied_everywhere(tiny_config):
     assert moms == {3e-4}
 
 
-def test_set_eval_stages_reaches_the_ema_unit(tiny_config):
+def test_eval_stages_sets_the_ema_units_t_eval(tiny_config):
     model = build_model(tiny_config.model, num_classes=3)
     (unit,) = list(model.ema_units())
     assert isinstance(unit, EMAUnit) and unit.stages == tiny_config.model.ema.stages
-    model.set_eval_stages(7)
+    unit.eval_stages = 7  # what evaluation sets per protocol (Fig. 4's T_eval axis)
     model.eval()
     assert unit.active_stages == 7
 

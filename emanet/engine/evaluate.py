@@ -148,18 +148,10 @@ def eval_root(cfg: Config) -> Path:
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     """The dtype evaluation runs the network in under ``train.amp`` (None: no autocast). Raises ConfigError
-    for an unknown value, or AMP off CUDA, as training does."""
-    from emanet.config import ConfigError
-    from emanet.engine.train import AMP_DTYPES
+    for an unknown value, or AMP off CUDA, as training does (:func:`emanet.engine.train.amp_dtype`)."""
+    from emanet.engine.train import amp_dtype
 
-    if cfg.train.amp == "none":
-        return None
-    if cfg.train.amp not in AMP_DTYPES:
-        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
-    if device.type != "cuda":
-        raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this evaluation is on {device.type}): "
-                          f"pass --set train.amp=none to evaluate in float32")
-    return AMP_DTYPES[cfg.train.amp]
+    return amp_dtype(cfg.train.amp, device, "evaluation", ": pass --set train.amp=none to evaluate in float32")
 
 
 def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> dict[str, dict]:
@@ -209,12 +201,13 @@ def score(predictor: SharedViewPredictor, dataset: SegmentationDataset, protocol
     with progress(total=len(loader), desc=desc, unit="images", enabled=ctx.is_main) as bar:
         for index, image, label in loader:
             preds = predictor(image.to(ctx.device, non_blocking=True))
+            if label is not None:
+                label = label.to(ctx.device, non_blocking=True)  # once per image, whatever the protocols
             for name, pred in zip(protocols, preds, strict=True):
                 if label is None:  # a split without labels: predictions for the evaluation server
                     save_prediction(pending[name] / f"{dataset.ids[index]}.png", pred)
                     continue
-                matrices[name] += confusion_matrix(pred, label.to(ctx.device, non_blocking=True), n,
-                                                   dataset.meta["ignore_index"])
+                matrices[name] += confusion_matrix(pred, label, n, dataset.meta["ignore_index"])
                 if save_predictions is not None and name == protocols[0]:
                     save_prediction(Path(save_predictions) / f"{dataset.ids[index]}.png", pred)
             bar.update(1)

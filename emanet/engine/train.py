@@ -59,6 +59,19 @@ LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s", "data_s", 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def amp_dtype(amp: str, device: torch.device, what: str = "run", hint: str = "") -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` (``none``: None) on ``device``, for training and evaluation alike.
+    Raises ConfigError for an unknown value, or AMP off CUDA (``what``: the kind of job, in the message,
+    followed by ``hint``)."""
+    if amp not in ("none", *AMP_DTYPES):
+        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {amp!r}")
+    if amp == "none":
+        return None
+    if device.type != "cuda":
+        raise ConfigError(f"train.amp={amp} needs a CUDA device (this {what} is on {device.type}){hint}")
+    return AMP_DTYPES[amp]
+
+
 def dataset_root(cfg: Config) -> Path:
     return Path(cfg.data.root) / cfg.data.dataset
 
@@ -101,10 +114,7 @@ def validate_settings(cfg: Config, world_size: int, device: torch.device) -> Non
                           f"{cfg.data.workers}: set it in params.yaml or with --set data.workers=N")
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {world_size} processes")
-    if cfg.train.amp not in ("none", *AMP_DTYPES):
-        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
-    if cfg.train.amp != "none" and device.type != "cuda":
-        raise ConfigError(f"train.amp={cfg.train.amp} needs a CUDA device (this run is on {device.type})")
+    amp_dtype(cfg.train.amp, device)
     for key in ("iterations", "checkpoint_interval", "log_interval"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}: set it in params.yaml "
@@ -178,7 +188,8 @@ class TrainingStep:
             if ctx.distributed else model
         if t.compile:
             net = torch.compile(net)
-        autocast = torch.autocast(ctx.device.type, dtype=AMP_DTYPES[t.amp]) if t.amp != "none" else nullcontext()
+        dtype = amp_dtype(t.amp, ctx.device)
+        autocast = torch.autocast(ctx.device.type, dtype=dtype) if dtype is not None else nullcontext()
         return cls(model, net, optimizer, scaler, autocast, memory_format, ctx.device, ignore_index,
                    t.loss_normalization)
 

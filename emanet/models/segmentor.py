@@ -45,11 +45,6 @@ class Segmentor(nn.Module):
     def ema_units(self) -> Iterator[EMAUnit]:
         return (m for m in self.modules() if isinstance(m, EMAUnit))
 
-    def set_eval_stages(self, stages: int | None) -> None:
-        """Override T_eval of every EMA unit (Fig. 4's axis) without rebuilding or retraining."""
-        for unit in self.ema_units():
-            unit.eval_stages = stages
-
 
 def set_bn_momentum(model: nn.Module, momentum: float) -> None:
     """Give every BatchNorm the same momentum (PyTorch convention: weight of the new statistic)."""
