@@ -199,9 +199,11 @@ fi
 # --- 2. torchrun, checkpoint, SIGKILL, resume -----------------------------------------------------------------
 R="$WORK/resume"
 rm -rf "$R"
-TRAIN=("${TORCHRUN[@]}" -m emanet.cli train --experiment ema512 --profile "$PROFILE" "${BASE_SETS[@]}"
-       --set "train.iterations=$RESUME_ITERATIONS" --set train.checkpoint_interval=1 --set train.log_interval=1
-       --set train.deterministic=true --set "train.batch_size=$RESUME_BATCH")
+# the run's settings, shared by its training and its evaluation (which must resolve the same configuration)
+RUN_ARGS=(--experiment ema512 --profile "$PROFILE" "${BASE_SETS[@]}"
+          --set "train.iterations=$RESUME_ITERATIONS" --set train.checkpoint_interval=1 --set train.log_interval=1
+          --set train.deterministic=true --set "train.batch_size=$RESUME_BATCH")
+TRAIN=("${TORCHRUN[@]}" -m emanet.cli train "${RUN_ARGS[@]}")
 RUN="$R/killed/runs/ema512"
 echo "resume: torchrun --nproc_per_node=1 ($([ $CUDA -eq 1 ] && echo nccl, SyncBatchNorm || echo gloo, the gloo global BatchNorm)), deterministic"
 BLOCKED=""
@@ -217,9 +219,7 @@ chain resume 60 "$PY" benchmarks/gpu_check_parts.py compare-weights "$R/straight
 last_json_line resume
 
 # --- 3. evaluation speed ---------------------------------------------------------------------------------------
-EVAL=(--experiment ema512 --profile "$PROFILE" "${BASE_SETS[@]}" --set "train.iterations=$RESUME_ITERATIONS"
-      --set train.checkpoint_interval=1 --set train.log_interval=1 --set train.deterministic=true
-      --set "train.batch_size=$RESUME_BATCH" --out "$R/straight")
+EVAL=("${RUN_ARGS[@]}" --out "$R/straight")
 evaluate() {  # NAME CAP PROTOCOL [--set ...]: the first uninterrupted run's model, timed
   local name=$1 cap=$2 protocol=$3; shift 3
   if knob_skips "$name"; then skip "$name" "GPU_CHECK_SKIP"

@@ -124,9 +124,9 @@ def kill_after_checkpoint(checkpoint: Path, run_dir: Path, command: list[str], l
     if not checkpoint.exists():
         return {"ok": False, "error": f"{checkpoint} never appeared within {limit_s:.0f} s (exit status "
                                       f"{proc.returncode}, {waited:.1f} s)"}
-    import torch
+    from emanet.engine.checkpoint import load as load_checkpoint
 
-    iteration = torch.load(checkpoint, map_location="cpu", weights_only=False)["iteration"]
+    iteration = load_checkpoint(checkpoint)["iteration"]
     finished = (run_dir / "model.pt").exists()
     return {"ok": not finished and not exited_alone, "checkpoint_iteration": iteration, "finished_before_kill": finished,
             "seconds_to_checkpoint": waited,
@@ -136,6 +136,8 @@ def kill_after_checkpoint(checkpoint: Path, run_dir: Path, command: list[str], l
 def compare_weights(a: Path, b: Path, c: Path | None) -> dict:
     import torch
 
+    from emanet.models.weights import load_weights_file
+
     def diff(x: dict, y: dict) -> tuple[bool, float]:
         if x.keys() != y.keys():
             return False, float("inf")
@@ -144,11 +146,11 @@ def compare_weights(a: Path, b: Path, c: Path | None) -> dict:
                     default=0.0)
         return same, worst
 
-    first, second = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    first, second = (load_weights_file(p, "model.pt") for p in (a, b))
     same, worst = diff(first, second)
     result = {"resumed_bit_identical": same, "resumed_max_abs_diff": worst}
     if c is not None:
-        same_c, worst_c = diff(first, torch.load(c, map_location="cpu", weights_only=True))
+        same_c, worst_c = diff(first, load_weights_file(c, "model.pt"))
         result.update(noise_floor_bit_identical=same_c, noise_floor_max_abs_diff=worst_c)
     result["ok"] = same or (c is not None and not result["noise_floor_bit_identical"]
                             and worst <= 10 * max(result["noise_floor_max_abs_diff"], 1e-12))
@@ -224,6 +226,8 @@ def merge(workdir: Path, outdir: Path, parts: list[str] = ()) -> dict:
     every part, written atomically to ``outdir/gpu_check.json``; a failed part's log is copied to
     ``outdir/logs`` and its last lines put in its status; a name of ``parts`` without a status is
     marked missing."""
+    from emanet.io import atomic_write_text
+
     merged: dict[str, dict] = {}
     for kind in ("status", "parts"):
         for path in sorted((workdir / kind).glob("*.json")):
@@ -242,9 +246,7 @@ def merge(workdir: Path, outdir: Path, parts: list[str] = ()) -> dict:
             (outdir / "logs").mkdir(parents=True, exist_ok=True)
             (outdir / "logs" / log.name).write_text(text)
             entry["status"]["log"] = f"logs/{log.name}"
-    tmp = outdir / "gpu_check.json.tmp"
-    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-    tmp.replace(outdir / "gpu_check.json")
+    atomic_write_text(outdir / "gpu_check.json", json.dumps(merged, indent=1, sort_keys=True))
     return merged
 
 
