@@ -23,11 +23,8 @@ evaluation results are metrics named by dataset, split and protocol (``voc_val/s
 for runs with the EMA head: :func:`tracked_params`; MLflow keeps params
 as strings and sorts them as text: 128 < 16 < 256; a metric sorts as a number, the MLflow maintainers'
 advice in mlflow/mlflow#6348). A run lasts from the start to the end of its training, as ``run.json``
-records them, however long it waited for its evaluation. ``run.json`` keeps a local SQLite store's URI
-relative to the run folder (``sqlite:///../../../../mlflow.db``), so a moved or copied project still finds
-its store; MLflow itself makes every local artifact location absolute (``resolve_uri_if_local``), so
-the first sync after a move points the whole store's emanet locations at the new folder
-(:func:`_follow_moved_store`).
+records them, however long it waited for its evaluation. Where a local SQLite store lives (kept relative
+to the run folder in ``run.json``), and following it when the project is moved: :mod:`emanet.tracking_store`.
 Every sync also rewrites the experiment's saved views (:mod:`emanet.tracking_views`): each paper
 table's runs sorted by what the table sweeps, with their mIoU columns, linked from the experiment's note.
 """
@@ -45,6 +42,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from emanet.tracking_store import artifacts_beside, follow_moved_store, guard_uri_filenames, portable_uri, resolved_uri
 
 log = logging.getLogger(__name__)
 
@@ -73,34 +72,6 @@ _METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow's allowed charact
 def default_uri(project: Path | None = None) -> str:
     """``$MLFLOW_TRACKING_URI``, else a sqlite store at the project root (what ``mlflow ui`` opens there)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project or Path.cwd()).resolve()}/mlflow.db"
-
-
-def portable_uri(uri: str, run_dir: Path) -> str:
-    """``uri`` as ``run.json`` keeps it: a local SQLite file's path relative to ``run_dir`` (a relative
-    path in ``uri`` is relative to the working directory, as MLflow reads it); anything else unchanged."""
-    path, query = _sqlite_path(uri)
-    if path is None:
-        return uri
-    return "sqlite:///" + os.path.relpath(Path(path).resolve(), Path(run_dir).resolve()) + query
-
-
-def resolved_uri(stored: str, run_dir: Path) -> str:
-    """The inverse of :func:`portable_uri`: a stored relative SQLite path made absolute against ``run_dir``."""
-    path, query = _sqlite_path(stored)
-    if path is None or Path(path).is_absolute():
-        return stored
-    return f"sqlite:///{(Path(run_dir) / path).resolve()}{query}"
-
-
-def _sqlite_path(uri: str) -> tuple[str | None, str]:
-    """(path, "?query" or "") of a plain ``sqlite:///PATH`` URI; (None, "") for every other URI, SQLite's
-    URI filenames (``sqlite:///file:...``) and in-memory databases included."""
-    if not uri.startswith("sqlite:///"):
-        return None, ""
-    path, mark, query = uri[len("sqlite:///"):].partition("?")
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return None, ""
-    return path, mark + query
 
 
 def _ms(stamp: str | None) -> int | None:
@@ -266,29 +237,10 @@ class _NoStoreTraceback(logging.Filter):
         return not str(record.msg).startswith("SQLAlchemy database error")
 
 
-def _guard_uri_filenames() -> None:
-    """MLflow (3.8+, mlflow/mlflow#19205) creates an SQLite database's parent folder from the text after
-    ``sqlite:///``; for SQLite's URI filenames (``sqlite:///file:/abs/mlflow.db?mode=ro&uri=true``) that
-    text is not a path, and MLflow created the folder ``file:/abs`` under the working directory. Such a
-    URI names a file SQLite opens itself (with ``mode=ro``, one that must exist): skip the folder for it."""
-    from mlflow.store.db import utils
-
-    make = getattr(utils, "_make_parent_dirs_if_sqlite", None)
-    if make is None or getattr(make, "emanet_guard", False):
-        return
-
-    def guarded(db_uri: str) -> None:
-        if not db_uri.startswith("sqlite:///file:"):
-            make(db_uri)
-
-    guarded.emanet_guard = True
-    utils._make_parent_dirs_if_sqlite = guarded
-
-
 def _client(uri: str):
     import mlflow
 
-    _guard_uri_filenames()
+    guard_uri_filenames()
     for key, value in _CLIENT_ENV.items():
         os.environ.setdefault(key, value)
     store_log = logging.getLogger("mlflow.store.db.utils")
@@ -327,7 +279,7 @@ def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
     if found:
         _describe_experiment(client, found)
         return found.experiment_id
-    location = _artifacts_beside(uri)
+    location = artifacts_beside(uri)
     try:
         return client.create_experiment(name, artifact_location=location,
                                         tags={**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE})
@@ -336,61 +288,6 @@ def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
         if found is None or found.lifecycle_stage != "active":
             raise
         return found.experiment_id
-
-
-def _artifacts_beside(uri: str) -> str | None:
-    """``file://`` URI of the ``mlartifacts`` folder beside a local SQLite store (None for other stores):
-    artifacts live with the database, not in whatever the working directory is."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?")[0]  # also the URI form, sqlite:///file:/path?mode=ro&uri=true
-    path = path[len("file:"):] if path.startswith("file:") else path
-    return (Path(path).parent / "mlartifacts").resolve().as_uri()
-
-
-def _follow_moved_store(client, uri: str) -> None:
-    """After a local SQLite store was moved or copied with its project, point every experiment and run of
-    it whose artifact location emanet chose at the ``mlartifacts`` folder now beside it, in one transaction.
-
-    MLflow stores every local artifact location as an absolute path (``resolve_uri_if_local``), so a moved
-    store still names the old folder: uploads would go to (and recreate) the old place, and the UI would
-    show the old files. Emanet's locations are an experiment's ``file://<folder>/mlartifacts`` and a run's
-    ``file://<folder>/mlartifacts/<run id>/artifacts`` (what MLflow derives from its experiment's); only
-    those are rewritten (other experiments', MLflow's ``Default`` among them, are left alone), whatever
-    experiment they belong to, through MLflow's own tables (``experiments.artifact_location``,
-    ``runs.artifact_uri``). The first sync after a move relocates the whole store; later ones find nothing."""
-    expected = _artifacts_beside(uri)
-    if expected is None or uri[len("sqlite:///"):].startswith("file:"):  # read-only URI form
-        return
-    import inspect
-
-    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
-    from sqlalchemy import literal, update
-
-    run_target = literal(expected + "/") + SqlRun.run_uuid + literal("/artifacts")
-    stale_runs = (SqlRun.artifact_uri.like(literal("file://%/mlartifacts/") + SqlRun.run_uuid + literal("/artifacts")),
-                  SqlRun.artifact_uri != run_target)
-    stale_experiments = (SqlExperiment.artifact_location.like("file://%/mlartifacts"),
-                         SqlExperiment.artifact_location != expected)
-    store = client._tracking_client.store
-    with store.ManagedSessionMaker() as session:  # reading: nothing to do unless the store moved
-        experiments = [e for (e,) in session.query(SqlExperiment.name).filter(*stale_experiments)]
-        runs = [r for (r,) in session.query(SqlRun.run_uuid).filter(*stale_runs)]
-    if not experiments and not runs:
-        return
-    writable = {"read_only": False} if "read_only" in inspect.signature(store.ManagedSessionMaker).parameters else {}
-    with store.ManagedSessionMaker(**writable) as session:  # one transaction: all of them or none
-        session.execute(update(SqlExperiment).where(*stale_experiments).values(artifact_location=expected)
-                        .execution_options(synchronize_session=False))
-        session.execute(update(SqlRun).where(*stale_runs).values(artifact_uri=run_target)
-                        .execution_options(synchronize_session=False))
-    from mlflow.tracking._tracking_service import utils as service_utils
-
-    cache = getattr(service_utils, "_artifact_repos_cache", {})  # this process's repositories of those runs
-    for run_id in runs:
-        cache.pop(run_id, None)
-    log.info("MLflow store %s was moved: its artifacts are now read from and written to %s (%d experiments: %s; "
-             "%d runs)", uri, expected, len(experiments), ", ".join(experiments) or "none", len(runs))
 
 
 def _describe_experiment(client, experiment) -> None:
@@ -452,7 +349,7 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
         uri = resolved_uri(stored, run_dir) if stored else default_uri()
     try:
         client = _client(uri)
-        _follow_moved_store(client, uri)
+        follow_moved_store(client, uri)
         run_id = info.get("mlflow_run_id")
         if run_id and _existing_run(client, run_id, info.get("mlflow_experiment"), uri, run_dir) is None:
             run_id = None  # a run id from another server (or removed for good): start afresh here
