@@ -128,10 +128,16 @@ def _pct(ours: float, paper: float) -> str:
     return f"{100.0 * (ours - paper) / paper:+.2f}%"
 
 
+def in_table1_setting(result: dict) -> bool:
+    """Whether a :func:`complexity` result was counted in Table 1's setting (resnet101, 513x513, OS 8, K=64,
+    T=3), the only one the paper's costs can be compared with."""
+    s = result["setting"]
+    return (s["backbone"], s["size"], s["output_stride"], s["num_bases"], s["stages"]) == ("resnet101", 513, 8, 64, 3)
+
+
 def _notes(result: dict) -> list[str]:
     """What explains the differences from Table 1 (only meaningful in Table 1's own setting)."""
-    s = result["setting"]
-    if (s["backbone"], s["size"], s["output_stride"], s["num_bases"], s["stages"]) != ("resnet101", 513, 8, 64, 3):
+    if not in_table1_setting(result):
         return ["- Table 1's figures are for resnet101 at 513x513, OS 8, K=64, T=3: not comparable here."]
     return [
         "- Backbone MACs count convolutions only; the remaining ~0.4% of the paper's 190.6G is most likely",

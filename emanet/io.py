@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a rerun) never sees a half-written output."""
+"""Atomic file writes: a reader (or a rerun) never sees a half-written output; and the lenient read of
+records that only inform (timings, provenance)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object in ``path``; ``{}`` when the file is absent, unreadable, not JSON or not an object.
+    Only for records whose loss costs information, not results (timings, a report's provenance)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _umask() -> int:

@@ -19,7 +19,6 @@ cores finishes the pipeline sooner. Total CPU time over the cores is the other b
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import resource
@@ -29,12 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from emanet.io import atomic_write_json
+from emanet.io import atomic_write_json, read_json_object
 
 #: the stages in pipeline order (the Snakefile's rules, dvc.yaml's stages less check_params)
 STAGES = ("synth", "download", "weights", "prepare", "complexity", "train", "evaluate", "finetune", "report")
-#: stages with one job per item (dataset or run); the others have a single job
-PER_ITEM = ("download", "prepare", "train", "evaluate", "finetune")
 
 
 @dataclass(frozen=True, order=True)
@@ -187,22 +184,13 @@ def record(run_dir: str | Path, command: str, since: Start) -> Path | None:
     # ru_maxrss is in KiB on Linux, in bytes on macOS
     rss_mb = own.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
     path = Path(run_dir) / "timings.json"
-    entries = _read_json(path)
+    entries = read_json_object(path)
     children_cpu_s = _children_cpu_s() - since.children_cpu_s
     entries[command] = {"wall_s": round(time.perf_counter() - since.clock, 3),
                         "cpu_s": round(own.ru_utime + own.ru_stime + children_cpu_s, 3),
                         "max_rss_mb": round(rss_mb, 1),
                         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return atomic_write_json(path, entries)
-
-
-def _read_json(path: Path) -> dict:
-    """A timings file's entries; an unreadable one is replaced (it only holds measurements)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def read_run_folders(runs: str | Path, graph: dict[Job, tuple[Job, ...]]) -> dict[Job, Timing]:
@@ -214,7 +202,7 @@ def read_run_folders(runs: str | Path, graph: dict[Job, tuple[Job, ...]]) -> dic
     for job in graph:
         if job.stage not in ("train", "evaluate", "finetune"):
             continue
-        entries = _read_json(Path(runs) / job.item / "timings.json")
+        entries = read_json_object(Path(runs) / job.item / "timings.json")
         commands = ("train", "evaluate") if job.stage == "finetune" else (job.stage,)
         parts = [entries.get(c) for c in commands]
         if not all(isinstance(p, dict) and isinstance(p.get("wall_s"), (int, float)) for p in parts):

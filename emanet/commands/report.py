@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from emanet.commands.common import add_params_file_options
@@ -25,8 +24,8 @@ def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
     """Print tables rebuilt from mlflow.search_runs alone (metric columns; costs live in the bench file)."""
     from emanet import pipeline
     from emanet.config import resolve
-    from emanet.report.settings import annotate
-    from emanet.report.tables import build_tables, to_markdown
+    from emanet.report.settings import annotated_tables
+    from emanet.report.tables import to_markdown
     from emanet.tracking import default_uri, metrics_from_mlflow
 
     cfg = resolve(params, profile)
@@ -34,9 +33,7 @@ def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
     names = [cfg.tracking.experiment.format(profile=profile, dataset=d) for d in datasets]
     runs = metrics_from_mlflow(args.from_mlflow if args.from_mlflow != "-" else default_uri(), names)
     results = Path(args.results or f"results/{profile}")
-    tables = build_tables(params, results, mlflow_runs=runs)
-    bench_file = results / "bench" / "complexity.json"
-    annotate(tables, params, profile, results, json.loads(bench_file.read_text()) if bench_file.exists() else None)
+    tables = annotated_tables(params, profile, results, mlflow_runs=runs)
     for table in tables:
         if not args.table or table.name in args.table:
             print(to_markdown(table))

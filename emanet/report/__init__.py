@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 import logging
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from emanet.io import atomic_write_json, atomic_write_text
 from emanet.report import figures
 from emanet.report.notes import general_notes
 from emanet.report.provenance import provenance, summary_lines
-from emanet.report.settings import annotate, describe_runs, run_params, synthetic_mark
-from emanet.report.tables import Table, build_tables, note_html, to_html, to_latex, to_markdown
+from emanet.report.settings import annotated_tables, describe_runs, run_params, synthetic_mark
+from emanet.report.tables import Table, note_html, to_html, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +54,7 @@ figcaption{font-size:12px;color:#333}
 def build_report(params: dict, profile: str, results_root: Path) -> Path:
     """Write ``results_root/report/`` (tables, report.md, report.html, figures/, report.json); return report.html."""
     out = results_root / "report"
-    bench_file = results_root / "bench" / "complexity.json"
-    complexity = json.loads(bench_file.read_text()) if bench_file.exists() else None
-    tables = build_tables(params, results_root)
-    annotate(tables, params, profile, results_root, complexity)
+    tables = annotated_tables(params, profile, results_root)
     for table in tables:
         atomic_write_text(out / f"{table.name}.md", to_markdown(table))
         atomic_write_text(out / f"{table.name}.tex", to_latex(table))

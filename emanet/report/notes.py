@@ -42,8 +42,7 @@ def table_notes(table: Table, complexity: dict | None) -> list[str]:
     if "activation_bytes" in fields:
         return ["Memory (this column): bytes newly allocated by one fp32 inference forward; heads in millions of "
                 "fp32 values, the backbone in bytes (`emanet bench complexity` explains)."]
-    s = complexity["setting"]
-    if (s["backbone"], s["size"], s["output_stride"], s["num_bases"], s["stages"]) != ("resnet101", 513, 8, 64, 3):
+    if not bench.in_table1_setting(complexity):
         return ["The costs were counted outside Table 1's setting (resnet101, 513x513, OS 8, K=64, T=3): "
                 "their Δ compares different things; rerun `emanet bench complexity` with its defaults."]
     return bench.memory_explanation(complexity)

@@ -3,10 +3,10 @@ reads the commit, config hash, data checksum and MLflow run id recorded in ``run
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from emanet.io import read_json_object
 from emanet.report.tables import Table
 from emanet.tracking import git_commit
 
@@ -24,12 +24,7 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
             if not row.experiment or row.experiment in seen:
                 continue
             seen.add(row.experiment)
-            record = results_root / "runs" / row.experiment / "run.json"
-            try:
-                info = json.loads(record.read_text()) if record.exists() else None
-            except (OSError, ValueError):
-                info = None
-            info = info if isinstance(info, dict) else {}
+            info = read_json_object(results_root / "runs" / row.experiment / "run.json")
             state = "not made" if not info else ("finished" if info.get("finished", True) else "unfinished")
             runs.append({"experiment": row.experiment, "made": bool(info), "state": state,
                          "config_hash": info.get("config_hash"), "git_commit": info.get("git_commit"),

@@ -7,12 +7,12 @@ ran with); a run not made yet is described by what params.yaml would run (:func:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from emanet.config import flatten, resolve
-from emanet.report.tables import Table
+from emanet.io import read_json_object
+from emanet.report.tables import Table, build_tables, read_complexity
 
 
 def synthetic_mark(params: dict, profile: str) -> str:
@@ -25,14 +25,9 @@ def synthetic_mark(params: dict, profile: str) -> str:
 
 def run_params(params: dict, profile: str, results_root: Path, experiment: str) -> dict:
     """The flat config (``model.backbone``, ``train.crop_size``, ...) a run was made with, or would be."""
-    record = results_root / "runs" / experiment / "run.json"
-    if record.exists():
-        try:
-            made = json.loads(record.read_text()).get("params")
-        except (OSError, ValueError):
-            made = None
-        if isinstance(made, dict) and "model.backbone" in made:
-            return made
+    made = read_json_object(results_root / "runs" / experiment / "run.json").get("params")
+    if isinstance(made, dict) and "model.backbone" in made:
+        return made
     return flatten(resolve(params, profile, experiment=experiment).to_dict())
 
 
@@ -111,3 +106,13 @@ def annotate(tables: list[Table], params: dict, profile: str, results_root: Path
         table.cost_setting = describe_costs(complexity) if table.has_costs else ""
         table.mark = mark
         table.notes = table_notes(table, complexity)
+
+
+def annotated_tables(params: dict, profile: str, results_root: Path,
+                     mlflow_runs: dict[str, dict] | None = None) -> list[Table]:
+    """Every table of params.yaml filled (:func:`emanet.report.tables.build_tables`, metric cells from
+    ``mlflow_runs`` when given) and annotated (:func:`annotate`), the cost file read once for both."""
+    complexity = read_complexity(results_root)
+    tables = build_tables(params, results_root, mlflow_runs, complexity)
+    annotate(tables, params, profile, results_root, complexity)
+    return tables

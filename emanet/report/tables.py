@@ -174,13 +174,26 @@ def mlflow_cell(runs: dict[str, dict], experiment: str, protocol: str) -> Cell:
     return Cell(ours=value, text=_value_text(value, bool(run.get("imported"))), mlflow_run=run["run_id"])
 
 
-def build_tables(params: dict, results_root: Path, mlflow_runs: dict[str, dict] | None = None) -> list[Table]:
-    """Fill every table of params.yaml from ``results_root/runs/*`` and ``results_root/bench``, or, with
-    ``mlflow_runs``, the metric cells from MLflow alone. Settings, marks and notes are added by
-    :func:`emanet.report.settings.annotate`."""
+def complexity_file(results_root: Path) -> Path:
+    """Where ``emanet bench complexity`` writes the costs the tables read."""
+    return results_root / "bench" / "complexity.json"
+
+
+def read_complexity(results_root: Path) -> dict | None:
+    """The costs in :func:`complexity_file`, None when absent."""
+    bench_file = complexity_file(results_root)
+    return json.loads(bench_file.read_text()) if bench_file.exists() else None
+
+
+def build_tables(params: dict, results_root: Path, mlflow_runs: dict[str, dict] | None = None,
+                 complexity: dict | None = None) -> list[Table]:
+    """Fill every table of params.yaml from ``results_root/runs/*`` and the costs ``complexity`` (read from
+    ``results_root/bench`` when not given), or, with ``mlflow_runs``, the metric cells from MLflow alone.
+    Settings, marks and notes are added by :func:`emanet.report.settings.annotate`."""
     validate_tables(params)
-    bench_file = results_root / "bench" / "complexity.json"
-    complexity = json.loads(bench_file.read_text()) if bench_file.exists() else None
+    bench_file = complexity_file(results_root)
+    if complexity is None:
+        complexity = read_complexity(results_root)
     tables = []
     for name, spec in params["tables"].items():
         rows = []
