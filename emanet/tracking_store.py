@@ -87,9 +87,9 @@ def follow_moved_store(client, uri: str) -> None:
     those are rewritten (other experiments', MLflow's ``Default`` among them, are left alone), whatever
     experiment they belong to, through MLflow's own tables (``experiments.artifact_location``,
     ``runs.artifact_uri``). The first sync after a move relocates the whole store; later ones find nothing."""
-    expected = artifacts_beside(uri)
-    if expected is None or uri[len("sqlite:///"):].startswith("file:"):  # read-only URI form
+    if _sqlite_path(uri)[0] is None:  # not a database file named by its path (a server, a URI filename, memory)
         return
+    expected = artifacts_beside(uri)
     import inspect
 
     from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
