@@ -93,7 +93,7 @@ def fetch_weights(entry: WeightsEntry, dest_dir: str | Path, mirrors: list[str],
     unpacked = dest_dir / f".{entry.member}.unpacked"
     shutil.rmtree(unpacked, ignore_errors=True)
     try:
-        safe_extract(archive, unpacked, members=[entry.member])
+        safe_extract(archive, unpacked, members=[entry.member], progress=progress)
         member = unpacked / entry.member
         if not member.is_file():
             raise FetchError(f"{archive}: has no member {entry.member!r}")
