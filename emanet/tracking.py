@@ -360,10 +360,10 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
             run_id = run.info.run_id
             info.update(mlflow_run_id=run_id, tracking_uri=portable_uri(uri, run_dir))
             _write_run_info(run_dir, info)
-        _replay(client, run_id, run_dir, info)
+        experiment_id = _replay(client, run_id, run_dir, info)
         from emanet.tracking_views import write_views
 
-        write_views(client, client.get_run(run_id).info.experiment_id, EXPERIMENT_NOTE, NOTE_MARK)
+        write_views(client, experiment_id, EXPERIMENT_NOTE, NOTE_MARK)
     except TrackingStoreError:
         raise
     except Exception as exc:
@@ -374,7 +374,8 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
     return run_id
 
 
-def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> None:
+def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> str:
+    """Log what the run ``run_id`` lacks of the run folder; return the run's experiment id."""
     from mlflow.entities import Metric, Param, RunTag
 
     run = client.get_run(run_id)
@@ -396,6 +397,7 @@ def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> None:
             client.log_artifact(run_id, str(path))
     if info.get("finished"):  # the run's time is its training's, not the wait for evaluation
         client.set_terminated(run_id, "FINISHED", end_time=_ms((info.get("train") or {}).get("finished")))
+    return run.info.experiment_id
 
 
 def metric_name(name: str) -> str:
