@@ -331,7 +331,9 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
     """Mirror a run folder into MLflow: create or reuse its run, log what the server lacks; return the run id.
 
     Idempotent: parameters are set once, metric points are logged only for (key, step) pairs the server
-    does not have yet, artifacts are re-uploaded (same names).
+    does not have yet, artifacts are re-uploaded (same names). ``uri`` is the store as MLflow reads it (a
+    relative SQLite path is relative to the working directory); by default the one ``run.json`` names
+    (a local store's path kept relative to ``run_dir``), else :func:`default_uri`.
 
     Raises:
         FileNotFoundError: ``run_dir`` has no ``run.json``.
@@ -344,8 +346,8 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
     info = read_run_info(run_dir)
     if not info:
         raise FileNotFoundError(f"{run_dir / 'run.json'}: not a run folder (nothing to sync)")
-    stored = info.get("tracking_uri")
-    if not uri or uri == stored:  # run.json keeps a local store's path relative to the run folder
+    if not uri:  # run.json keeps a local store's path relative to the run folder
+        stored = info.get("tracking_uri")
         uri = resolved_uri(stored, run_dir) if stored else default_uri()
     try:
         client = _client(uri)

@@ -282,6 +282,6 @@ def sync_to_mlflow(run_dir: Path, enabled: bool) -> None:
     if not enabled or not info.get("tracking_uri"):
         return
     try:
-        sync_run(run_dir, info["tracking_uri"])
+        sync_run(run_dir)
     except Exception as exc:  # noqa: BLE001 - results are on disk; tracking can be replayed later
         log.warning("could not log the metrics to MLflow (%s); run `emanet track sync %s` later", exc, run_dir)
