@@ -10,6 +10,7 @@ from emanet.commands import bench, data, predict, report, runs, submission
 from emanet.config import ConfigError, ParamsError
 from emanet.data.fetch import FetchError
 from emanet.data.sources import DataError
+from emanet.logfilters import drop_records
 
 GROUPS = (data, runs, predict, submission, bench, report)
 
@@ -39,21 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-class _NoCudaHomeNotice(logging.Filter):
-    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." warning, which
+def drop_cuda_home_notice() -> None:
+    """Drop torch's "No CUDA runtime is found, using CUDA_HOME=..." warning (once per process), which
     ``torch.utils.cpp_extension`` logs when imported (through ``torch.utils.benchmark``, torch.compile)
     on a machine without a CUDA runtime: nothing in emanet builds C++/CUDA extensions, so it only says
     that a CPU machine is one. Every other record of that logger passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("No CUDA runtime is found, using CUDA_HOME=")
-
-
-def drop_cuda_home_notice() -> None:
-    """Install :class:`_NoCudaHomeNotice` on torch's cpp_extension logger (once per process)."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    if not any(isinstance(f, _NoCudaHomeNotice) for f in logger.filters):
-        logger.addFilter(_NoCudaHomeNotice())
+    drop_records("torch.utils.cpp_extension", "No CUDA runtime is found, using CUDA_HOME=")
 
 
 def _with_params_file(message: str, args: argparse.Namespace) -> str:

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emanet.logfilters import drop_records
 from emanet.tracking_store import artifacts_beside, follow_moved_store, guard_uri_filenames, portable_uri, resolved_uri
 
 log = logging.getLogger(__name__)
@@ -229,23 +230,15 @@ def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "run.json", info)
 
 
-class _NoStoreTraceback(logging.Filter):
-    """Drops the traceback MLflow's SQL store logs before it raises the same error as an MlflowException:
-    the caller reports that exception once, with the fix (:func:`store_failure`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("SQLAlchemy database error")
-
-
 def _client(uri: str):
     import mlflow
 
     guard_uri_filenames()
     for key, value in _CLIENT_ENV.items():
         os.environ.setdefault(key, value)
-    store_log = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _NoStoreTraceback) for f in store_log.filters):
-        store_log.addFilter(_NoStoreTraceback())
+    # MLflow's SQL store logs a traceback before it raises the same error as an MlflowException, which
+    # the caller reports once, with the fix (store_failure)
+    drop_records("mlflow.store.db.utils", "SQLAlchemy database error")
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri)
 
