@@ -50,9 +50,9 @@ def drop_cuda_home_notice() -> None:
 
 def _with_params_file(message: str, args: argparse.Namespace) -> str:
     """A params error names where the parameters came from (the params file, and the --set overrides when
-    there are some) unless it already starts with the file's name."""
+    there are some); the resolver's messages (emanet.config) never name it themselves."""
     params = getattr(args, "params", None)
-    if not params or message.startswith(str(params)):
+    if not params:
         return message
     sets = getattr(args, "set", None) or []
     source = f"{params} with --set {' '.join(sets)}" if sets else str(params)
