@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 EMANET := $(VENV)/bin/emanet
 
-.PHONY: demo test test-fast fuzz venv clean
+.PHONY: demo test test-fast lint fuzz venv clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,13 @@ demo: $(STAMP)
 	@echo; cat results/tiny/report/report.md; echo
 	@echo "Report: results/tiny/report/report.html   MLflow: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$$PWD/mlflow.db"
 
-test: $(STAMP)
+# Lint and format check first (ruff, configured in pyproject.toml): seconds, and a red line before a long run.
+test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"

@@ -37,10 +37,12 @@ def pil_sample(root: Path, image_id: str, rng: np.random.Generator, crop: int) -
     x = np.pad(x, ((0, ph), (0, pw), (0, 0)))
     y = np.pad(y, ((0, ph), (0, pw)), constant_values=255)
     top, left = rng.integers(x.shape[0] - crop + 1), rng.integers(x.shape[1] - crop + 1)
-    x, y = x[top:top + crop, left:left + crop], y[top:top + crop, left:left + crop]
+    x, y = x[top : top + crop, left : left + crop], y[top : top + crop, left : left + crop]
     if rng.random() < 0.5:
         x, y = x[:, ::-1], y[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(np.ascontiguousarray(y)).long()
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(
+        np.ascontiguousarray(y)
+    ).long()
 
 
 def main() -> None:
@@ -57,8 +59,10 @@ def main() -> None:
             root = prepare("voc", tmp / "raw", out, None, workers=workers, progress=False)
             seconds = time.perf_counter() - start
             n = sum(1 for _ in (root / "labels").iterdir())
-            print(f"prepare voc, {workers} worker(s): {n} images in {seconds:.2f} s = {n / seconds:.1f} images/s "
-                  "(first run includes extracting the archives)")
+            print(
+                f"prepare voc, {workers} worker(s): {n} images in {seconds:.2f} s = {n / seconds:.1f} images/s "
+                "(first run includes extracting the archives)"
+            )
         torch.set_num_threads(1)
         ds = SegmentationDataset(root, "trainaug", TrainTransform(513))
         ids = [ds.ids[i % len(ds)] for i in range(args.samples)]
@@ -71,8 +75,10 @@ def main() -> None:
         for image_id in ids:
             pil_sample(root, image_id, rng, 513)
         plain = args.samples / (time.perf_counter() - start)
-        print(f"training samples per core (crop 513, VOC-sized images): emanet {ours:.1f}/s, "
-              f"plain PIL+NumPy {plain:.1f}/s, ratio {ours / plain:.2f}")
+        print(
+            f"training samples per core (crop 513, VOC-sized images): emanet {ours:.1f}/s, "
+            f"plain PIL+NumPy {plain:.1f}/s, ratio {ours / plain:.2f}"
+        )
 
 
 if __name__ == "__main__":

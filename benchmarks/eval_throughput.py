@@ -48,8 +48,12 @@ from emanet.pipeline import parse_protocol
 ROOT = Path(__file__).resolve().parents[1]
 FIG4 = ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-JOBS = {"ss": ("ema512", ["ss"]), "ms_flip": ("ema512", ["ms_flip"]),
-        "ss+ms_flip": ("ema512", ["ss", "ms_flip"]), "fig4": ("r50", FIG4)}
+JOBS = {
+    "ss": ("ema512", ["ss"]),
+    "ms_flip": ("ema512", ["ms_flip"]),
+    "ss+ms_flip": ("ema512", ["ss", "ms_flip"]),
+    "fig4": ("r50", FIG4),
+}
 
 
 def _before(model, root: Path, split: str, protocols: list[str], scales) -> tuple[float, list]:
@@ -90,14 +94,17 @@ def main() -> None:
         prepared = tmp / "prepared"
         prepare("voc", tmp / "raw", prepared, None, progress=False)
         n = len(SegmentationDataset(prepared / "voc", "val"))
-        print(f"{n} val images, sides {sizes[0]}..{sizes[1]} px, tiny profile models, 1 torch thread, "
-              f"best of {args.repeats}")
+        print(
+            f"{n} val images, sides {sizes[0]}..{sizes[1]} px, tiny profile models, 1 torch thread, "
+            f"best of {args.repeats}"
+        )
         for job in jobs:
             experiment, protocols = JOBS[job]
             cfg = resolve(params, "tiny", [f"data.root={prepared}"], experiment)
             torch.manual_seed(0)
-            model = build_model(dataclasses.replace(cfg.model, output_stride=cfg.eval.output_stride
-                                                    or cfg.model.output_stride), 21).eval()  # as evaluate's
+            model = build_model(
+                dataclasses.replace(cfg.model, output_stride=cfg.eval.output_stride or cfg.model.output_stride), 21
+            ).eval()  # as evaluate's
             best: dict[str, float] = {}
             for _ in range(args.repeats):
                 seconds, expected = _before(model, prepared / "voc", cfg.eval.split, protocols, cfg.eval.scales)
@@ -108,12 +115,21 @@ def main() -> None:
                         raise SystemExit(f"{job}: the new path's confusion matrices differ from the reference's")
                     best[f"after_w{count}"] = min(best.get(f"after_w{count}", seconds), seconds)
             rates = {k: n / v for k, v in best.items()}
-            figures[job] = {"protocols": protocols, "images": n, "images_per_s": rates,
-                            "ratio": {k: rates[k] / rates["before"] for k in rates if k != "before"}}
-            after = ", ".join(f"after (data.workers={w}) {rates[f'after_w{w}']:.2f}/s = "
-                              f"x{rates[f'after_w{w}'] / rates['before']:.2f}" for w in workers)
-            print(f"{job:10s} ({experiment}: {'+'.join(protocols)}): before {rates['before']:.2f} images/s, "
-                  f"{after}; matrices identical", flush=True)
+            figures[job] = {
+                "protocols": protocols,
+                "images": n,
+                "images_per_s": rates,
+                "ratio": {k: rates[k] / rates["before"] for k in rates if k != "before"},
+            }
+            after = ", ".join(
+                f"after (data.workers={w}) {rates[f'after_w{w}']:.2f}/s = x{rates[f'after_w{w}'] / rates['before']:.2f}"
+                for w in workers
+            )
+            print(
+                f"{job:10s} ({experiment}: {'+'.join(protocols)}): before {rates['before']:.2f} images/s, "
+                f"{after}; matrices identical",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -1,31 +1,31 @@
 """The Python parts of benchmarks/gpu_check.sh (run by it; see its header).
 
-    python benchmarks/gpu_check_parts.py environment OUT_JSON PROFILE
-        torch/CUDA/cuDNN/NCCL versions, the device, Python, the profile and the git commit (None where git
-        is missing or the folder is no repository) into OUT_JSON, and printed.
-    python benchmarks/gpu_check_parts.py kill-after-checkpoint CHECKPOINT RUN_DIR -- COMMAND...
-        start COMMAND in a session of its own, SIGKILL it and every process below it as soon as CHECKPOINT
-        exists, and print one JSON object: the checkpoint's iteration, whether the run had already finished
-        (model.pt in RUN_DIR: then the kill came too late to test a resume), seconds waited. It waits at most
-        $GPU_CHECK_PART_LIMIT_S (the part's time limit, set by gpu_check.sh) minus 10 s (else 400 s), and
-        on SIGTERM/SIGINT (gpu_check.sh's `timeout`) or any other way out kills COMMAND's process group and
-        every process below COMMAND (torchrun's workers run in sessions of their own), so nothing is left
-        training.
-    python benchmarks/gpu_check_parts.py compare-weights A/model.pt B/model.pt [C/model.pt]
-        JSON: whether B's weights equal A's bit for bit, the largest absolute difference, and with C (a
-        second uninterrupted run) the same between A and C: the run-to-run noise floor on this device.
-    python benchmarks/gpu_check_parts.py eval-speed OUT_JSON PROTOCOL -- EMANET_EVALUATE_ARGS...
-        resolve the configuration as `emanet evaluate` does and call the public
-        emanet.engine.evaluate.evaluate twice (cold: model loading and first kernels included; warm),
-        timing each; write {protocol, images, cold_s, warm_s, images_per_s_cold, images_per_s_warm, miou}.
-    python benchmarks/gpu_check_parts.py log-tail LOG [LINES]
-        a log's last LINES (20) lines before torchrun's own failure report, which only says a worker failed.
-    python benchmarks/gpu_check_parts.py merge WORKDIR OUTDIR PART...
-        WORKDIR/status/*.json (exit status, seconds, limit, or why skipped) and WORKDIR/parts/*.json (each
-        part's figures) into OUTDIR/gpu_check.json: {part: {"status": ..., "result": ...}}. A failed part's
-        status gains "log_tail" (its log's last 20 lines, before torchrun's failure report) and "log"
-        (logs/NAME.log: the log copied into OUTDIR); a PART named but without a status gets {"missing": ...},
-        so every part is accounted for.
+python benchmarks/gpu_check_parts.py environment OUT_JSON PROFILE
+    torch/CUDA/cuDNN/NCCL versions, the device, Python, the profile and the git commit (None where git
+    is missing or the folder is no repository) into OUT_JSON, and printed.
+python benchmarks/gpu_check_parts.py kill-after-checkpoint CHECKPOINT RUN_DIR -- COMMAND...
+    start COMMAND in a session of its own, SIGKILL it and every process below it as soon as CHECKPOINT
+    exists, and print one JSON object: the checkpoint's iteration, whether the run had already finished
+    (model.pt in RUN_DIR: then the kill came too late to test a resume), seconds waited. It waits at most
+    $GPU_CHECK_PART_LIMIT_S (the part's time limit, set by gpu_check.sh) minus 10 s (else 400 s), and
+    on SIGTERM/SIGINT (gpu_check.sh's `timeout`) or any other way out kills COMMAND's process group and
+    every process below COMMAND (torchrun's workers run in sessions of their own), so nothing is left
+    training.
+python benchmarks/gpu_check_parts.py compare-weights A/model.pt B/model.pt [C/model.pt]
+    JSON: whether B's weights equal A's bit for bit, the largest absolute difference, and with C (a
+    second uninterrupted run) the same between A and C: the run-to-run noise floor on this device.
+python benchmarks/gpu_check_parts.py eval-speed OUT_JSON PROTOCOL -- EMANET_EVALUATE_ARGS...
+    resolve the configuration as `emanet evaluate` does and call the public
+    emanet.engine.evaluate.evaluate twice (cold: model loading and first kernels included; warm),
+    timing each; write {protocol, images, cold_s, warm_s, images_per_s_cold, images_per_s_warm, miou}.
+python benchmarks/gpu_check_parts.py log-tail LOG [LINES]
+    a log's last LINES (20) lines before torchrun's own failure report, which only says a worker failed.
+python benchmarks/gpu_check_parts.py merge WORKDIR OUTDIR PART...
+    WORKDIR/status/*.json (exit status, seconds, limit, or why skipped) and WORKDIR/parts/*.json (each
+    part's figures) into OUTDIR/gpu_check.json: {part: {"status": ..., "result": ...}}. A failed part's
+    status gains "log_tail" (its log's last 20 lines, before torchrun's failure report) and "log"
+    (logs/NAME.log: the log copied into OUTDIR); a PART named but without a status gets {"missing": ...},
+    so every part is accounted for.
 """
 
 from __future__ import annotations
@@ -122,15 +122,22 @@ def kill_after_checkpoint(checkpoint: Path, run_dir: Path, command: list[str], l
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not checkpoint.exists():
-        return {"ok": False, "error": f"{checkpoint} never appeared within {limit_s:.0f} s (exit status "
-                                      f"{proc.returncode}, {waited:.1f} s)"}
+        return {
+            "ok": False,
+            "error": f"{checkpoint} never appeared within {limit_s:.0f} s (exit status "
+            f"{proc.returncode}, {waited:.1f} s)",
+        }
     from emanet.engine.checkpoint import load as load_checkpoint
 
     iteration = load_checkpoint(checkpoint)["iteration"]
     finished = (run_dir / "model.pt").exists()
-    return {"ok": not finished and not exited_alone, "checkpoint_iteration": iteration, "finished_before_kill": finished,
-            "seconds_to_checkpoint": waited,
-            **({"error": "the run finished before the kill: raise GPU_CHECK_RESUME_ITERATIONS"} if finished else {})}
+    return {
+        "ok": not finished and not exited_alone,
+        "checkpoint_iteration": iteration,
+        "finished_before_kill": finished,
+        "seconds_to_checkpoint": waited,
+        **({"error": "the run finished before the kill: raise GPU_CHECK_RESUME_ITERATIONS"} if finished else {}),
+    }
 
 
 def compare_weights(a: Path, b: Path, c: Path | None) -> dict:
@@ -142,8 +149,9 @@ def compare_weights(a: Path, b: Path, c: Path | None) -> dict:
         if x.keys() != y.keys():
             return False, float("inf")
         same = all(torch.equal(x[k], y[k]) for k in x)
-        worst = max(((x[k].double() - y[k].double()).abs().max().item() for k in x if x[k].is_floating_point()),
-                    default=0.0)
+        worst = max(
+            ((x[k].double() - y[k].double()).abs().max().item() for k in x if x[k].is_floating_point()), default=0.0
+        )
         return same, worst
 
     first, second = (load_weights_file(p, "model.pt") for p in (a, b))
@@ -152,8 +160,11 @@ def compare_weights(a: Path, b: Path, c: Path | None) -> dict:
     if c is not None:
         same_c, worst_c = diff(first, load_weights_file(c, "model.pt"))
         result.update(noise_floor_bit_identical=same_c, noise_floor_max_abs_diff=worst_c)
-    result["ok"] = same or (c is not None and not result["noise_floor_bit_identical"]
-                            and worst <= 10 * max(result["noise_floor_max_abs_diff"], 1e-12))
+    result["ok"] = same or (
+        c is not None
+        and not result["noise_floor_bit_identical"]
+        and worst <= 10 * max(result["noise_floor_max_abs_diff"], 1e-12)
+    )
     return result
 
 
@@ -170,10 +181,20 @@ def eval_speed(out: Path, protocol: str, args: list[str]) -> dict:
         result = evaluate(cfg, run_dir, [protocol])[protocol]
         times.append(time.perf_counter() - began)
     images = result["images"]
-    report = {"protocol": protocol, "images": images, "scales": result.get("scales"), "flip": result.get("flip"),
-              "amp": cfg.train.amp, "device": cfg.train.device, "cold_s": times[0], "warm_s": times[1],
-              "images_per_s_cold": images / times[0], "images_per_s_warm": images / times[1],
-              "miou": result.get("miou"), "ok": True}
+    report = {
+        "protocol": protocol,
+        "images": images,
+        "scales": result.get("scales"),
+        "flip": result.get("flip"),
+        "amp": cfg.train.amp,
+        "device": cfg.train.device,
+        "cold_s": times[0],
+        "warm_s": times[1],
+        "images_per_s_cold": images / times[0],
+        "images_per_s_warm": images / times[1],
+        "miou": result.get("miou"),
+        "ok": True,
+    }
     out.write_text(json.dumps(report, indent=1))
     return report
 
@@ -185,12 +206,18 @@ def environment(out: Path, profile: str) -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    info = {"torch": torch.__version__, "cuda_available": cuda, "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if cuda else None,
-            "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
-            "gpus": torch.cuda.device_count(), "python": platform.python_version(), "profile": profile,
-            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
-            "git_commit": _git_commit(Path(__file__).resolve().parents[1])}
+    info = {
+        "torch": torch.__version__,
+        "cuda_available": cuda,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+        "gpus": torch.cuda.device_count(),
+        "python": platform.python_version(),
+        "profile": profile,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
+        "git_commit": _git_commit(Path(__file__).resolve().parents[1]),
+    }
     out.write_text(json.dumps(info, indent=1))
     return info
 
@@ -261,12 +288,12 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "kill-after-checkpoint":
         split = rest.index("--")
-        result = kill_after_checkpoint(Path(rest[0]), Path(rest[1]), rest[split + 1:], part_limit_s())
+        result = kill_after_checkpoint(Path(rest[0]), Path(rest[1]), rest[split + 1 :], part_limit_s())
     elif command == "compare-weights":
         result = compare_weights(Path(rest[0]), Path(rest[1]), Path(rest[2]) if len(rest) > 2 else None)
     elif command == "eval-speed":
         split = rest.index("--")
-        result = eval_speed(Path(rest[0]), rest[1], rest[split + 1:])
+        result = eval_speed(Path(rest[0]), rest[1], rest[split + 1 :])
     elif command == "merge":
         result = merge(Path(rest[0]), Path(rest[1]), rest[2:])
         print(f"{rest[1]}/gpu_check.json: {len(result)} parts")

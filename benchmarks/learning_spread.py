@@ -65,18 +65,31 @@ def run(work: Path, data: Path, seed: int, threads: int, kernels: str, iteration
     out = work / f"run_{seed}_{threads}_{kernels}"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), **KERNELS[kernels])
     env.pop("MLFLOW_TRACKING_URI", None)
-    sets = [f"data.root={data}", "tracking.enabled=false", f"train.seed={seed}", f"train.cpu_threads={threads}",
-            f"train.iterations={iterations}", f"train.checkpoint_interval={iterations}"]
+    sets = [
+        f"data.root={data}",
+        "tracking.enabled=false",
+        f"train.seed={seed}",
+        f"train.cpu_threads={threads}",
+        f"train.iterations={iterations}",
+        f"train.checkpoint_interval={iterations}",
+    ]
     args = ["--experiment", "ema512", "--profile", "tiny", "--out", str(out)]
     for item in sets:
         args += ["--set", item]
     result = {"seed": seed, "threads": threads, "kernels": kernels}
     commands = [["train"], ["evaluate", "--split", "trainaug"], ["evaluate", "--split", "val"]]
     for command in commands:
-        proc = subprocess.run([sys.executable, "-m", "emanet.cli", command[0], *args, *command[1:]], cwd=ROOT,
-                              env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "emanet.cli", command[0], *args, *command[1:]],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed for seed {seed}, {threads}:{kernels}:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(command)} failed for seed {seed}, {threads}:{kernels}:\n{proc.stderr[-3000:]}"
+            )
         if command[0] == "evaluate":
             metrics = json.loads((out / "runs/ema512/metrics.json").read_text())
             result[command[-1]] = (metrics["miou"], trivial_miou(metrics["confusion_matrix"]))
@@ -89,21 +102,28 @@ def summarize(results: list[dict]) -> None:
         values = [100 * r[split][0] for r in results]
         trivial = 100 * results[0][split][1]
         threshold = factor * trivial
-        line = (f"{split}: n={len(values)} min {min(values):.2f} max {max(values):.2f} mean {statistics.mean(values):.2f}"
-                f" range {max(values) - min(values):.2f}")
+        line = (
+            f"{split}: n={len(values)} min {min(values):.2f} max {max(values):.2f} mean {statistics.mean(values):.2f}"
+            f" range {max(values) - min(values):.2f}"
+        )
         if len(values) > 1:
             sd = statistics.stdev(values)
-            line += (f" sd {sd:.2f}; trivial {trivial:.2f}, threshold {factor:g}x = {threshold:.2f}: lowest run "
-                     f"{min(values) - threshold:.1f} points above it ({(min(values) - threshold) / sd:.1f} sd, "
-                     f"{(min(values) - threshold) / max(max(values) - min(values), 1e-9):.1f}x the range)")
+            line += (
+                f" sd {sd:.2f}; trivial {trivial:.2f}, threshold {factor:g}x = {threshold:.2f}: lowest run "
+                f"{min(values) - threshold:.1f} points above it ({(min(values) - threshold) / sd:.1f} sd, "
+                f"{(min(values) - threshold) / max(max(values) - min(values), 1e-9):.1f}x the range)"
+            )
         print(line)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="66,1,2,3,4", help="train.seed values (default 66,1,2,3,4)")
-    parser.add_argument("--configs", default="1:avx512,2:avx512,1:avx2,1:sse",
-                        help=f"THREADS:KERNELS, kernels one of {', '.join(KERNELS)}")
+    parser.add_argument(
+        "--configs",
+        default="1:avx512,2:avx512,1:avx2,1:sse",
+        help=f"THREADS:KERNELS, kernels one of {', '.join(KERNELS)}",
+    )
     parser.add_argument("--iterations", type=int, default=400, help="training iterations (the test's: 400)")
     args = parser.parse_args()
     configs = []
@@ -120,8 +140,11 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 result = run(work, data, seed, threads, kernels, args.iterations)
                 results.append(result)
-                print(f"seed {seed:>3} threads {threads} {kernels:>6}: trainaug mIoU {100 * result['trainaug'][0]:.2f}"
-                      f"  val mIoU {100 * result['val'][0]:.2f}", flush=True)
+                print(
+                    f"seed {seed:>3} threads {threads} {kernels:>6}: trainaug mIoU {100 * result['trainaug'][0]:.2f}"
+                    f"  val mIoU {100 * result['val'][0]:.2f}",
+                    flush=True,
+                )
     summarize(results)
 
 

@@ -46,8 +46,12 @@ class Cost:
     module_output_bytes: int
 
     def as_dict(self) -> dict[str, int]:
-        return {"params": self.params, "macs": self.macs, "activation_bytes": self.activation_bytes,
-                "module_output_bytes": self.module_output_bytes}
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "activation_bytes": self.activation_bytes,
+            "module_output_bytes": self.module_output_bytes,
+        }
 
 
 class _AllocatedBytes(TorchDispatchMode):
@@ -60,8 +64,7 @@ class _AllocatedBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if not func._schema.is_mutable and not any(r.alias_info for r in func._schema.returns):
-            self.total += sum(t.numel() * t.element_size() for t in tree_leaves(out)
-                              if isinstance(t, torch.Tensor))
+            self.total += sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
         return out
 
 
@@ -70,13 +73,18 @@ class _LeafOutputs:
 
     def __init__(self, module: nn.Module):
         self.last: dict[str, int] = {}
-        self.handles = [leaf.register_forward_hook(self._hook(name)) for name, leaf in module.named_modules()
-                        if not list(leaf.children()) and not isinstance(leaf, nn.Identity)]
+        self.handles = [
+            leaf.register_forward_hook(self._hook(name))
+            for name, leaf in module.named_modules()
+            if not list(leaf.children()) and not isinstance(leaf, nn.Identity)
+        ]
 
     def _hook(self, name: str):
         def record(_module, _inputs, output):
-            self.last[name] = sum(t.numel() * t.element_size() for t in tree_leaves(output)
-                                  if isinstance(t, torch.Tensor))
+            self.last[name] = sum(
+                t.numel() * t.element_size() for t in tree_leaves(output) if isinstance(t, torch.Tensor)
+            )
+
         return record
 
     def __enter__(self):
@@ -101,25 +109,51 @@ def measure(module: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     """MACs and both memory measures of one inference forward on ``meta`` tensors, and the parameter count."""
     module = module.to("meta").eval()
     x = torch.empty(input_shape, device="meta")
-    with (torch.no_grad(), FlopCounterMode(display=False) as flops, _AllocatedBytes() as written,
-          _LeafOutputs(module) as outputs):
+    with (
+        torch.no_grad(),
+        FlopCounterMode(display=False) as flops,
+        _AllocatedBytes() as written,
+        _LeafOutputs(module) as outputs,
+    ):
         module(x)
     return Cost(count_params(module), flops.get_total_flops() // 2, written.total, outputs.total)
 
 
-def complexity(backbone: str = "resnet101", size: int = 513, output_stride: int = 8,
-               num_bases: int = 64, stages: int = 3, stem: str = "deep") -> dict:
+def complexity(
+    backbone: str = "resnet101",
+    size: int = 513,
+    output_stride: int = 8,
+    num_bases: int = 64,
+    stages: int = 3,
+    stem: str = "deep",
+) -> dict:
     """The cost table: the backbone's totals and each head's overhead, as plain ints."""
     with torch.device("meta"):
         net = DilatedResNet(backbone, output_stride, (1, 2, 4), stem)
     feat = (size - 1) // output_stride + 1  # conv arithmetic of the strided stem and stages
-    result = {"setting": {"backbone": backbone, "stem": stem, "size": size, "output_stride": output_stride,
-                          "feature_size": feat, "num_bases": num_bases, "stages": stages},
-              "backbone": measure(net, (1, 3, size, size)).as_dict(), "heads": {}}
+    result = {
+        "setting": {
+            "backbone": backbone,
+            "stem": stem,
+            "size": size,
+            "output_stride": output_stride,
+            "feature_size": feat,
+            "num_bases": num_bases,
+            "stages": stages,
+        },
+        "backbone": measure(net, (1, 3, size, size)).as_dict(),
+        "heads": {},
+    }
     for name, (kind, channels) in HEAD_SPECS.items():
         with torch.device("meta"):
-            head = build_head(kind, net.out_channels, 21, channels, output_stride=output_stride,
-                              ema={"num_bases": num_bases, "stages": stages})
+            head = build_head(
+                kind,
+                net.out_channels,
+                21,
+                channels,
+                output_stride=output_stride,
+                ema={"num_bases": num_bases, "stages": stages},
+            )
         result["heads"][name] = measure(head.overhead, (1, net.out_channels, feat, feat)).as_dict()
     return result
 
@@ -139,16 +173,20 @@ def _notes(result: dict) -> list[str]:
     """What explains the differences from Table 1 (only meaningful in Table 1's own setting)."""
     if not in_table1_setting(result):
         return ["- Table 1's figures are for resnet101 at 513x513, OS 8, K=64, T=3: not comparable here."]
-    return [
-        "- Backbone MACs count convolutions only; the remaining ~0.4% of the paper's 190.6G is most likely",
-        "  BN/ReLU/pooling, which torchstat (the authors' counter) also counts. Parameters match to 0.1%.",
-        "- ema256 MACs: the same element-wise operations are the likely remainder of the -0.6%.",
-    ] + [f"- {line}" for line in memory_explanation(result)] + [
-        "- DeeplabV3's row is torchvision's ASPP at rates (12, 24, 36); fcn/nonlocal/a2 are not in Table 1.",
-    ]
+    return (
+        [
+            "- Backbone MACs count convolutions only; the remaining ~0.4% of the paper's 190.6G is most likely",
+            "  BN/ReLU/pooling, which torchstat (the authors' counter) also counts. Parameters match to 0.1%.",
+            "- ema256 MACs: the same element-wise operations are the likely remainder of the -0.6%.",
+        ]
+        + [f"- {line}" for line in memory_explanation(result)]
+        + [
+            "- DeeplabV3's row is torchvision's ASPP at rates (12, 24, 36); fcn/nonlocal/a2 are not in Table 1.",
+        ]
+    )
 
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def memory_explanation(result: dict) -> list[str]:
@@ -175,19 +213,24 @@ def memory_explanation(result: dict) -> list[str]:
 def format_complexity(result: dict) -> str:
     """The cost table beside Table 1's figures, with the explanation of what differs and why."""
     s = result["setting"]
-    lines = [f"Cost of {s['backbone']} ({s['stem']} stem) at {s['size']}x{s['size']}, output stride "
-             f"{s['output_stride']} (feature map {s['feature_size']}x{s['feature_size']}), K={s['num_bases']}, "
-             f"T={s['stages']}. MACs by the m*n*p rule; heads are overheads (fc0 + block).", "",
-             f"{'module':<10} {'params':>12} {'GMACs':>9} {'act. MB':>9} {'mod. MiB':>9} | {'paper params':>12} "
-             f"{'paper G':>8} {'paper mem':>9} | {'d params':>9} {'d MACs':>8}"]
+    lines = [
+        f"Cost of {s['backbone']} ({s['stem']} stem) at {s['size']}x{s['size']}, output stride "
+        f"{s['output_stride']} (feature map {s['feature_size']}x{s['feature_size']}), K={s['num_bases']}, "
+        f"T={s['stages']}. MACs by the m*n*p rule; heads are overheads (fc0 + block).",
+        "",
+        f"{'module':<10} {'params':>12} {'GMACs':>9} {'act. MB':>9} {'mod. MiB':>9} | {'paper params':>12} "
+        f"{'paper G':>8} {'paper mem':>9} | {'d params':>9} {'d MACs':>8}",
+    ]
     rows = [("backbone", result["backbone"])] + list(result["heads"].items())
     for name, cost in rows:
         paper = PAPER_TABLE1.get(name)
         left = f"{name:<10} {cost['params']:>12,} {cost['macs'] / 1e9:>9.2f} {cost['activation_bytes'] / 1e6:>9.1f}"
         left += f" {cost['module_output_bytes'] / MIB:>9.1f}" if "module_output_bytes" in cost else f" {'-':>9}"
         if paper:
-            right = (f" | {paper['params'] / 1e6:>11.2f}M {paper['macs'] / 1e9:>8.1f} {paper['memory']:>9} | "
-                     f"{_pct(cost['params'], paper['params']):>9} {_pct(cost['macs'], paper['macs']):>8}")
+            right = (
+                f" | {paper['params'] / 1e6:>11.2f}M {paper['macs'] / 1e9:>8.1f} {paper['memory']:>9} | "
+                f"{_pct(cost['params'], paper['params']):>9} {_pct(cost['macs'], paper['macs']):>8}"
+            )
         else:
             right = " | (not in Table 1)"
         lines.append(left + right)
@@ -195,8 +238,9 @@ def format_complexity(result: dict) -> str:
     return "\n".join(lines)
 
 
-def latency(channels: int = 512, size: int = 65, batch: int = 2, in_channels: int = 2048,
-            min_run_time: float = 1.0) -> dict:
+def latency(
+    channels: int = 512, size: int = 65, batch: int = 2, in_channels: int = 2048, min_run_time: float = 1.0
+) -> dict:
     """Seconds per forward (eval) and forward+backward (train) of each head's overhead on this machine.
 
     ``batch`` must be at least 2: ASPP's image-pooling branch has a BatchNorm over a 1x1 map, which
@@ -210,8 +254,16 @@ def latency(channels: int = 512, size: int = 65, batch: int = 2, in_channels: in
         timings["overhead"][name] = _time(overhead, (batch, in_channels, size, size), min_run_time)
         if name in ("ema", "nonlocal", "a2"):
             timings["block"][name] = _time(overhead[1], (batch, channels, size, size), min_run_time)
-    return {"setting": {"channels": channels, "size": size, "batch": batch, "in_channels": in_channels,
-                        "threads": torch.get_num_threads()}, "timings": timings}
+    return {
+        "setting": {
+            "channels": channels,
+            "size": size,
+            "batch": batch,
+            "in_channels": in_channels,
+            "threads": torch.get_num_threads(),
+        },
+        "timings": timings,
+    }
 
 
 def _time(module: nn.Module, shape: tuple[int, ...], min_run_time: float) -> dict[str, float]:
@@ -222,21 +274,27 @@ def _time(module: nn.Module, shape: tuple[int, ...], min_run_time: float) -> dic
     forward_s = fwd.blocked_autorange(min_run_time=min_run_time).median
     module.train()
     bwd = Timer("m(x).sum().backward()", globals={"m": module, "x": x.clone().requires_grad_(True)})
-    return {"forward_s": forward_s,
-            "forward_backward_s": bwd.blocked_autorange(min_run_time=min_run_time).median}
+    return {"forward_s": forward_s, "forward_backward_s": bwd.blocked_autorange(min_run_time=min_run_time).median}
 
 
 def format_latency(result: dict) -> str:
     s = result["setting"]
     lines = [f"Timings on {s['batch']} images, {s['threads']} threads; ratio = time / EMA time."]
-    for part, title, width in (("overhead", "head overhead (fc0 + block)", s["in_channels"]),
-                               ("block", "attention block alone", s["channels"])):
+    for part, title, width in (
+        ("overhead", "head overhead (fc0 + block)", s["in_channels"]),
+        ("block", "attention block alone", s["channels"]),
+    ):
         rows = result["timings"][part]
         base = rows["ema"]
-        lines += ["", f"{title}, input {width}x{s['size']}x{s['size']}, C={s['channels']}:",
-                  f"{'head':<10} {'fwd ms':>9} {'ratio':>6} {'fwd+bwd ms':>11} {'ratio':>6}"]
+        lines += [
+            "",
+            f"{title}, input {width}x{s['size']}x{s['size']}, C={s['channels']}:",
+            f"{'head':<10} {'fwd ms':>9} {'ratio':>6} {'fwd+bwd ms':>11} {'ratio':>6}",
+        ]
         for name, v in rows.items():
-            lines.append(f"{name:<10} {v['forward_s'] * 1e3:>9.1f} {v['forward_s'] / base['forward_s']:>6.2f} "
-                         f"{v['forward_backward_s'] * 1e3:>11.1f} "
-                         f"{v['forward_backward_s'] / base['forward_backward_s']:>6.2f}")
+            lines.append(
+                f"{name:<10} {v['forward_s'] * 1e3:>9.1f} {v['forward_s'] / base['forward_s']:>6.2f} "
+                f"{v['forward_backward_s'] * 1e3:>11.1f} "
+                f"{v['forward_backward_s'] / base['forward_backward_s']:>6.2f}"
+            )
     return "\n".join(lines)

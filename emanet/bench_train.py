@@ -51,23 +51,37 @@ from emanet.data.prepare import read_meta
 from emanet.data.sources import DataError
 from emanet.engine import dist as edist
 from emanet.engine.optim import poly_lr
-from emanet.engine.train import (TrainingStep, configure_backends, dataset_root, seed_everything, train_dataset,
-                                 train_loader, train_step, validate_settings)
+from emanet.engine.train import (
+    TrainingStep,
+    configure_backends,
+    dataset_root,
+    seed_everything,
+    train_dataset,
+    train_loader,
+    train_step,
+    validate_settings,
+)
 from emanet.models import build_model
 
 PHASES = ("data", "forward", "backward", "optimizer")
 SOURCES = ("synthetic", "loader")
 
 #: Classes of each dataset, for the synthetic source when the dataset is not prepared (meta.json rules).
-CLASS_COUNTS = {"voc": len(classes.VOC_CLASSES), "voc_test": len(classes.VOC_CLASSES),
-                "coco_voc": len(classes.VOC_CLASSES), "context": len(classes.CONTEXT59),
-                "cocostuff10k": len(classes.cocostuff_class_names()),
-                "cocostuff164k": len(classes.cocostuff_class_names())}
+CLASS_COUNTS = {
+    "voc": len(classes.VOC_CLASSES),
+    "voc_test": len(classes.VOC_CLASSES),
+    "coco_voc": len(classes.VOC_CLASSES),
+    "context": len(classes.CONTEXT59),
+    "cocostuff10k": len(classes.cocostuff_class_names()),
+    "cocostuff164k": len(classes.cocostuff_class_names()),
+}
 
 #: ``compare``'s variants: name -> train overrides; the first is the reference of the ratios.
-COMPARE = {"eager": {"compile": False, "channels_last": False},
-           "compile": {"compile": True, "channels_last": False},
-           "channels_last": {"compile": False, "channels_last": True}}
+COMPARE = {
+    "eager": {"compile": False, "channels_last": False},
+    "compile": {"compile": True, "channels_last": False},
+    "channels_last": {"compile": False, "channels_last": True},
+}
 
 
 @dataclasses.dataclass
@@ -100,14 +114,16 @@ def dataset_classes(cfg: Config) -> tuple[int, int, str | None]:
         meta = read_meta(dataset_root(cfg))
     except DataError as exc:
         if cfg.data.dataset not in CLASS_COUNTS:
-            raise ConfigError(f"data.dataset {cfg.data.dataset!r}: unknown dataset (have {sorted(CLASS_COUNTS)})") \
-                from None
+            raise ConfigError(
+                f"data.dataset {cfg.data.dataset!r}: unknown dataset (have {sorted(CLASS_COUNTS)})"
+            ) from None
         return CLASS_COUNTS[cfg.data.dataset], classes.IGNORE, str(exc)
     return meta["num_classes"], meta["ignore_index"], None
 
 
-def synthetic_batches(batch: int, crop: int, num_classes: int, ignore_index: int, seed: int
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def synthetic_batches(
+    batch: int, crop: int, num_classes: int, ignore_index: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The same CPU batch forever: images (batch, 3, crop, crop) ~ N(0, 1), labels (batch, crop, crop) int64
     uniform over the classes with 5% ``ignore_index``."""
     gen = torch.Generator().manual_seed(seed)
@@ -163,18 +179,22 @@ class _Run:
 def _variant_configs(cfg: Config, compare: bool) -> dict[str, Config]:
     if not compare:
         return {"config": cfg}
-    return {name: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
-            for name, changes in COMPARE.items()}
+    return {
+        name: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+        for name, changes in COMPARE.items()
+    }
 
 
-def bench_train(cfg: Config, iterations: int, warmup: int, sources: Sequence[str] = SOURCES,
-                compare: bool = False) -> dict:
+def bench_train(
+    cfg: Config, iterations: int, warmup: int, sources: Sequence[str] = SOURCES, compare: bool = False
+) -> dict:
     """Time ``iterations`` training iterations (after ``warmup`` untimed ones) per variant and source.
 
     Returns {"setting": {...}, "results": [{variant, source, images_per_s, ms_per_iteration: {total, data,
     forward, backward, optimizer}, peak_memory_bytes, peak_memory_kind, iteration_memory_bytes (CUDA; None on
-    CPU), loss_first, loss_last, loss_finite}], "skipped": [{source, reason}], "ratios": {source: {variant: images/s ratio to the
-    first variant}} (compare only)}. Raises ConfigError for impossible settings (AMP on a CPU, a batch
+    CPU), loss_first, loss_last, loss_finite}], "skipped": [{source, reason}], "ratios": {source: {variant:
+    images/s ratio to the first variant}} (compare only)}.
+    Raises ConfigError for impossible settings (AMP on a CPU, a batch
     not divisible by the processes, iterations < 1) and when ``sources`` is only ``loader`` and the
     dataset is not prepared.
     """
@@ -190,8 +210,9 @@ def bench_train(cfg: Config, iterations: int, warmup: int, sources: Sequence[str
         edist.cleanup()
 
 
-def _bench(cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, sources: list[str],
-           compare: bool) -> dict:
+def _bench(
+    cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, sources: list[str], compare: bool
+) -> dict:
     t = cfg.train
     validate_settings(cfg, ctx.world_size, ctx.device)
     num_classes, ignore_index, missing = dataset_classes(cfg)
@@ -240,17 +261,28 @@ def _bench(cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, so
     for index, run in enumerate(runs):
         seconds = _slowest([run.clock.totals[p] for p in PHASES], ctx.device)
         total = sum(seconds)
-        results.append({
-            "variant": run.variant, "source": run.source,
-            "images_per_s": t.batch_size * iterations / total if total > 0 else math.inf,
-            "ms_per_iteration": {"total": 1e3 * total / iterations,
-                                 **{p: 1e3 * s / iterations for p, s in zip(PHASES, seconds)}},
-            "peak_memory_bytes": peaks[index], "peak_memory_kind": kind,
-            "iteration_memory_bytes": added[index] if cuda else None,
-            "loss_first": run.losses[0], "loss_last": run.losses[-1],
-            "loss_finite": all(math.isfinite(v) for v in run.losses)})
-    report = {"setting": _setting(cfg, ctx, iterations, warmup, num_classes, compare),
-              "results": results, "skipped": skipped}
+        results.append(
+            {
+                "variant": run.variant,
+                "source": run.source,
+                "images_per_s": t.batch_size * iterations / total if total > 0 else math.inf,
+                "ms_per_iteration": {
+                    "total": 1e3 * total / iterations,
+                    **{p: 1e3 * s / iterations for p, s in zip(PHASES, seconds)},
+                },
+                "peak_memory_bytes": peaks[index],
+                "peak_memory_kind": kind,
+                "iteration_memory_bytes": added[index] if cuda else None,
+                "loss_first": run.losses[0],
+                "loss_last": run.losses[-1],
+                "loss_finite": all(math.isfinite(v) for v in run.losses),
+            }
+        )
+    report = {
+        "setting": _setting(cfg, ctx, iterations, warmup, num_classes, compare),
+        "results": results,
+        "skipped": skipped,
+    }
     if compare:
         report["ratios"] = {}
         for source in sources:
@@ -259,18 +291,37 @@ def _bench(cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, so
     return report
 
 
-def _setting(cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, num_classes: int,
-             compare: bool) -> dict:
+def _setting(
+    cfg: Config, ctx: edist.DistContext, iterations: int, warmup: int, num_classes: int, compare: bool
+) -> dict:
     t, m = cfg.train, cfg.model
     device = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else _cpu_name()
-    return {"profile": cfg.profile, "experiment": cfg.experiment, "dataset": cfg.data.dataset,
-            "backbone": m.backbone, "head": m.head, "output_stride": m.output_stride, "classes": num_classes,
-            "device": ctx.device.type, "device_name": device, "processes": ctx.world_size,
-            "distributed": ctx.distributed, "batch_size": t.batch_size, "batch_per_process": t.batch_size // ctx.world_size,
-            "crop_size": t.crop_size, "amp": t.amp, "channels_last": t.channels_last, "compile": t.compile,
-            "deterministic": t.deterministic, "threads": torch.get_num_threads(), "workers": cfg.data.workers,
-            "iterations": iterations, "warmup": warmup, "compare": list(COMPARE) if compare else None,
-            "torch": torch.__version__}
+    return {
+        "profile": cfg.profile,
+        "experiment": cfg.experiment,
+        "dataset": cfg.data.dataset,
+        "backbone": m.backbone,
+        "head": m.head,
+        "output_stride": m.output_stride,
+        "classes": num_classes,
+        "device": ctx.device.type,
+        "device_name": device,
+        "processes": ctx.world_size,
+        "distributed": ctx.distributed,
+        "batch_size": t.batch_size,
+        "batch_per_process": t.batch_size // ctx.world_size,
+        "crop_size": t.crop_size,
+        "amp": t.amp,
+        "channels_last": t.channels_last,
+        "compile": t.compile,
+        "deterministic": t.deterministic,
+        "threads": torch.get_num_threads(),
+        "workers": cfg.data.workers,
+        "iterations": iterations,
+        "warmup": warmup,
+        "compare": list(COMPARE) if compare else None,
+        "torch": torch.__version__,
+    }
 
 
 def _cpu_name() -> str:
@@ -288,35 +339,43 @@ def format_report(report: dict) -> str:
     """The setting in one line, a table of images/s, the phase split (ms/iteration) and peak memory, the
     skipped sources with their reason, and the ratios of a comparison."""
     s = report["setting"]
-    lines = [f"emanet bench train: {s['experiment']} ({s['profile']} profile: {s['backbone']} + {s['head']}, OS "
-             f"{s['output_stride']}, {s['classes']} classes) on {s['device']} ({s['device_name']}), "
-             f"{s['processes']} process(es){' under DDP' if s['distributed'] else ''}, batch {s['batch_size']} "
-             f"({s['batch_per_process']} per process), crop {s['crop_size']}, amp {s['amp']}, channels_last "
-             f"{s['channels_last']}, compile {s['compile']}, deterministic {s['deterministic']}, {s['threads']} "
-             f"threads, {s['workers']} loader workers; {s['iterations']} timed iterations after {s['warmup']} "
-             f"warm-up; torch {s['torch']}",
-             "",
-             f"{'variant':<14} {'source':<10} {'images/s':>9} {'ms/it':>9} {'data':>8} {'forward':>8} "
-             f"{'backward':>9} {'optimizer':>9} {'peak MiB':>9} {'iter MiB':>9}  loss"]
+    lines = [
+        f"emanet bench train: {s['experiment']} ({s['profile']} profile: {s['backbone']} + {s['head']}, OS "
+        f"{s['output_stride']}, {s['classes']} classes) on {s['device']} ({s['device_name']}), "
+        f"{s['processes']} process(es){' under DDP' if s['distributed'] else ''}, batch {s['batch_size']} "
+        f"({s['batch_per_process']} per process), crop {s['crop_size']}, amp {s['amp']}, channels_last "
+        f"{s['channels_last']}, compile {s['compile']}, deterministic {s['deterministic']}, {s['threads']} "
+        f"threads, {s['workers']} loader workers; {s['iterations']} timed iterations after {s['warmup']} "
+        f"warm-up; torch {s['torch']}",
+        "",
+        f"{'variant':<14} {'source':<10} {'images/s':>9} {'ms/it':>9} {'data':>8} {'forward':>8} "
+        f"{'backward':>9} {'optimizer':>9} {'peak MiB':>9} {'iter MiB':>9}  loss",
+    ]
     for r in report["results"]:
         ms = r["ms_per_iteration"]
         loss = f"{r['loss_first']:.4f} -> {r['loss_last']:.4f}" + ("" if r["loss_finite"] else " NOT FINITE")
-        lines.append(f"{r['variant']:<14} {r['source']:<10} {r['images_per_s']:>9.2f} {ms['total']:>9.1f} "
-                     f"{ms['data']:>8.1f} {ms['forward']:>8.1f} {ms['backward']:>9.1f} {ms['optimizer']:>9.1f} "
-                     f"{r['peak_memory_bytes'] / 2**20:>9.0f} {_mib(r.get('iteration_memory_bytes')):>9}  {loss}")
+        lines.append(
+            f"{r['variant']:<14} {r['source']:<10} {r['images_per_s']:>9.2f} {ms['total']:>9.1f} "
+            f"{ms['data']:>8.1f} {ms['forward']:>8.1f} {ms['backward']:>9.1f} {ms['optimizer']:>9.1f} "
+            f"{r['peak_memory_bytes'] / 2**20:>9.0f} {_mib(r.get('iteration_memory_bytes')):>9}  {loss}"
+        )
     kind = report["results"][0]["peak_memory_kind"]
-    lines.append("peak memory: torch.cuda.max_memory_allocated over each variant's timed iterations, the largest "
-                 "rank's (everything resident included: with --compare every variant's weights and optimizer state); iter: "
-                 "that peak less what was allocated as the iteration began"
-                 if kind.startswith("cuda") else
-                 "peak memory: the process peak resident set so far (getrusage; every variant and the model building "
-                 "included; rank 0's under torchrun); iter: not measured on CPU")
+    lines.append(
+        "peak memory: torch.cuda.max_memory_allocated over each variant's timed iterations, the largest "
+        "rank's (everything resident included: with --compare every variant's weights and optimizer state); iter: "
+        "that peak less what was allocated as the iteration began"
+        if kind.startswith("cuda")
+        else "peak memory: the process peak resident set so far (getrusage; every variant and the model building "
+        "included; rank 0's under torchrun); iter: not measured on CPU"
+    )
     for skip in report["skipped"]:
         lines.append(f"{skip['source']}: skipped: {skip['reason']}")
     for source, ratios in report.get("ratios", {}).items():
         first = next(iter(ratios))
-        lines.append(f"{source}: images/s relative to {first}: "
-                     + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items()))
+        lines.append(
+            f"{source}: images/s relative to {first}: "
+            + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items())
+        )
     return "\n".join(lines)
 
 
@@ -326,4 +385,3 @@ def _mib(value: int | None) -> str:
 
 def resolve_sources(choice: str) -> list[str]:
     return list(SOURCES) if choice == "both" else [choice]
-

@@ -16,8 +16,10 @@ GROUPS = (data, runs, predict, submission, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emanet", description="EMANet (ICCV 2019) reproduced end to end: "
-                                                                "data, model, training, evaluation, tables.")
+    parser = argparse.ArgumentParser(
+        prog="emanet",
+        description="EMANet (ICCV 2019) reproduced end to end: data, model, training, evaluation, tables.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
@@ -27,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     drop_cuda_home_notice()
     try:
         return args.handler(args)
@@ -67,8 +70,9 @@ def _message(exc: BaseException) -> str:
     if not text.startswith("Caught ") or "\nOriginal Traceback" not in text:
         return text
     kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else \
-        f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    )
     _, found, original = text.rpartition(f"\n{name}: ")
     return original.rstrip("\n") if found else text
 

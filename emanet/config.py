@@ -164,8 +164,7 @@ class Config:
 
     def hash(self) -> str:
         """Short stable hash of everything that determines the result (not the names)."""
-        values = {k: v for k, v in self.to_dict().items()
-                  if k not in ("profile", "experiment", "tracking", "sources")}
+        values = {k: v for k, v in self.to_dict().items() if k not in ("profile", "experiment", "tracking", "sources")}
         values["data"] = {k: v for k, v in values["data"].items() if k != "workers"}
         blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -190,14 +189,25 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 #: wildcard constraints), upper case (folders that differ only in case collide on macOS and Windows), a
 #: leading digit, and YAML 1.1's words for booleans and null, which an unquoted value reads as non-text.
 NAME_PATTERN = re.compile(r"(?!(?:null|true|false|yes|no|on|off)$)[a-z][a-z0-9_]*")
-NAME_RULE = ("a lower-case letter, then lower-case letters, digits or underscores, and not one of YAML's "
-             "words null, true, false, yes, no, on, off (pattern ^[a-z][a-z0-9_]*$)")
+NAME_RULE = (
+    "a lower-case letter, then lower-case letters, digits or underscores, and not one of YAML's "
+    "words null, true, false, yes, no, on, off (pattern ^[a-z][a-z0-9_]*$)"
+)
 #: The sections whose keys are names (``datasets`` is a list of names), and what a suggested name starts with.
 NAMED_SECTIONS = {"experiments": "run", "finetunes": "run", "tables": "table", "profiles": "profile"}
-_REFERENCES = {"run": " (and every reference to it: train.init_from, tables' rows, --experiment)",
-               "table": " (and --table)", "profile": " (and `profile:`, --profile)", "dataset": " (and data.dataset)"}
-_YAML_READINGS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (type(None), "null"),
-                  (datetime.date, "a date"))
+_REFERENCES = {
+    "run": " (and every reference to it: train.init_from, tables' rows, --experiment)",
+    "table": " (and --table)",
+    "profile": " (and `profile:`, --profile)",
+    "dataset": " (and data.dataset)",
+}
+_YAML_READINGS = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (type(None), "null"),
+    (datetime.date, "a date"),
+)
 
 
 def _shown(value: Any) -> str:
@@ -222,9 +232,11 @@ def _bad_name(where: str, name: Any, prefix: str) -> ConfigError:
     suggestion = re.sub(r"[^a-z0-9]+", "_", shown.lower()).strip("_")
     if not NAME_PATTERN.fullmatch(suggestion):
         suggestion = f"{prefix}_{suggestion}".rstrip("_")
-    return ConfigError(f"{where}: {what}. Names of experiments, finetunes, tables, datasets and profiles become "
-                       f"DVC stages, Snakemake wildcards, folders and MLflow runs, so each must be {NAME_RULE}. "
-                       f"Rename it, e.g. to {suggestion!r}{_REFERENCES[prefix]}")
+    return ConfigError(
+        f"{where}: {what}. Names of experiments, finetunes, tables, datasets and profiles become "
+        f"DVC stages, Snakemake wildcards, folders and MLflow runs, so each must be {NAME_RULE}. "
+        f"Rename it, e.g. to {suggestion!r}{_REFERENCES[prefix]}"
+    )
 
 
 def check_names(params: dict, source: str | Path | None = None) -> None:
@@ -246,8 +258,7 @@ def check_names(params: dict, source: str | Path | None = None) -> None:
         if mapping is None:
             continue
         if not isinstance(mapping, dict):
-            raise ConfigError(f"{where}{section}: expected a mapping of name -> settings, got "
-                              f"{type(mapping).__name__}")
+            raise ConfigError(f"{where}{section}: expected a mapping of name -> settings, got {type(mapping).__name__}")
         prefix = NAMED_SECTIONS.get(section, "run")
         for name in mapping:
             if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
@@ -268,8 +279,10 @@ def _check_keys_are_text(node: Any, where: str, dotted: str) -> None:
         for key, value in node.items():
             path = f"{dotted}{_shown(key)}"
             if not isinstance(key, str):
-                raise ConfigError(f"{where}{path}: YAML reads this key as {_yaml_kind(key)}, not text; every key "
-                                  f"of params.yaml is a name (a setting, a run, a table): write one there")
+                raise ConfigError(
+                    f"{where}{path}: YAML reads this key as {_yaml_kind(key)}, not text; every key "
+                    f"of params.yaml is a name (a setting, a run, a table): write one there"
+                )
             _check_keys_are_text(value, where, path + ".")
     elif isinstance(node, list):
         for i, value in enumerate(node):
@@ -291,8 +304,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if first is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {_shown(key)!r} appears twice in one mapping (first on line {first}); "
-                                f"YAML would keep only the last: rename or merge them", key_node.start_mark)
+                    None,
+                    None,
+                    f"key {_shown(key)!r} appears twice in one mapping (first on line {first}); "
+                    f"YAML would keep only the last: rename or merge them",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
@@ -348,8 +365,9 @@ def parse_set(assignments: list[str]) -> dict:
 RESERVED = ("profile", "profiles", "experiments", "finetunes", "tables", "datasets")
 
 
-def resolve(params: dict, profile: str | None = None, overrides: list[str] | None = None,
-            experiment: str | None = None) -> Config:
+def resolve(
+    params: dict, profile: str | None = None, overrides: list[str] | None = None, experiment: str | None = None
+) -> Config:
     """base <- profile <- experiment <- the profile's own overrides of that experiment <- ``--set``.
 
     The fourth layer (``profiles.<p>.experiments.<name>``) lets the tiny profile shrink what an

@@ -16,5 +16,11 @@ PAPER_TABLE1 = {
 }
 
 #: Heads of the cost table: name -> (head kind, C).
-HEAD_SPECS = {"ema512": ("ema", 512), "ema256": ("ema", 256), "fcn": ("fcn", 512),
-              "nonlocal": ("nonlocal", 512), "a2": ("a2", 512), "aspp": ("aspp", 512)}
+HEAD_SPECS = {
+    "ema512": ("ema", 512),
+    "ema256": ("ema", 256),
+    "fcn": ("fcn", 512),
+    "nonlocal": ("nonlocal", 512),
+    "a2": ("a2", 512),
+    "aspp": ("aspp", 512),
+}

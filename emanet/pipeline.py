@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emanet.cost_table import HEAD_SPECS
 from emanet.config import Config, ConfigError, resolve
+from emanet.cost_table import HEAD_SPECS
 from emanet.data.catalog import WEIGHTS
 
 CONFIDENCE = ("R", "A", "S", "D", "U")
@@ -42,11 +42,15 @@ def validate_runs(params: dict) -> None:
         raise ConfigError(f"{both[0]!r} is both in experiments and in finetunes")
     for name, overrides in experiments.items():
         if _override(overrides, "train", "init_from") is not None:
-            raise ConfigError(f"experiments.{name}.train.init_from: a run that starts from another run's weights "
-                              f"belongs in finetunes (so both orchestrators see the dependency)")
+            raise ConfigError(
+                f"experiments.{name}.train.init_from: a run that starts from another run's weights "
+                f"belongs in finetunes (so both orchestrators see the dependency)"
+            )
         if _override(overrides, "eval", "dataset") is not None:
-            raise ConfigError(f"experiments.{name}.eval.dataset: evaluating on another dataset than the training one "
-                              f"is for finetunes (which state it, so DVC sees the data)")
+            raise ConfigError(
+                f"experiments.{name}.eval.dataset: evaluating on another dataset than the training one "
+                f"is for finetunes (which state it, so DVC sees the data)"
+            )
     for name, overrides in finetunes.items():
         for section in ("data", "eval"):
             if _override(overrides, section, "dataset") is None:
@@ -95,8 +99,9 @@ def _check_column(column: dict, where: str) -> None:
     if kind == "metric":
         parse_protocol(value)
     elif not (kind == "cost" and value in COST_FIELDS):
-        raise ConfigError(f"{where}.source: expected metric:<protocol> or cost:<{'|'.join(COST_FIELDS)}>, "
-                          f"got {column['source']!r}")
+        raise ConfigError(
+            f"{where}.source: expected metric:<protocol> or cost:<{'|'.join(COST_FIELDS)}>, got {column['source']!r}"
+        )
 
 
 def _check_row(row: dict, where: str, keys: set[str], experiments: dict) -> None:
@@ -142,15 +147,18 @@ def protocols(params: dict, experiment: str) -> list[str]:
     """The evaluation protocols the tables need from ``experiment`` (single-scale always)."""
     needed = {"ss"}
     for table in (params.get("tables") or {}).values():
-        metric_columns = [c["source"][len("metric:"):] for c in table["columns"] if c["source"].startswith("metric:")]
+        metric_columns = [c["source"][len("metric:") :] for c in table["columns"] if c["source"].startswith("metric:")]
         if any(row.get("experiment") == experiment for row in table["rows"]):
             needed.update(metric_columns)
     return sorted(needed, key=lambda p: (p != "ss", p))
 
 
 def tables_of(params: dict, experiment: str) -> list[str]:
-    return sorted(name for name, table in (params.get("tables") or {}).items()
-                  if any(row.get("experiment") == experiment for row in table["rows"]))
+    return sorted(
+        name
+        for name, table in (params.get("tables") or {}).items()
+        if any(row.get("experiment") == experiment for row in table["rows"])
+    )
 
 
 def configs(params: dict, profile: str | None = None) -> dict[str, Config]:
@@ -170,8 +178,9 @@ def weights_name(cfg: Config) -> str:
     """The catalog entry of the ImageNet checkpoint for this backbone and stem."""
     name = f"imagenet-{cfg.model.backbone}" + ("" if cfg.model.stem == "deep" else "-torchvision")
     if name not in WEIGHTS:
-        raise ConfigError(f"model.pretrained=imagenet: no ImageNet checkpoint for {cfg.model.backbone} "
-                          f"with the {cfg.model.stem} stem")
+        raise ConfigError(
+            f"model.pretrained=imagenet: no ImageNet checkpoint for {cfg.model.backbone} with the {cfg.model.stem} stem"
+        )
     return name
 
 

@@ -33,9 +33,22 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Counts steps of one loop and reports them (see the module docstring); use :func:`progress`."""
 
-    def __init__(self, iterable: Iterable | None, *, total: float | None, desc: str, unit: str, enabled: bool,
-                 stream: IO[str], interval_s: float | None, every: int | None, initial: int, unit_scale: bool,
-                 tty: bool | None, delay_s: float = 0.0):
+    def __init__(
+        self,
+        iterable: Iterable | None,
+        *,
+        total: float | None,
+        desc: str,
+        unit: str,
+        enabled: bool,
+        stream: IO[str],
+        interval_s: float | None,
+        every: int | None,
+        initial: int,
+        unit_scale: bool,
+        tty: bool | None,
+        delay_s: float = 0.0,
+    ):
         if every is not None and every < 1:
             raise ValueError(f"progress every={every}: the line interval must be >= 1 step")
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
@@ -48,8 +61,20 @@ class Progress:
         self._last_n = initial
         self._closed = False
         is_tty = bool(getattr(stream, "isatty", lambda: False)()) if tty is None else tty
-        self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, unit_scale=unit_scale, file=stream,
-                        dynamic_ncols=True, delay=delay_s) if enabled and is_tty else None
+        self.bar = (
+            tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                initial=initial,
+                unit_scale=unit_scale,
+                file=stream,
+                dynamic_ncols=True,
+                delay=delay_s,
+            )
+            if enabled and is_tty
+            else None
+        )
         self.lines = enabled and not is_tty
 
     def __iter__(self) -> Iterator:
@@ -121,8 +146,10 @@ class Progress:
         elapsed = now - self.started
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         if self.total:
-            parts = [f"{self._amount(self.n)}/{self._amount(self.total)}{'' if self.unit_scale else ' ' + self.unit} "
-                     f"({100 * self.n / self.total:.1f}%)"]
+            parts = [
+                f"{self._amount(self.n)}/{self._amount(self.total)}{'' if self.unit_scale else ' ' + self.unit} "
+                f"({100 * self.n / self.total:.1f}%)"
+            ]
         else:
             parts = [f"{self._amount(self.n)}{'' if self.unit_scale else ' ' + self.unit}"]
         parts.append(f"{self._amount(rate)}/s" if self.unit_scale else f"{rate:.3g} {self.unit}/s")
@@ -136,10 +163,21 @@ class Progress:
         self._last_line, self._last_n = now, self.n
 
 
-def progress(iterable: Iterable | None = None, *, total: float | None = None, desc: str, unit: str = "it",
-             enabled: bool = True, stream: IO[str] | None = None, interval_s: float | None = None,
-             every: int | None = None, initial: int = 0, unit_scale: bool = False,
-             tty: bool | None = None, delay_s: float = 0.0) -> Progress:
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: float | None = None,
+    desc: str,
+    unit: str = "it",
+    enabled: bool = True,
+    stream: IO[str] | None = None,
+    interval_s: float | None = None,
+    every: int | None = None,
+    initial: int = 0,
+    unit_scale: bool = False,
+    tty: bool | None = None,
+    delay_s: float = 0.0,
+) -> Progress:
     """Progress over ``iterable`` (iterate the result) or a loop counted by hand (``update(n)``).
 
     ``total`` defaults to ``len(iterable)`` when it has one; ``unit_scale`` formats counts as sizes (bytes:
@@ -151,6 +189,17 @@ def progress(iterable: Iterable | None = None, *, total: float | None = None, de
     """
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
-    return Progress(iterable, total=total, desc=desc, unit=unit, enabled=enabled,
-                    stream=sys.stderr if stream is None else stream, interval_s=interval_s, every=every,
-                    initial=initial, unit_scale=unit_scale, tty=tty, delay_s=delay_s)
+    return Progress(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        enabled=enabled,
+        stream=sys.stderr if stream is None else stream,
+        interval_s=interval_s,
+        every=every,
+        initial=initial,
+        unit_scale=unit_scale,
+        tty=tty,
+        delay_s=delay_s,
+    )

@@ -26,17 +26,22 @@ RUN_FOLDER_DOC = "docs/run-folder.md"  # in the emanet repository: what each fil
 
 def now() -> str:
     """The current time, ISO 8601 in UTC to the second (``2026-11-30T15:58:03+00:00``)."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def environment(device: torch.device | None = None) -> dict[str, Any]:
     """Host, OS, Python, torch, CUDA/cuDNN build versions and, for a CUDA ``device``, the GPU's name."""
     cuda = device is not None and device.type == "cuda"
-    return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "gpu": torch.cuda.get_device_name(device) if cuda else None,
-            "gpu_count": torch.cuda.device_count() if cuda else 0}
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+    }
 
 
 def train_started(info: dict[str, Any], from_iteration: int, device: torch.device) -> dict[str, Any]:
@@ -45,9 +50,10 @@ def train_started(info: dict[str, Any], from_iteration: int, device: torch.devic
     stamp = now()
     train.setdefault("started", stamp)
     train["finished"] = None
-    train["sessions"] = [*train.get("sessions", []), {"started": stamp, "finished": None,
-                                                       "from_iteration": from_iteration,
-                                                       "environment": environment(device)}]
+    train["sessions"] = [
+        *train.get("sessions", []),
+        {"started": stamp, "finished": None, "from_iteration": from_iteration, "environment": environment(device)},
+    ]
     return {**info, "train": train, "readme": RUN_FOLDER_DOC}
 
 
@@ -63,8 +69,9 @@ def train_finished(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def record_evaluation(run_dir: Path, info: dict[str, Any], protocols: list[str], started: str,
-                      device: torch.device) -> dict[str, Any]:
+def record_evaluation(
+    run_dir: Path, info: dict[str, Any], protocols: list[str], started: str, device: torch.device
+) -> dict[str, Any]:
     """Write ``evaluations.<protocol>`` for each of ``protocols`` (evaluated in one pass: ``started``, now
     as ``finished``, the environment) into ``run_dir/run.json``; return the new dict. A folder without a
     run.json (weights placed there by hand) gets none."""

@@ -25,8 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 #: Byte-order marks of the encodings refused, longest first (UTF-32 LE starts with UTF-16 LE's mark).
-_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 
 
 class TextFileError(ValueError):
@@ -50,24 +54,30 @@ def read_text_file(path: str | Path, error: type[Exception] = TextFileError) -> 
     except OSError as exc:
         raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+        data = data[len(codecs.BOM_UTF8) :]
     else:
         for bom, encoding in _WIDE_BOMS:
             if data.startswith(bom):
-                raise error(f"{path}: is {encoding} text (it starts with a {encoding} byte-order mark); emanet "
-                            f"reads UTF-8 only: re-save it as UTF-8 ({_iconv(path, encoding)}, or 'Save as', "
-                            f"encoding UTF-8, in the editor)")
+                raise error(
+                    f"{path}: is {encoding} text (it starts with a {encoding} byte-order mark); emanet "
+                    f"reads UTF-8 only: re-save it as UTF-8 ({_iconv(path, encoding)}, or 'Save as', "
+                    f"encoding UTF-8, in the editor)"
+                )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise error(f"{path}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, byte offset "
-                    f"{exc.start}{_guess(data)}); re-save it as UTF-8 ({_iconv(path, 'LATIN1')}, naming the "
-                    f"encoding it was written in)") from None
+        raise error(
+            f"{path}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, byte offset "
+            f"{exc.start}{_guess(data)}); re-save it as UTF-8 ({_iconv(path, 'LATIN1')}, naming the "
+            f"encoding it was written in)"
+        ) from None
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
-        raise error(f"{path}: holds NUL bytes (first at line {line}): it is UTF-16 text without a byte-order "
-                    f"mark, or not a text file at all; re-save it as UTF-8 text ({_iconv(path, 'UTF-16LE')})")
+        raise error(
+            f"{path}: holds NUL bytes (first at line {line}): it is UTF-16 text without a byte-order "
+            f"mark, or not a text file at all; re-save it as UTF-8 text ({_iconv(path, 'UTF-16LE')})"
+        )
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return "\n".join(line.rstrip(" \t") for line in lines)
 

@@ -25,7 +25,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from emanet.io import atomic_write_json, read_json_object
@@ -83,8 +83,11 @@ def job_graph(params: dict, profile: str | None = None) -> dict[Job, tuple[Job, 
     for run in finetunes:
         parent = pipeline.parent(params, run)
         graph[Job("finetune", run)] = (*data(run), Job("finetune" if parent in finetunes else "train", parent))
-    graph[Job("report")] = (*(Job("evaluate", r) for r in experiments), *(Job("finetune", r) for r in finetunes),
-                            Job("complexity"))
+    graph[Job("report")] = (
+        *(Job("evaluate", r) for r in experiments),
+        *(Job("finetune", r) for r in finetunes),
+        Job("complexity"),
+    )
     return graph
 
 
@@ -128,13 +131,16 @@ def read_benchmarks(folder: str | Path) -> dict[Job, Timing]:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         if not rows or "s" not in rows[0]:
-            raise ValueError(f"{path}: not a Snakemake benchmark file (expected a header with an 's' column and a "
-                             f"row); delete it and rerun the job")
+            raise ValueError(
+                f"{path}: not a Snakemake benchmark file (expected a header with an 's' column and a "
+                f"row); delete it and rerun the job"
+            )
         try:
             wall = sum(float(r["s"]) for r in rows) / len(rows)
         except ValueError:
-            raise ValueError(f"{path}: column 's' holds {rows[0]['s']!r}, not seconds; delete it and rerun the "
-                             f"job") from None
+            raise ValueError(
+                f"{path}: column 's' holds {rows[0]['s']!r}, not seconds; delete it and rerun the job"
+            ) from None
         timings[job] = Timing(wall, _mean(rows, "cpu_time"), _mean(rows, "max_rss"), path.stat().st_mtime)
     return timings
 
@@ -186,10 +192,12 @@ def record(run_dir: str | Path, command: str, since: Start) -> Path | None:
     path = Path(run_dir) / "timings.json"
     entries = read_json_object(path)
     children_cpu_s = _children_cpu_s() - since.children_cpu_s
-    entries[command] = {"wall_s": round(time.perf_counter() - since.clock, 3),
-                        "cpu_s": round(own.ru_utime + own.ru_stime + children_cpu_s, 3),
-                        "max_rss_mb": round(rss_mb, 1),
-                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entries[command] = {
+        "wall_s": round(time.perf_counter() - since.clock, 3),
+        "cpu_s": round(own.ru_utime + own.ru_stime + children_cpu_s, 3),
+        "max_rss_mb": round(rss_mb, 1),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     return atomic_write_json(path, entries)
 
 
@@ -209,10 +217,12 @@ def read_run_folders(runs: str | Path, graph: dict[Job, tuple[Job, ...]]) -> dic
             continue
         cpu = [p.get("cpu_s") for p in parts]
         rss = [p.get("max_rss_mb") for p in parts]
-        timings[job] = Timing(sum(p["wall_s"] for p in parts),
-                              sum(cpu) if all(isinstance(c, (int, float)) for c in cpu) else None,
-                              max(rss) if all(isinstance(r, (int, float)) for r in rss) else None,
-                              _epoch(parts[-1].get("finished")))
+        timings[job] = Timing(
+            sum(p["wall_s"] for p in parts),
+            sum(cpu) if all(isinstance(c, (int, float)) for c in cpu) else None,
+            max(rss) if all(isinstance(r, (int, float)) for r in rss) else None,
+            _epoch(parts[-1].get("finished")),
+        )
     return timings
 
 
@@ -260,9 +270,17 @@ def summarise(graph: dict[Job, tuple[Job, ...]], timings: dict[Job, Timing], cor
             continue
         wall = sum(t.wall_s for t in jobs)
         cpu = [t.cpu_s for t in jobs if t.cpu_s is not None]
-        stages.append({"stage": stage, "jobs": len(jobs), "wall_s": wall, "mean_wall_s": wall / len(jobs),
-                       "max_wall_s": max(t.wall_s for t in jobs), "cpu_s": sum(cpu) if cpu else None,
-                       "share": wall / total_wall if total_wall else 0.0})
+        stages.append(
+            {
+                "stage": stage,
+                "jobs": len(jobs),
+                "wall_s": wall,
+                "mean_wall_s": wall / len(jobs),
+                "max_wall_s": max(t.wall_s for t in jobs),
+                "cpu_s": sum(cpu) if cpu else None,
+                "share": wall / total_wall if total_wall else 0.0,
+            }
+        )
     slowest = sorted(measured.items(), key=lambda kv: (-kv[1].wall_s, kv[0]))[:10]
     path, length = critical_path(graph, {job: t.wall_s for job, t in measured.items()})
     spans = [(t.finished - t.wall_s, t.finished) for t in measured.values() if t.finished is not None]
@@ -275,10 +293,13 @@ def summarise(graph: dict[Job, tuple[Job, ...]], timings: dict[Job, Timing], cor
         "total_wall_s": total_wall,
         "total_cpu_s": sum(cpu_known) if cpu_known else None,
         "stages": stages,
-        "slowest": [{"job": str(job), "wall_s": t.wall_s, "cpu_s": t.cpu_s, "max_rss_mb": t.max_rss_mb}
-                    for job, t in slowest],
-        "critical_path": {"jobs": [{"job": str(job), "wall_s": measured[job].wall_s if job in measured else None}
-                                   for job in path], "wall_s": length},
+        "slowest": [
+            {"job": str(job), "wall_s": t.wall_s, "cpu_s": t.cpu_s, "max_rss_mb": t.max_rss_mb} for job, t in slowest
+        ],
+        "critical_path": {
+            "jobs": [{"job": str(job), "wall_s": measured[job].wall_s if job in measured else None} for job in path],
+            "wall_s": length,
+        },
         # each job runs one thread (OMP_NUM_THREADS=threads=1 on the tiny profile), so the summed wall time over
         # the cores bounds the pipeline too, as does the critical path
         "lower_bound_s": max(length, total_wall / max(cores, 1)),
@@ -288,26 +309,37 @@ def summarise(graph: dict[Job, tuple[Job, ...]], timings: dict[Job, Timing], cor
 
 def format_summary(summary: dict) -> str:
     """The summary as Markdown: the totals, a table per stage, the ten slowest jobs and the critical path."""
+
     def s(value: float | None) -> str:
         return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
-    lines = [f"Pipeline timings from {summary['source']}: {summary['measured']} of {summary['jobs']} jobs measured, "
-             f"{s(summary['total_wall_s'])} s of job wall time, {s(summary['total_cpu_s'])} s CPU."]
+    lines = [
+        f"Pipeline timings from {summary['source']}: {summary['measured']} of {summary['jobs']} jobs measured, "
+        f"{s(summary['total_wall_s'])} s of job wall time, {s(summary['total_cpu_s'])} s CPU."
+    ]
     if summary["observed_span_s"] is not None:
         lines.append(f"Observed span (first job's start to last job's end): {s(summary['observed_span_s'])} s.")
-    lines.append(f"Lower bound on {summary['cores']} cores: {s(summary['lower_bound_s'])} s (the larger of the "
-                 f"critical path, {s(summary['critical_path']['wall_s'])} s, and the job wall time over the cores).")
+    lines.append(
+        f"Lower bound on {summary['cores']} cores: {s(summary['lower_bound_s'])} s (the larger of the "
+        f"critical path, {s(summary['critical_path']['wall_s'])} s, and the job wall time over the cores)."
+    )
     if summary["missing"]:
         shown = ", ".join(summary["missing"][:8]) + (" …" if len(summary["missing"]) > 8 else "")
         lines.append(f"Not measured ({len(summary['missing'])}): {shown}.")
     lines += ["", "| stage | jobs | wall s | share | mean s | max s | CPU s |", "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['stage']} | {r['jobs']} | {s(r['wall_s'])} | {100 * r['share']:.0f} % | {s(r['mean_wall_s'])} | "
-              f"{s(r['max_wall_s'])} | {s(r['cpu_s'])} |" for r in summary["stages"]]
+    lines += [
+        f"| {r['stage']} | {r['jobs']} | {s(r['wall_s'])} | {100 * r['share']:.0f} % | {s(r['mean_wall_s'])} | "
+        f"{s(r['max_wall_s'])} | {s(r['cpu_s'])} |"
+        for r in summary["stages"]
+    ]
     lines += ["", "Ten slowest jobs:", "", "| job | wall s | CPU s | peak MB |", "|---|---:|---:|---:|"]
     lines += [f"| {r['job']} | {s(r['wall_s'])} | {s(r['cpu_s'])} | {s(r['max_rss_mb'])} |" for r in summary["slowest"]]
     path = summary["critical_path"]
-    lines += ["", f"Critical path ({s(path['wall_s'])} s): "
-              + " -> ".join(f"{r['job']} ({s(r['wall_s'])} s)" for r in path["jobs"])]
+    lines += [
+        "",
+        f"Critical path ({s(path['wall_s'])} s): "
+        + " -> ".join(f"{r['job']} ({s(r['wall_s'])} s)" for r in path["jobs"]),
+    ]
     return "\n".join(lines)
 
 
@@ -332,6 +364,8 @@ def pipeline_summary(params: dict, profile: str | None, results: str | Path, cor
     else:
         timings, where = read_run_folders(runs, graph), f"the run folders' timings.json ({runs})"
     if not any(job in graph for job in timings):
-        raise FileNotFoundError(f"{results}: no job of this pipeline measured (neither benchmarks/<rule>/*.tsv from "
-                                f"Snakemake nor runs/<run>/timings.json); run the pipeline first")
+        raise FileNotFoundError(
+            f"{results}: no job of this pipeline measured (neither benchmarks/<rule>/*.tsv from "
+            f"Snakemake nor runs/<run>/timings.json); run the pipeline first"
+        )
     return summarise(graph, timings, cores, where)

@@ -56,15 +56,22 @@ ARTIFACT_SUFFIXES = (".json", ".csv", ".png", ".yaml", ".gz")  # .gz: the VOC te
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 NOTE_MARK = "emanet runs, one per experiment of params.yaml."  # how a note emanet wrote begins
 #: Markdown (the UI renders it: names with <...> in code spans, or they vanish as HTML tags)
-EXPERIMENT_NOTE = (f"{NOTE_MARK} Metrics: `<dataset>_<split>/<protocol>/miou` "
-                   "(a fraction; protocols `ss`, `ms_flip`, `ss_T<n>`), `.../iou/<class>` per class, `train/*` per "
-                   "logged iteration, `hp/<key>` the numeric settings (sortable as numbers; the same values are "
-                   "params). Other columns: the runs table's Columns menu.")
+EXPERIMENT_NOTE = (
+    f"{NOTE_MARK} Metrics: `<dataset>_<split>/<protocol>/miou` "
+    "(a fraction; protocols `ss`, `ms_flip`, `ss_T<n>`), `.../iou/<class>` per class, `train/*` per "
+    "logged iteration, `hp/<key>` the numeric settings (sortable as numbers; the same values are "
+    "params). Other columns: the runs table's Columns menu."
+)
 #: summary values of a metrics*.json logged as metrics (the confusion matrix and per-class values aside)
 SUMMARY_METRICS = ("miou", "pixel_acc", "mean_acc", "fwiou")
 #: numeric settings that change how a run is executed, not what it computes: not mirrored as hp/ metrics
-OPERATIONAL = ("data.workers", "train.checkpoint_interval", "train.log_interval", "train.cpu_threads",
-               "train.eval_interval")
+OPERATIONAL = (
+    "data.workers",
+    "train.checkpoint_interval",
+    "train.log_interval",
+    "train.cpu_threads",
+    "train.eval_interval",
+)
 #: settings of one head, mirrored only for runs with that head (a run without EMA has no K to sort by)
 HEAD_SETTINGS = {"ema": "model.ema."}
 _METRIC_NAME_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")  # MLflow's allowed characters in a metric name
@@ -83,9 +90,16 @@ def _ms(stamp: str | None) -> int | None:
 def git_commit(cwd: Path | None = None) -> str:
     """HEAD's commit, suffixed ``-dirty`` when tracked files have uncommitted changes; ``unknown`` outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -109,10 +123,14 @@ class StoreUnreachable(TrackingStoreError):
 #: MLflow error codes that are answers about the request or the store, each with what to do.
 #: Every other code (INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE, REQUEST_LIMIT_EXCEEDED, DEADLINE_EXCEEDED,
 #: ...) and every connection failure (which MLflow's REST client reports as INTERNAL_ERROR) is an outage.
-_PERMISSION_FIX = ("Give this user write access to the experiment on the server, or set MLFLOW_TRACKING_USERNAME "
-                   "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for an account that has it.")
-_ADDRESS_FIX = ("Check the tracking URI (tracking.uri in params.yaml, $MLFLOW_TRACKING_URI or --tracking-uri): "
-                "scheme, host, port and path of an MLflow tracking server or store.")
+_PERMISSION_FIX = (
+    "Give this user write access to the experiment on the server, or set MLFLOW_TRACKING_USERNAME "
+    "and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for an account that has it."
+)
+_ADDRESS_FIX = (
+    "Check the tracking URI (tracking.uri in params.yaml, $MLFLOW_TRACKING_URI or --tracking-uri): "
+    "scheme, host, port and path of an MLflow tracking server or store."
+)
 _REFUSAL_FIXES = {
     "PERMISSION_DENIED": _PERMISSION_FIX,
     "UNAUTHENTICATED": _PERMISSION_FIX,
@@ -122,31 +140,31 @@ _REFUSAL_FIXES = {
     "FEATURE_DISABLED": "The server does not offer what tracking needs (another MLflow deployment?). " + _ADDRESS_FIX,
     "NOT_IMPLEMENTED": "The server does not offer what tracking needs (another MLflow deployment?). " + _ADDRESS_FIX,
     "RESOURCE_DOES_NOT_EXIST": "The experiment or run it names is gone from the store (removed for good?); "
-                               "a sync logs the run folder as a new run.",
+    "a sync logs the run folder as a new run.",
     "INVALID_STATE": "The experiment or run is not in a state that accepts logging (see the message): "
-                     "restore or reopen it with the `mlflow experiments` / `mlflow runs` commands.",
+    "restore or reopen it with the `mlflow experiments` / `mlflow runs` commands.",
     "INVALID_PARAMETER_VALUE": "MLflow refuses a name or value (the message says which): correct it in params.yaml "
-                               "or in the run folder's files, or check the tracking URI.",
+    "or in the run folder's files, or check the tracking URI.",
     "BAD_REQUEST": "MLflow refuses the request (the message says why): correct the value it names, "
-                   "or check the tracking URI.",
+    "or check the tracking URI.",
     "RESOURCE_ALREADY_EXISTS": "Something of that name already exists in the store (a deleted experiment keeps its "
-                               "name until `mlflow gc` removes it): restore it or remove it for good.",
+    "name until `mlflow gc` removes it): restore it or remove it for good.",
 }
 
 #: SQLite result codes (primary part of ``sqlite3.Error.sqlite_errorname``) of a store file that this
 #: process cannot use until someone changes it. SQLITE_BUSY/LOCKED (another writer) and IOERR are outages.
 _SQLITE_FIXES = {
     "SQLITE_READONLY": "The database file (or its folder, where SQLite writes its journal) is read-only for this "
-                       "user: make both writable (chmod u+w), or point the tracking URI at a writable store.",
+    "user: make both writable (chmod u+w), or point the tracking URI at a writable store.",
     "SQLITE_PERM": "The database file (or its folder) may not be written by this user: make both writable, "
-                   "or point the tracking URI at a writable store.",
+    "or point the tracking URI at a writable store.",
     "SQLITE_AUTH": "The database refuses this user: use a store it may write to.",
     "SQLITE_CANTOPEN": "The database file cannot be opened: check that its folder exists and is writable, "
-                       "or point the tracking URI at another file.",
+    "or point the tracking URI at another file.",
     "SQLITE_NOTADB": "The file is not an SQLite database: point the tracking URI at an MLflow store "
-                     "(a new file name creates one).",
+    "(a new file name creates one).",
     "SQLITE_CORRUPT": "The database file is damaged: restore it from a backup, or point the tracking URI at "
-                      "another file (the run folders can be replayed into a new store with `emanet track sync`).",
+    "another file (the run folders can be replayed into a new store with `emanet track sync`).",
     "SQLITE_FULL": "The disk holding the database is full: free space on it.",
 }
 
@@ -155,7 +173,7 @@ def _answer(text: str, code: str | None = None, limit: int = 600) -> str:
     """The store's message, without a repeated ``CODE: `` prefix, the SQL statement or its parameters."""
     text = str(text).strip()
     if code and text.startswith(f"{code}: "):
-        text = text[len(code) + 2:]
+        text = text[len(code) + 2 :]
     text = text.split("\n[SQL:")[0].strip()
     return text if len(text) <= limit else text[:limit] + " ..."
 
@@ -187,8 +205,10 @@ def store_failure(exc: BaseException, uri: str, run_dir: Path | str) -> Tracking
         return StoreRefused(f"MLflow at {uri} refused to log {run_dir} ({code}: {message}). {fix} {then}")
 
     def unreachable(kind: str, message: str) -> StoreUnreachable:
-        return StoreUnreachable(f"MLflow at {uri} is unreachable ({kind}: {message}); the run folder {run_dir} keeps "
-                                f"everything, and `emanet track sync {run_dir}` replays it once the store answers")
+        return StoreUnreachable(
+            f"MLflow at {uri} is unreachable ({kind}: {message}); the run folder {run_dir} keeps "
+            f"everything, and `emanet track sync {run_dir}` replays it once the store answers"
+        )
 
     sqlite = _sqlite_error(exc)
     if sqlite is not None:
@@ -202,9 +222,13 @@ def store_failure(exc: BaseException, uri: str, run_dir: Path | str) -> Tracking
             import mlflow
 
             database = "the server's backend store URI" if uri.startswith(("http://", "https://")) else uri
-            return refused(code, message, f"The store's schema is not the one MLflow {mlflow.__version__} uses: back "
-                                          f"the database up, then run `mlflow db upgrade {database}`; if a newer "
-                                          "MLflow wrote it, upgrade mlflow here instead.")
+            return refused(
+                code,
+                message,
+                f"The store's schema is not the one MLflow {mlflow.__version__} uses: back "
+                f"the database up, then run `mlflow db upgrade {database}`; if a newer "
+                "MLflow wrote it, upgrade mlflow here instead.",
+            )
         if code in _REFUSAL_FIXES:
             return refused(code, message, _REFUSAL_FIXES[code])
         if sqlite is not None:
@@ -260,7 +284,8 @@ def _deleted_experiment(experiment, uri: str, run_dir: Path) -> StoreRefused:
         f"MLflow at {uri} cannot log {run_dir}: its experiment '{experiment.name}' (id {eid}) is deleted. Restore it "
         f"(its runs come back with it): {_cli(uri, f'experiments restore --experiment-id {eid}')}; or, to start "
         f"over under that name, remove it for good: {_gc(uri, f'--experiment-ids {eid}')}. "
-        f"Then run `emanet track sync {run_dir}`.")
+        f"Then run `emanet track sync {run_dir}`."
+    )
 
 
 def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
@@ -274,8 +299,9 @@ def _experiment_id(client, name: str, uri: str, run_dir: Path) -> str:
         return found.experiment_id
     location = artifacts_beside(uri)
     try:
-        return client.create_experiment(name, artifact_location=location,
-                                        tags={**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE})
+        return client.create_experiment(
+            name, artifact_location=location, tags={**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE}
+        )
     except MlflowException as exc:  # another process (a parallel job) created it in between
         found = client.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
         if found is None or found.lifecycle_stage != "active":
@@ -310,13 +336,15 @@ def _existing_run(client, run_id: str, name: str, uri: str, run_dir: Path):
             f"MLflow at {uri} cannot log {run_dir}: its run {run_id} is in experiment {eid}, which is now named "
             f"'{experiment.name}', not '{name}' (renamed?); the report looks experiments up by name. Rename it "
             f"back: {_cli(uri, f'experiments rename --experiment-id {eid} --new-name {name!r}')}. "
-            f"Then run `emanet track sync {run_dir}`.")
+            f"Then run `emanet track sync {run_dir}`."
+        )
     if run.info.lifecycle_stage != "active":
         raise StoreRefused(
             f"MLflow at {uri} cannot log {run_dir}: its run {run_id} is deleted. Restore it: "
             f"{_cli(uri, f'runs restore --run-id {run_id}')}; or remove it for good "
             f"({_gc(uri, f'--run-ids {run_id}')}) and the next sync logs the run folder as a new run. "
-            f"Then run `emanet track sync {run_dir}`.")
+            f"Then run `emanet track sync {run_dir}`."
+        )
     return run
 
 
@@ -350,8 +378,12 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
             run_id = None  # a run id from another server (or removed for good): start afresh here
         if not run_id:
             experiment_id = _experiment_id(client, info["mlflow_experiment"], uri, run_dir)
-            run = client.create_run(experiment_id, run_name=info["run_name"], tags=info.get("tags", {}),
-                                    start_time=_ms((info.get("train") or {}).get("started")))
+            run = client.create_run(
+                experiment_id,
+                run_name=info["run_name"],
+                tags=info.get("tags", {}),
+                start_time=_ms((info.get("train") or {}).get("started")),
+            )
             run_id = run.info.run_id
             info.update(mlflow_run_id=run_id, tracking_uri=portable_uri(uri, run_dir))
             _write_run_info(run_dir, info)
@@ -374,11 +406,12 @@ def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     run = client.get_run(run_id)
-    params = [Param(k, str(v)[:6000]) for k, v in tracked_params(info.get("params", {})).items()
-              if k not in run.data.params]
+    params = [
+        Param(k, str(v)[:6000]) for k, v in tracked_params(info.get("params", {})).items() if k not in run.data.params
+    ]
     tags = [RunTag(k, str(v)) for k, v in info.get("tags", {}).items()]
     for start in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[start:start + 100])
+        client.log_batch(run_id, params=params[start : start + 100])
     if tags:
         client.log_batch(run_id, tags=tags)
     points = _metric_points(run_dir, info)
@@ -386,7 +419,7 @@ def _replay(client, run_id: str, run_dir: Path, info: dict[str, Any]) -> str:
     now = int(time.time() * 1000)
     missing = [Metric(k, v, now, step) for k, step, v in points if step not in have[k]]
     for start in range(0, len(missing), 500):
-        client.log_batch(run_id, metrics=missing[start:start + 500])
+        client.log_batch(run_id, metrics=missing[start : start + 500])
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and path.suffix in ARTIFACT_SUFFIXES:
             client.log_artifact(run_id, str(path))
@@ -458,16 +491,28 @@ class Tracker:
     #: how long to wait before trying a lost server again (EMANET_TRACKING_RETRY_SECONDS overrides)
     RETRY_SECONDS = float(os.environ.get("EMANET_TRACKING_RETRY_SECONDS", "30"))
 
-    def __init__(self, run_dir: Path, enabled: bool, uri: str | None, experiment: str, run_name: str,
-                 params: dict[str, Any], tags: dict[str, str]):
+    def __init__(
+        self,
+        run_dir: Path,
+        enabled: bool,
+        uri: str | None,
+        experiment: str,
+        run_name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+    ):
         self.run_dir, self.enabled = run_dir, enabled
         self.uri = uri or default_uri()
         info = read_run_info(run_dir)
         if info.get("mlflow_experiment") not in (None, experiment):  # tracking.experiment changed: MLflow cannot
-            info.pop("mlflow_run_id", None)                           # move a run, so start one in the new one
-        info.update(mlflow_experiment=experiment, run_name=run_name, params=params,
-                    tags={**info.get("tags", {}), **tags},
-                    tracking_uri=portable_uri(self.uri, run_dir) if enabled else None)
+            info.pop("mlflow_run_id", None)  # move a run, so start one in the new one
+        info.update(
+            mlflow_experiment=experiment,
+            run_name=run_name,
+            params=params,
+            tags={**info.get("tags", {}), **tags},
+            tracking_uri=portable_uri(self.uri, run_dir) if enabled else None,
+        )
         info.setdefault("finished", False)
         _write_run_info(run_dir, info)
         self.online, self._last_try, self._warned = False, 0.0, False
@@ -493,15 +538,20 @@ class Tracker:
 
     def _refuse(self, exc: StoreRefused) -> None:
         self.online, self.refused = False, exc
-        log.warning("%s\nTraining goes on, and tracking stops for this run (the store's answer is not an outage, "
-                    "so it is not retried); the run folder keeps everything.", exc)
+        log.warning(
+            "%s\nTraining goes on, and tracking stops for this run (the store's answer is not an outage, "
+            "so it is not retried); the run folder keeps everything.",
+            exc,
+        )
 
     def _went_offline(self, exc: Exception) -> None:
         self.online = False
         if not self._warned:
             if not isinstance(exc, StoreUnreachable):
-                exc = f"MLflow at {self.uri} is unreachable ({exc.__class__.__name__}: {_answer(exc)}); the run " \
-                      f"folder keeps everything, and `emanet track sync {self.run_dir}` replays it"
+                exc = (
+                    f"MLflow at {self.uri} is unreachable ({exc.__class__.__name__}: {_answer(exc)}); the run "
+                    f"folder keeps everything, and `emanet track sync {self.run_dir}` replays it"
+                )
             log.warning("%s. Training goes on and tries again every %.0f s.", exc, self.RETRY_SECONDS)
             self._warned = True
 
@@ -545,16 +595,21 @@ def metrics_from_mlflow(uri: str, experiment_names: list[str]) -> dict[str, dict
     import mlflow
 
     _client(uri)
-    runs = mlflow.search_runs(experiment_names=experiment_names, filter_string="attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        experiment_names=experiment_names,
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
     found: dict[str, dict] = {}
     for _, run in runs.iterrows():
         name = run.get("tags.experiment")
         if not name or name in found:
             continue
         # metrics.<dataset>_<split>/<protocol>/miou -> protocol (ss, ms_flip, ss_T<n>)
-        metrics = {col.split("/")[-2]: float(run[col]) for col in runs.columns
-                   if col.startswith("metrics.") and col.endswith("/miou") and col.count("/") >= 2
-                   and run[col] == run[col]}
+        metrics = {
+            col.split("/")[-2]: float(run[col])
+            for col in runs.columns
+            if col.startswith("metrics.") and col.endswith("/miou") and col.count("/") >= 2 and run[col] == run[col]
+        }
         found[name] = {"run_id": run["run_id"], "imported": run.get("tags.imported") == "true", **metrics}
     return found

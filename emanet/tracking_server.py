@@ -28,8 +28,20 @@ class ServerStartError(ValueError):
 
 def mlflow_command(backend_store_uri: str, artifacts: Path, host: str, port: int, workers: int) -> list[str]:
     mlflow = Path(sys.executable).parent / "mlflow"
-    return [str(mlflow), "server", "--host", host, "--port", str(port), "--workers", str(workers),
-            "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts)]
+    return [
+        str(mlflow),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts),
+    ]
 
 
 def wait_ready(url: str, process: subprocess.Popen | None, timeout: float) -> None:
@@ -76,13 +88,22 @@ def _why(what: str, tail: deque, backend_store_uri: str, log_file: Path | None) 
     said = (errors[-1].strip() if errors else " | ".join(lines[-5:]) or "no output").rstrip(".")
     message = f"mlflow server {what} (backend store {backend_store_uri}): {said}"
     if any("mlflow db upgrade" in line for line in lines):
-        message += (f". The backend's schema is not the one this MLflow uses: back the database up, then run "
-                    f"`mlflow db upgrade {backend_store_uri}` (if a newer MLflow wrote it, upgrade mlflow here instead)")
+        message += (
+            f". The backend's schema is not the one this MLflow uses: back the database up, then run "
+            f"`mlflow db upgrade {backend_store_uri}` (if a newer MLflow wrote it, upgrade mlflow here instead)"
+        )
     return message + (f"; its whole output is in {log_file}" if log_file else "")
 
 
-def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 2,
-          log_file: Path | None = None, timeout: float = 180) -> subprocess.Popen:
+def start(
+    backend_store_uri: str,
+    artifacts: Path,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 2,
+    log_file: Path | None = None,
+    timeout: float = 180,
+) -> subprocess.Popen:
     """Start the server in its own process group (stop it with :func:`stop`) and wait until it answers.
 
     Raises:
@@ -91,17 +112,25 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
     """
     artifacts.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no job workers outliving the server
-    process = subprocess.Popen(mlflow_command(backend_store_uri, artifacts, host, port, workers), env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        mlflow_command(backend_store_uri, artifacts, host, port, workers),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     tail, reader = _pump(process, log_file)
     try:
         wait_ready(f"http://{host}:{port}", process, timeout)
     except (RuntimeError, TimeoutError) as exc:
         stop(process)
         reader.join(10)  # the output up to the exit
-        what = f"exited with status {process.returncode}" if isinstance(exc, RuntimeError) else \
-            f"did not answer within {timeout:.0f} s"
+        what = (
+            f"exited with status {process.returncode}"
+            if isinstance(exc, RuntimeError)
+            else f"did not answer within {timeout:.0f} s"
+        )
         raise ServerStartError(_why(what, tail, backend_store_uri, log_file)) from None
     except BaseException:
         stop(process)

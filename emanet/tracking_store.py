@@ -23,7 +23,7 @@ def _sqlite_path(uri: str) -> tuple[str | None, str]:
     URI filenames (``sqlite:///file:...``) and in-memory databases included."""
     if not uri.startswith("sqlite:///"):
         return None, ""
-    path, mark, query = uri[len("sqlite:///"):].partition("?")
+    path, mark, query = uri[len("sqlite:///") :].partition("?")
     if not path or path == ":memory:" or path.startswith("file:"):
         return None, ""
     return path, mark + query
@@ -71,8 +71,8 @@ def artifacts_beside(uri: str) -> str | None:
     artifacts live with the database, not in whatever the working directory is."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?")[0]  # also the URI form, sqlite:///file:/path?mode=ro&uri=true
-    path = path[len("file:"):] if path.startswith("file:") else path
+    path = uri[len("sqlite:///") :].split("?")[0]  # also the URI form, sqlite:///file:/path?mode=ro&uri=true
+    path = path[len("file:") :] if path.startswith("file:") else path
     return (Path(path).parent / "mlartifacts").resolve().as_uri()
 
 
@@ -96,10 +96,14 @@ def follow_moved_store(client, uri: str) -> None:
     from sqlalchemy import literal, update
 
     run_target = literal(expected + "/") + SqlRun.run_uuid + literal("/artifacts")
-    stale_runs = (SqlRun.artifact_uri.like(literal("file://%/mlartifacts/") + SqlRun.run_uuid + literal("/artifacts")),
-                  SqlRun.artifact_uri != run_target)
-    stale_experiments = (SqlExperiment.artifact_location.like("file://%/mlartifacts"),
-                         SqlExperiment.artifact_location != expected)
+    stale_runs = (
+        SqlRun.artifact_uri.like(literal("file://%/mlartifacts/") + SqlRun.run_uuid + literal("/artifacts")),
+        SqlRun.artifact_uri != run_target,
+    )
+    stale_experiments = (
+        SqlExperiment.artifact_location.like("file://%/mlartifacts"),
+        SqlExperiment.artifact_location != expected,
+    )
     store = client._tracking_client.store
     with store.ManagedSessionMaker() as session:  # reading: nothing to do unless the store moved
         experiments = [e for (e,) in session.query(SqlExperiment.name).filter(*stale_experiments)]
@@ -108,14 +112,28 @@ def follow_moved_store(client, uri: str) -> None:
         return
     writable = {"read_only": False} if "read_only" in inspect.signature(store.ManagedSessionMaker).parameters else {}
     with store.ManagedSessionMaker(**writable) as session:  # one transaction: all of them or none
-        session.execute(update(SqlExperiment).where(*stale_experiments).values(artifact_location=expected)
-                        .execution_options(synchronize_session=False))
-        session.execute(update(SqlRun).where(*stale_runs).values(artifact_uri=run_target)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            update(SqlExperiment)
+            .where(*stale_experiments)
+            .values(artifact_location=expected)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(SqlRun)
+            .where(*stale_runs)
+            .values(artifact_uri=run_target)
+            .execution_options(synchronize_session=False)
+        )
     from mlflow.tracking._tracking_service import utils as service_utils
 
     cache = getattr(service_utils, "_artifact_repos_cache", {})  # this process's repositories of those runs
     for run_id in runs:
         cache.pop(run_id, None)
-    log.info("MLflow store %s was moved: its artifacts are now read from and written to %s (%d experiments: %s; "
-             "%d runs)", uri, expected, len(experiments), ", ".join(experiments) or "none", len(runs))
+    log.info(
+        "MLflow store %s was moved: its artifacts are now read from and written to %s (%d experiments: %s; %d runs)",
+        uri,
+        expected,
+        len(experiments),
+        ", ".join(experiments) or "none",
+        len(runs),
+    )

@@ -83,8 +83,7 @@ def _protocol_order(metric: str) -> tuple:
     found = _MIOU.match(metric)
     where, protocol = found["where"], found["protocol"]
     steps = re.fullmatch(r"ss_T(\d+)", protocol)
-    rank = (0, 0) if protocol == "ss" else (1, 0) if protocol == "ms_flip" else (2, int(steps[1])) if steps \
-        else (3, 0)
+    rank = (0, 0) if protocol == "ss" else (1, 0) if protocol == "ms_flip" else (2, int(steps[1])) if steps else (3, 0)
     return (not where.endswith("_val"), where, rank, protocol)
 
 
@@ -126,9 +125,10 @@ def swept(members: list) -> tuple[list[str], list[str]]:
 
     hp = sorted({k for run in members for k in run.data.metrics if k.startswith("hp/")})
     numeric = [k for k in hp if differs([run.data.metrics for run in members], k)]
-    ignored = {k[len("hp/"):] for k in hp} | set(NOT_SETTINGS) | set(OPERATIONAL)
-    params = sorted(k for k in {k for run in members for k in run.data.params} - ignored
-                    if not k.startswith(NOT_SETTING_SECTIONS))
+    ignored = {k[len("hp/") :] for k in hp} | set(NOT_SETTINGS) | set(OPERATIONAL)
+    params = sorted(
+        k for k in {k for run in members for k in run.data.params} - ignored if not k.startswith(NOT_SETTING_SECTIONS)
+    )
     other = [k for k in params if differs([run.data.params for run in members], k)]
     return numeric, other
 
@@ -140,8 +140,13 @@ def plan_views(runs: list) -> list[View]:
         members = [run for run in runs if table in _tables(run)]
         numeric, other = swept(members)
         order = column("metrics", numeric[0]) if len(numeric) == 1 and not other else RUN_NAME_COLUMN
-        views.append(View(f"{VIEW_KEY}_{table}", f"emanet: {table}",
-                          _state(table_filter(table, members, runs), order, numeric + miou_metrics(members), other)))
+        views.append(
+            View(
+                f"{VIEW_KEY}_{table}",
+                f"emanet: {table}",
+                _state(table_filter(table, members, runs), order, numeric + miou_metrics(members), other),
+            )
+        )
     return views
 
 
@@ -150,16 +155,30 @@ def _state(search: str, order: str, metrics: list[str], params: list[str]) -> di
     then ``params`` in that order after the run's duration, each wide enough for its name (a setting's
     ``hp/`` column narrower: its numbers are short)."""
     columns = [column("metrics", k) for k in metrics] + [column("params", k) for k in params]
-    widths = {key: HP_WIDTH if name.startswith("hp/") else min(MAX_WIDTH, CHAR_WIDTH * len(name) + PADDING)
-              for key, name in zip(columns, metrics + params)}
-    return {"searchFilter": search, "orderByKey": order, "orderByAsc": True, "selectedColumns": columns,
-            "columnOrder": [DURATION_COLUMN] + columns, "columnWidths": widths}
+    widths = {
+        key: HP_WIDTH if name.startswith("hp/") else min(MAX_WIDTH, CHAR_WIDTH * len(name) + PADDING)
+        for key, name in zip(columns, metrics + params)
+    }
+    return {
+        "searchFilter": search,
+        "orderByKey": order,
+        "orderByAsc": True,
+        "selectedColumns": columns,
+        "columnOrder": [DURATION_COLUMN] + columns,
+        "columnWidths": widths,
+    }
 
 
 def envelope(view: View, created_ms: int, updated_ms: int) -> str:
     """The tag value MLflow's UI reads a saved view from (its state as plain JSON text)."""
-    return json.dumps({"name": view.name, "createdAt": created_ms, "updatedAt": updated_ms,
-                       "state": json.dumps(view.state, sort_keys=True)})
+    return json.dumps(
+        {
+            "name": view.name,
+            "createdAt": created_ms,
+            "updatedAt": updated_ms,
+            "state": json.dumps(view.state, sort_keys=True),
+        }
+    )
 
 
 def _stored(value: str) -> tuple[str | None, dict | None, int | None]:
@@ -172,7 +191,7 @@ def _stored(value: str) -> tuple[str | None, dict | None, int | None]:
 
 
 def _ours(key: str) -> bool:
-    view = key[len(VIEW_TAG):]
+    view = key[len(VIEW_TAG) :]
     return key.startswith(VIEW_TAG) and (view == VIEW_KEY or view.startswith(VIEW_KEY + "_"))
 
 
@@ -206,14 +225,19 @@ def write_views(client, experiment_id: str, note: str | None = None, note_mark: 
     """
     experiment = client.get_experiment(experiment_id)
     views = plan_views(_search_all(client, experiment_id))
-    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+    now = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
     changed = []
     for view in views:
         name, state, created = _stored(experiment.tags.get(VIEW_TAG + view.key, ""))
         value = envelope(view, created or now, now)
         if (name, state) != (view.name, view.state) and len(value) > MAX_TAG_VALUE:
-            log.warning("MLflow view %s of experiment %s not written: %d characters, more than an experiment tag "
-                        "holds (%d)", view.key, experiment.name, len(value), MAX_TAG_VALUE)
+            log.warning(
+                "MLflow view %s of experiment %s not written: %d characters, more than an experiment tag holds (%d)",
+                view.key,
+                experiment.name,
+                len(value),
+                MAX_TAG_VALUE,
+            )
         elif (name, state) != (view.name, view.state):
             client.set_experiment_tag(experiment_id, VIEW_TAG + view.key, value)
             changed.append(view)
@@ -226,6 +250,10 @@ def write_views(client, experiment_id: str, note: str | None = None, note_mark: 
         if current != text and (current is None or current.startswith(note_mark)):
             client.set_experiment_tag(experiment_id, "mlflow.note.content", text)
     if changed:
-        log.info("MLflow experiment %s: views %s updated (in `mlflow ui`: %s)", experiment.name,
-                 ", ".join(view.key for view in changed), View("<key>", "", {}).url(experiment_id, "<server>"))
+        log.info(
+            "MLflow experiment %s: views %s updated (in `mlflow ui`: %s)",
+            experiment.name,
+            ", ".join(view.key for view in changed),
+            View("<key>", "", {}).url(experiment_id, "<server>"),
+        )
     return views

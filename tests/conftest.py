@@ -75,8 +75,20 @@ else:
 
     # Each example rewrites the same file in the test's tmp_path, so a function-scoped fixture is fine.
     _relaxed = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-    settings.register_profile("fast", max_examples=50, deadline=None, derandomize=True, database=None,
-                              print_blob=True, suppress_health_check=_relaxed)
-    settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", 10_000)), deadline=None,
-                              print_blob=True, suppress_health_check=_relaxed)
+    settings.register_profile(
+        "fast",
+        max_examples=50,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=_relaxed,
+    )
+    settings.register_profile(
+        "fuzz",
+        max_examples=int(os.environ.get("FUZZ_EXAMPLES", 10_000)),
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=_relaxed,
+    )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))

@@ -57,7 +57,7 @@ def test_activation_memory_reading(table1):
 
 def test_module_output_memory_reproduces_the_backbone_and_deeplabv3_rows(table1):
     """torchstat's rule (each module's last output, MiB) gives Table 1's 2.603G and +66.0M; not the EMA rows."""
-    mib = 2 ** 20
+    mib = 2**20
     assert table1["backbone"]["module_output_bytes"] / mib == pytest.approx(2603, abs=1)
     assert table1["heads"]["aspp"]["module_output_bytes"] / mib == pytest.approx(66.0, abs=0.1)
     assert table1["heads"]["ema512"]["module_output_bytes"] / mib > 1.5 * 22.1

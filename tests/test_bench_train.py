@@ -25,8 +25,13 @@ TINY = ["--profile", "tiny", "--iterations", "2", "--warmup", "1", "--set", "tra
 @pytest.fixture
 def restore_backends():
     """bench_train sets process-wide kernel choices (deterministic algorithms, cuDNN): put them back."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.get_num_threads())
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.get_num_threads(),
+    )
     yield
     torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
@@ -69,16 +74,22 @@ def test_compare_gives_ratios_of_interleaved_variants(tmp_path, restore_backends
     """--compare: eager, compile and channels_last built from the same weights; ratios to eager."""
     built = []
     real = engine_train.TrainingStep.build.__func__
-    monkeypatch.setattr(engine_train.TrainingStep, "build",
-                        classmethod(lambda cls, cfg, *a: built.append(cfg.train) or real(cls, cfg, *a)))
+    monkeypatch.setattr(
+        engine_train.TrainingStep,
+        "build",
+        classmethod(lambda cls, cfg, *a: built.append(cfg.train) or real(cls, cfg, *a)),
+    )
     monkeypatch.setattr(torch, "compile", lambda module: module)  # compiling is slow; that it is asked for is the point
-    report = bench_train.bench_train(_cfg(f"data.root={tmp_path}", "model.dropout=0.0"), iterations=1, warmup=0,
-                                     sources=["synthetic"], compare=True)  # dropout's masks come from the shared RNG
+    report = bench_train.bench_train(
+        _cfg(f"data.root={tmp_path}", "model.dropout=0.0"), iterations=1, warmup=0, sources=["synthetic"], compare=True
+    )  # dropout's masks come from the shared RNG
     assert [(t.compile, t.channels_last) for t in built] == [(False, False), (True, False), (False, True)]
     assert [r["variant"] for r in report["results"]] == list(bench_train.COMPARE)
     ratios = report["ratios"]["synthetic"]
     assert ratios["eager"] == 1.0
-    assert ratios["compile"] == pytest.approx(report["results"][1]["images_per_s"] / report["results"][0]["images_per_s"])
+    assert ratios["compile"] == pytest.approx(
+        report["results"][1]["images_per_s"] / report["results"][0]["images_per_s"]
+    )
     losses = [r["loss_first"] for r in report["results"]]
     assert losses[0] == losses[1], "the same initial weights and batch give the same first loss"
 
@@ -88,8 +99,9 @@ def test_compile_wraps_the_network_and_cudnn_benchmark_follows_determinism(resto
     from emanet.models import build_model
 
     cfg = _cfg("train.compile=true")
-    step = engine_train.TrainingStep.build(cfg, DistContext(0, 1, 0, torch.device("cpu")),
-                                           build_model(cfg.model, 21), 255)
+    step = engine_train.TrainingStep.build(
+        cfg, DistContext(0, 1, 0, torch.device("cpu")), build_model(cfg.model, 21), 255
+    )
     assert isinstance(step.net, torch._dynamo.eval_frame.OptimizedModule) and step.net._orig_mod is step.model
     engine_train.configure_backends(False, torch.device("cpu"))
     assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
@@ -99,8 +111,17 @@ def test_compile_wraps_the_network_and_cudnn_benchmark_follows_determinism(resto
 
 
 def test_cli_table_says_why_the_loader_was_skipped(tmp_path):
-    proc = emanet(["bench", "train", *TINY, "--set", f"data.root={tmp_path / 'nowhere'}", "--output",
-                   str(tmp_path / "bench.json")])
+    proc = emanet(
+        [
+            "bench",
+            "train",
+            *TINY,
+            "--set",
+            f"data.root={tmp_path / 'nowhere'}",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert any(line.split()[:2] == ["config", "synthetic"] for line in lines), proc.stdout
@@ -121,12 +142,19 @@ def test_bad_settings_are_refused_naming_them(restore_backends):
         bench_train.bench_train(_cfg(), 0, 0, ["synthetic"])
 
 
-@pytest.mark.parametrize("key, value, says", [
-    ("train.batch_size", 0, "train.batch_size must be >= 1"), ("train.batch_size", -1, "train.batch_size must be >= 1"),
-    ("train.crop_size", 0, "train.crop_size must be >= 1"), ("train.crop_size", -5, "train.crop_size must be >= 1"),
-    ("data.workers", -1, "data.workers must be >= 0"), ("train.iterations", 0, "train.iterations must be >= 1"),
-    ("train.checkpoint_interval", 0, "train.checkpoint_interval must be >= 1"),
-    ("train.log_interval", -2, "train.log_interval must be >= 1")])
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("train.batch_size", 0, "train.batch_size must be >= 1"),
+        ("train.batch_size", -1, "train.batch_size must be >= 1"),
+        ("train.crop_size", 0, "train.crop_size must be >= 1"),
+        ("train.crop_size", -5, "train.crop_size must be >= 1"),
+        ("data.workers", -1, "data.workers must be >= 0"),
+        ("train.iterations", 0, "train.iterations must be >= 1"),
+        ("train.checkpoint_interval", 0, "train.checkpoint_interval must be >= 1"),
+        ("train.log_interval", -2, "train.log_interval must be >= 1"),
+    ],
+)
 def test_validate_settings_names_the_key_and_the_fix(key, value, says):
     """`emanet train` and `emanet bench train` check these before any work (batch 0 was an IndexError, a
     negative data.workers torch's own message)."""
@@ -143,6 +171,7 @@ def test_cli_refuses_batch_zero_without_a_traceback(tmp_path):
 
 # --- benchmarks/gpu_check.sh and its Python parts ------------------------------------------------------------------
 
+
 def _parts():
     spec = importlib.util.spec_from_file_location("gpu_check_parts", ROOT / "benchmarks/gpu_check_parts.py")
     module = importlib.util.module_from_spec(spec)
@@ -152,11 +181,13 @@ def _parts():
 
 #: A command that starts a grandchild in a session of its own (as torchrun starts its workers), writes the
 #: grandchild's pid to argv[1], and sleeps.
-_SPAWNER = ("import subprocess, sys, time\n"
-            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
-            "open(sys.argv[1] + '.tmp', 'w').write(str(g.pid))\n"
-            "__import__('os').replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
-            "time.sleep(120)\n")
+_SPAWNER = (
+    "import subprocess, sys, time\n"
+    "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(g.pid))\n"
+    "__import__('os').replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "time.sleep(120)\n"
+)
 
 
 def _gone(pid: int, within_s: float = 10) -> bool:
@@ -187,8 +218,9 @@ def test_kill_after_checkpoint_gives_up_at_its_limit_and_kills_every_process(tmp
     parts = _parts()
     pid_file = tmp_path / "grandchild.pid"
     began = time.monotonic()
-    result = parts.kill_after_checkpoint(tmp_path / "never.pt", tmp_path, [sys.executable, "-c", _SPAWNER,
-                                                                            str(pid_file)], limit_s=3)
+    result = parts.kill_after_checkpoint(
+        tmp_path / "never.pt", tmp_path, [sys.executable, "-c", _SPAWNER, str(pid_file)], limit_s=3
+    )
     assert time.monotonic() - began < 30
     assert result["ok"] is False and "never appeared within 3 s" in result["error"]
     assert _gone(_wait_for(pid_file, 1)), "the grandchild in its own session survived"
@@ -198,10 +230,24 @@ def test_kill_after_checkpoint_gives_up_at_its_limit_and_kills_every_process(tmp
 def test_kill_after_checkpoint_on_sigterm_kills_every_process(tmp_path):
     """gpu_check.sh's `timeout` sends SIGTERM: the part kills the command's processes before it exits."""
     pid_file = tmp_path / "grandchild.pid"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks/gpu_check_parts.py"), "kill-after-checkpoint",
-                             str(tmp_path / "never.pt"), str(tmp_path), "--", sys.executable, "-c", _SPAWNER,
-                             str(pid_file)], cwd=tmp_path, env=dict(os.environ, GPU_CHECK_PART_LIMIT_S="200"),
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/gpu_check_parts.py"),
+            "kill-after-checkpoint",
+            str(tmp_path / "never.pt"),
+            str(tmp_path),
+            "--",
+            sys.executable,
+            "-c",
+            _SPAWNER,
+            str(pid_file),
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, GPU_CHECK_PART_LIMIT_S="200"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     grandchild = _wait_for(pid_file)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -231,8 +277,11 @@ def test_merge_puts_a_failed_parts_reason_in_the_json_and_accounts_for_every_par
     (work / "parts/ok.json").write_text('{"figure": 3}')
     (work / "status/bad.json").write_text('{"rc": 1, "seconds": 2}')
     worker = [f"line {i}" for i in range(30)] + ["emanet: error: train.batch_size must be >= 1"]
-    torchrun_report = ["E1130 12:00:00.0 1 torch/distributed/elastic/multiprocessing/api.py:1002] failed "
-                       "(exitcode: 2) local_rank: 0", "Traceback (most recent call last):", "ChildFailedError"]
+    torchrun_report = [
+        "E1130 12:00:00.0 1 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 2) local_rank: 0",
+        "Traceback (most recent call last):",
+        "ChildFailedError",
+    ]
     (work / "logs/bad.log").write_text("\n".join(worker + torchrun_report) + "\n")
     (work / "status/skipped.json").write_text('{"skipped": "no CUDA"}')
     merged = parts.merge(work, out, ["ok", "bad", "skipped", "never"])
@@ -256,6 +305,7 @@ def test_environment_without_git_records_no_commit(tmp_path, monkeypatch):
     info = parts.environment(tmp_path / "environment.json", "tiny")
     assert info["git_commit"] is None and info["profile"] == "tiny" and info["torch"] == torch.__version__
     assert json.loads((tmp_path / "environment.json").read_text()) == info
+
     def slow_git(*args, **kwargs):
         raise subprocess.TimeoutExpired("git", 30)
 
@@ -264,18 +314,50 @@ def test_environment_without_git_records_no_commit(tmp_path, monkeypatch):
 
 
 def _gpu_check(cwd: Path, out: str, **knobs: str) -> subprocess.CompletedProcess:
-    env = cli_env({"GPU_CHECK_PROFILE": "tiny", "GPU_CHECK_EVAL_IMAGES": "4", "GPU_CHECK_IMAGE_SIZE": "80,128",
-                   "GPU_CHECK_ITERATIONS": "1", "GPU_CHECK_WARMUP": "1", "GPU_CHECK_RESUME_BATCH": "4",
-                   "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(cwd / "tmp"), **knobs})
+    env = cli_env(
+        {
+            "GPU_CHECK_PROFILE": "tiny",
+            "GPU_CHECK_EVAL_IMAGES": "4",
+            "GPU_CHECK_IMAGE_SIZE": "80,128",
+            "GPU_CHECK_ITERATIONS": "1",
+            "GPU_CHECK_WARMUP": "1",
+            "GPU_CHECK_RESUME_BATCH": "4",
+            "PYTHON": sys.executable,
+            "CUDA_VISIBLE_DEVICES": "",
+            "TMPDIR": str(cwd / "tmp"),
+            **knobs,
+        }
+    )
     (cwd / "tmp").mkdir(exist_ok=True)
-    return subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), out], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh"), out],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
-ALL_PARTS = {"data_synth", "data_prepare", "cuda_tests", "resume_straight", "resume_straight2", "resume_kill",
-             "resume_rerun", "resume", "eval_ss", "eval_ms_flip", "eval_ms_flip_bf16", "bench_fp32", "bench_bf16",
-             "bench_fp16_channels_last", "bench_fp32_compile", "bench_bf16_compile",
-             "bench_fp16_channels_last_compile"}
+ALL_PARTS = {
+    "data_synth",
+    "data_prepare",
+    "cuda_tests",
+    "resume_straight",
+    "resume_straight2",
+    "resume_kill",
+    "resume_rerun",
+    "resume",
+    "eval_ss",
+    "eval_ms_flip",
+    "eval_ms_flip_bf16",
+    "bench_fp32",
+    "bench_bf16",
+    "bench_fp16_channels_last",
+    "bench_fp32_compile",
+    "bench_bf16_compile",
+    "bench_fp16_channels_last_compile",
+}
 
 
 def test_gpu_check_relative_outdir_small_and_every_part_accounted_for(tmp_path):
@@ -298,8 +380,13 @@ def test_gpu_check_relative_outdir_small_and_every_part_accounted_for(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_a_failed_training_says_why_and_blocks_what_needs_it(tmp_path):
-    proc = _gpu_check(tmp_path, "out", GPU_CHECK_SKIP="cuda_tests eval_ms_flip bench", GPU_CHECK_RESUME_BATCH="0",
-                      GPU_CHECK_WORK="work")
+    proc = _gpu_check(
+        tmp_path,
+        "out",
+        GPU_CHECK_SKIP="cuda_tests eval_ms_flip bench",
+        GPU_CHECK_RESUME_BATCH="0",
+        GPU_CHECK_WORK="work",
+    )
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
     merged = json.loads((tmp_path / "out/gpu_check.json").read_text())
     failed = merged["resume_straight"]["status"]
@@ -315,9 +402,26 @@ def test_gpu_check_a_failed_training_says_why_and_blocks_what_needs_it(tmp_path)
 @pytest.mark.slow
 def test_under_torchrun_with_one_process_it_is_distributed(tmp_path):
     """torchrun --nproc_per_node=1 joins a process group: DDP and the global BatchNorm, as with N processes."""
-    proc = subprocess.run([*torchrun(1), "-m", "emanet.cli", "bench", "train", *TINY, "--source", "synthetic",
-                           "--json", "--set", f"data.root={tmp_path}"], cwd=ROOT, env=cli_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *torchrun(1),
+            "-m",
+            "emanet.cli",
+            "bench",
+            "train",
+            *TINY,
+            "--source",
+            "synthetic",
+            "--json",
+            "--set",
+            f"data.root={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["setting"]["distributed"] is True and report["setting"]["processes"] == 1
@@ -328,11 +432,27 @@ def test_under_torchrun_with_one_process_it_is_distributed(tmp_path):
 def test_gpu_check_runs_its_cpu_parts(tmp_path):
     """benchmarks/gpu_check.sh on a CPU at a tiny setting: CUDA parts skipped saying so, the others pass and
     their figures are in gpu_check.json (the resume bit for bit)."""
-    env = cli_env({"GPU_CHECK_PROFILE": "tiny", "GPU_CHECK_EVAL_IMAGES": "4", "GPU_CHECK_IMAGE_SIZE": "80,128",
-                   "GPU_CHECK_ITERATIONS": "1", "GPU_CHECK_WARMUP": "1", "GPU_CHECK_RESUME_BATCH": "4",
-                   "GPU_CHECK_SKIP": "compile", "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""})
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh"), str(tmp_path / "out")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=900)
+    env = cli_env(
+        {
+            "GPU_CHECK_PROFILE": "tiny",
+            "GPU_CHECK_EVAL_IMAGES": "4",
+            "GPU_CHECK_IMAGE_SIZE": "80,128",
+            "GPU_CHECK_ITERATIONS": "1",
+            "GPU_CHECK_WARMUP": "1",
+            "GPU_CHECK_RESUME_BATCH": "4",
+            "GPU_CHECK_SKIP": "compile",
+            "PYTHON": sys.executable,
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh"), str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for part in ("cuda_tests", "bench_bf16", "bench_fp16_channels_last", "eval_ms_flip_bf16"):
         assert f"{part}: skipped: no CUDA" in proc.stdout

@@ -73,8 +73,12 @@ def test_pipeline_against_a_postgres_backed_server_and_a_table_from_mlflow_alone
             url = f"http://127.0.0.1:{port}"
             _snakemake(work, dict(os.environ, MLFLOW_TRACKING_URI=url), "-c2")
             from_mlflow = subprocess.run(
-                [str(BIN / "emanet"), "report", "--from-mlflow", url, "--table", "table1"], cwd=work,
-                capture_output=True, text=True, check=True).stdout
+                [str(BIN / "emanet"), "report", "--from-mlflow", url, "--table", "table1"],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         finally:
             tracking_server.stop(server)
     from_folders = (work / "results/tiny/report/table1.md").read_text()
@@ -88,26 +92,40 @@ def test_server_stopped_and_restarted_mid_run_loses_nothing(tmp_path, prepared_r
     with Postgres(tmp_path) as pg:
         server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port, log_file=tmp_path / "mlflow.log")
         # long enough (about 40 s) for the server to be stopped and restarted while it trains
-        args = run_args("train", tmp_path / "out", prepared_root, "train.iterations=600", "train.log_interval=10",
-                        "train.batch_size=4", "tracking.enabled=true")
+        args = run_args(
+            "train",
+            tmp_path / "out",
+            prepared_root,
+            "train.iterations=600",
+            "train.log_interval=10",
+            "train.batch_size=4",
+            "tracking.enabled=true",
+        )
         env = dict(os.environ, MLFLOW_TRACKING_URI=url, EMANET_TRACKING_RETRY_SECONDS="1", OMP_NUM_THREADS="1")
-        training = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        training = subprocess.Popen(
+            [sys.executable, "-m", "emanet.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         log = tmp_path / "out/runs/ema512/train_log.csv"
         try:
             while not log.exists() or log.read_text().count("\n") < 4:
                 assert training.poll() is None, training.stderr.read()
                 time.sleep(0.2)
-            tracking_server.stop(server)          # the server goes away mid-run ...
+            tracking_server.stop(server)  # the server goes away mid-run ...
             rows_at_stop = log.read_text().count("\n")
-            deadline = time.monotonic() + 120     # wait for progress, not a fixed time: a loaded host is slow
+            deadline = time.monotonic() + 120  # wait for progress, not a fixed time: a loaded host is slow
             while log.read_text().count("\n") < rows_at_stop + 2 and time.monotonic() < deadline:
                 assert training.poll() is None, "training must go on without the server"
                 time.sleep(0.2)
             assert training.poll() is None, "training must go on without the server"
             rows_while_down = log.read_text().count("\n") - rows_at_stop
-            server = tracking_server.start(pg.uri, tmp_path / "artifacts", port=port,
-                                           log_file=tmp_path / "mlflow.log")   # ... and comes back
+            server = tracking_server.start(
+                pg.uri, tmp_path / "artifacts", port=port, log_file=tmp_path / "mlflow.log"
+            )  # ... and comes back
             assert training.poll() is None, "the restart must happen mid-run for this test to mean anything"
             _, stderr = training.communicate(timeout=600)
             assert training.returncode == 0, stderr[-3000:]
@@ -144,8 +162,17 @@ def _with_site(tmp_path: Path) -> Path:
 
 def _dry_run_jobs(work: Path, *targets: str) -> list[dict]:
     """Every job of `snakemake -n` on the paper profile through the Slurm profile: rule, fields, resources."""
-    proc = _snakemake(work, dict(os.environ, OMP_NUM_THREADS="1"), *targets, "-n", "--workflow-profile",
-                      "workflow/profiles/slurm", "--config", "profile=paper", timeout=300)
+    proc = _snakemake(
+        work,
+        dict(os.environ, OMP_NUM_THREADS="1"),
+        *targets,
+        "-n",
+        "--workflow-profile",
+        "workflow/profiles/slurm",
+        "--config",
+        "profile=paper",
+        timeout=300,
+    )
     jobs, job = [], None
     for line in (proc.stdout + proc.stderr).splitlines():
         if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
@@ -196,7 +223,7 @@ def test_every_gpu_job_of_the_paper_profile_gets_the_site_settings(tmp_path):
 def test_a_gpu_rule_added_later_gets_the_site_settings_and_the_check_sees_one_that_does_not(tmp_path):
     work = _with_site(tmp_path)
     with (work / "workflow/rules/train.smk").open("a") as rules:
-        rules.write('''
+        rules.write("""
 
 rule later_gpu:
     output:
@@ -224,9 +251,11 @@ rule later_cpu_without_helper:
         mem_mb=100,
     shell:
         "touch {output}"
-''')
+""")
     jobs = _dry_run_jobs(work, "later/gpu.txt", "later/qos.txt", "later/cpu.txt")
     later_gpu = next(job for job in jobs if job["rule"] == "later_gpu")
     assert {k: later_gpu["resources"].get(k) for k in SITE} == SITE and later_gpu["resources"]["gpu"] == "2"
-    assert _site_problems(jobs) == {"later_gpu_own_qos": {"qos": "short"},
-                                    "later_cpu_without_helper": {"gpu_model": "a100"}}
+    assert _site_problems(jobs) == {
+        "later_gpu_own_qos": {"qos": "short"},
+        "later_cpu_without_helper": {"gpu_model": "a100"},
+    }

@@ -18,20 +18,26 @@ def test_both_profiles_resolve(root):
 
 
 def test_set_overrides_and_parses_values(root):
-    cfg = resolve(load_params(root / "params.yaml"), "paper",
-                  ["model.ema.num_bases=32", "model.multi_grid=[1,1,1]", "model.pretrained=w.pth"])
+    cfg = resolve(
+        load_params(root / "params.yaml"),
+        "paper",
+        ["model.ema.num_bases=32", "model.multi_grid=[1,1,1]", "model.pretrained=w.pth"],
+    )
     assert cfg.model.ema.num_bases == 32 and cfg.model.multi_grid == [1, 1, 1]
     assert cfg.model.pretrained == "w.pth"
     assert parse_set(["a.b=1.5"]) == {"a": {"b": 1.5}}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.ema.num_base=32", "unknown key 'model.ema.num_base'"),
-    ("model.ema.stages=three", "model.ema.stages: expected int"),
-    ("model.ema.renormalize=1", "model.ema.renormalize: expected bool"),
-    ("model.multi_grid=4", "model.multi_grid: expected a list"),
-    ("model", "--set expects key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.ema.num_base=32", "unknown key 'model.ema.num_base'"),
+        ("model.ema.stages=three", "model.ema.stages: expected int"),
+        ("model.ema.renormalize=1", "model.ema.renormalize: expected bool"),
+        ("model.multi_grid=4", "model.multi_grid: expected a list"),
+        ("model", "--set expects key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(root, override, message):
     with pytest.raises(ConfigError, match=message):
         resolve(load_params(root / "params.yaml"), "tiny", [override])

@@ -24,8 +24,12 @@ CLASSES, IGNORE = 21, 255
 
 
 def _cfg(*sets: str):
-    return resolve(load_params(ROOT / "params.yaml"), "tiny", ["train.device=cuda", "train.deterministic=false",
-                                                                   "train.batch_size=4", *sets], "ema512")
+    return resolve(
+        load_params(ROOT / "params.yaml"),
+        "tiny",
+        ["train.device=cuda", "train.deterministic=false", "train.batch_size=4", *sets],
+        "ema512",
+    )
 
 
 def _step(cfg, distributed: bool = False) -> TrainingStep:

@@ -27,8 +27,16 @@ from emanet.data import catalog
 from emanet.data.classes import palette_png
 from emanet.data.dataset import SegmentationDataset
 from emanet.data.prepare import prepare, read_meta
-from emanet.data.sources import (DataError, decode_image, drop_stale_extractions, extracted, image_size, mat_field,
-                                 read_id_list, read_index_png)
+from emanet.data.sources import (
+    DataError,
+    decode_image,
+    drop_stale_extractions,
+    extracted,
+    image_size,
+    mat_field,
+    read_id_list,
+    read_index_png,
+)
 from emanet.engine import submission
 from tests.helpers.runs import emanet, run_args
 
@@ -45,8 +53,7 @@ def _garbage(data: bytes) -> bytes:
 
 
 #: how files get damaged: a download or copy cut short, a file created but never written, random bytes
-DAMAGE: dict[str, Callable[[bytes], bytes]] = {"truncated": _truncated, "empty": lambda data: b"",
-                                               "garbage": _garbage}
+DAMAGE: dict[str, Callable[[bytes], bytes]] = {"truncated": _truncated, "empty": lambda data: b"", "garbage": _garbage}
 
 
 def _damage(path: Path, kind: str) -> Path:
@@ -66,6 +73,7 @@ def _label(h: int = 60, w: int = 80) -> np.ndarray:
 
 
 # --- the decoder --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
 @pytest.mark.parametrize("what", ["jpeg_image", "png_label"])
@@ -120,6 +128,7 @@ def test_damaged_mat_files_are_named(tmp_path, kind):
 
 # --- prepare: every converter refuses the damaged file by name, and writes nothing ---------------------------
 
+
 def _first(folder: Path, pattern: str, ids: list[str] | None = None) -> Path:
     found = sorted(folder.rglob(pattern))
     if ids is not None:
@@ -142,18 +151,28 @@ def _sbd_only_id(raw: Path) -> list[str]:
 
 #: dataset -> function(raw_dir) -> the file of one of its samples, in the extracted archive
 VICTIMS: dict[str, tuple[str, Callable[[Path], Path]]] = {
-    "voc_jpeg": ("voc", lambda raw: _first(extracted(raw, catalog.VOC2012.name), "JPEGImages/*.jpg",
-                                           _voc_val_ids(raw))),
-    "voc_png_label": ("voc", lambda raw: _first(extracted(raw, catalog.VOC2012.name), "SegmentationClass/*.png",
-                                                _voc_val_ids(raw))),
+    "voc_jpeg": (
+        "voc",
+        lambda raw: _first(extracted(raw, catalog.VOC2012.name), "JPEGImages/*.jpg", _voc_val_ids(raw)),
+    ),
+    "voc_png_label": (
+        "voc",
+        lambda raw: _first(extracted(raw, catalog.VOC2012.name), "SegmentationClass/*.png", _voc_val_ids(raw)),
+    ),
     "sbd_mat_label": ("voc", lambda raw: _first(extracted(raw, catalog.SBD.name), "cls/*.mat", _sbd_only_id(raw))),
     "voc_test_jpeg": ("voc_test", lambda raw: _first(extracted(raw, catalog.VOC2012_TEST.name), "JPEGImages/*.jpg")),
-    "context_mat_label": ("context", lambda raw: _first(extracted(raw, catalog.CONTEXT_TRAINVAL.name),
-                                                        "trainval/*.mat")),
-    "cocostuff10k_mat_label": ("cocostuff10k", lambda raw: _first(extracted(raw, catalog.COCOSTUFF10K.name),
-                                                                  "annotations/*.mat")),
-    "cocostuff164k_png_label": ("cocostuff164k", lambda raw: _first(extracted(raw, catalog.STUFFTHINGMAPS.name),
-                                                                    "train2017/*.png")),
+    "context_mat_label": (
+        "context",
+        lambda raw: _first(extracted(raw, catalog.CONTEXT_TRAINVAL.name), "trainval/*.mat"),
+    ),
+    "cocostuff10k_mat_label": (
+        "cocostuff10k",
+        lambda raw: _first(extracted(raw, catalog.COCOSTUFF10K.name), "annotations/*.mat"),
+    ),
+    "cocostuff164k_png_label": (
+        "cocostuff164k",
+        lambda raw: _first(extracted(raw, catalog.STUFFTHINGMAPS.name), "train2017/*.png"),
+    ),
     "coco_jpeg": ("coco_voc", lambda raw: _first(extracted(raw, catalog.COCO_VAL2017.name), "val2017/*.jpg")),
 }
 
@@ -174,8 +193,17 @@ def test_cli_prepare_with_a_truncated_jpeg_exits_2_and_a_rerun_redoes_it(tmp_pat
     jpeg = VICTIMS["voc_jpeg"][1](raw_dir)
     good = jpeg.read_bytes()
     _damage(jpeg, "truncated")
-    command = [str(Path(sys.executable).parent / "emanet"), "prepare", "voc", "--raw-dir", str(raw_dir),
-               "--out", str(tmp_path / "out"), "--no-count-check", "--quiet"]
+    command = [
+        str(Path(sys.executable).parent / "emanet"),
+        "prepare",
+        "voc",
+        "--raw-dir",
+        str(raw_dir),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-count-check",
+        "--quiet",
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert f"{jpeg}: JPEG image data cannot be decoded, the file is truncated or corrupt" in done.stderr
@@ -188,6 +216,7 @@ def test_cli_prepare_with_a_truncated_jpeg_exits_2_and_a_rerun_redoes_it(tmp_pat
 
 
 # --- later stages: a prepared file damaged afterwards (or by an older prepare that only read headers) ------
+
 
 @pytest.fixture
 def damaged_root(tmp_path, prepared_root) -> Path:
@@ -255,6 +284,7 @@ def test_cli_train_and_evaluate_with_a_damaged_image_exit_2_naming_it(tmp_path, 
 
 # --- the evaluation server's package -----------------------------------------------------------------------
 
+
 def _png_folder(folder: Path, ids: list[str]) -> Path:
     """Predictions (or ground truth) <id>.png, one palette PNG per id."""
     folder.mkdir(parents=True)
@@ -278,8 +308,11 @@ def test_submission_refuses_damaged_pngs_in_the_package_the_labels_and_the_predi
     labels = _png_folder(tmp_path / "gt", ids)
     good = palette_png(_label())
     tarball = _tarball(tmp_path / "pkg.tar.gz", {"2008_000001.png": good, "2008_000002.png": DAMAGE[kind](good)})
-    with pytest.raises(DataError, match=rf"pkg.tar.gz:{submission.RESULTS_DIR}/2008_000002.png: .*package the "
-                                        r"predictions again"):
+    with pytest.raises(
+        DataError,
+        match=rf"pkg.tar.gz:{submission.RESULTS_DIR}/2008_000002.png: .*package the "
+        r"predictions again",
+    ):
         submission.score(tarball, labels, ids, 21)
 
     fine = submission.package(_png_folder(tmp_path / "ok", ids), ids, tmp_path / "fine.tar.gz")

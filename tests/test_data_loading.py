@@ -93,9 +93,15 @@ def test_pad_to_8k_plus_1():
 def test_multiscale_views():
     image = torch.randn(3, 100, 60)
     views = list(multiscale_views(image, (0.5, 1.0, 1.5), flip=True))
-    assert [(s, f) for s, f, _, _ in views] == [(0.5, False), (0.5, True), (1.0, False), (1.0, True),
-                                                (1.5, False), (1.5, True)]
-    for scale, flipped, view, (h, w) in views:
+    assert [(s, f) for s, f, _, _ in views] == [
+        (0.5, False),
+        (0.5, True),
+        (1.0, False),
+        (1.0, True),
+        (1.5, False),
+        (1.5, True),
+    ]
+    for scale, _flipped, view, (h, w) in views:
         assert (h, w) == (int(100 * scale + 0.5), int(60 * scale + 0.5))
         assert view.shape[-2] % 8 == 1 and view.shape[-1] % 8 == 1
     assert torch.equal(views[3][2][..., :100, :60], image.flip(-1))

@@ -65,9 +65,9 @@ def test_voc_trainaug_set_algebra_and_label_precedence(tmp_path, raw_dir, synth_
     assert set(trainaug) == (train | sbd_ids) - val and len(trainaug) == 2 * N
     labels = _labels(root)
     for i in trainaug:
-        if i in train:   # VOC label, with its 255 boundary band
+        if i in train:  # VOC label, with its 255 boundary band
             assert 255 in labels[i]
-        else:            # SBD-only: GTcls.Segmentation, no band
+        else:  # SBD-only: GTcls.Segmentation, no band
             expected = scipy.io.loadmat(sbd / "cls" / f"{i}.mat")["GTcls"][0, 0]["Segmentation"]
             assert np.array_equal(labels[i], expected) and 255 not in labels[i]
     assert read_meta(root)["classes"] == list(VOC_CLASSES)
@@ -239,12 +239,32 @@ def test_cli_synth_download_prepare(tmp_path):
     run = lambda *a: subprocess.run([emanet, *a], capture_output=True, text=True)  # noqa: E731
     assert run("synth", "--out", str(tmp_path / "syn"), "--images-per-split", "4", "--dataset", "voc").returncode == 0
     manifest = str(tmp_path / "syn" / "manifest.json")
-    done = run("download", "voc", "--raw-dir", str(tmp_path / "raw"), "--mirror", (tmp_path / "syn").as_uri(),
-               "--manifest", manifest, "--quiet")
+    done = run(
+        "download",
+        "voc",
+        "--raw-dir",
+        str(tmp_path / "raw"),
+        "--mirror",
+        (tmp_path / "syn").as_uri(),
+        "--manifest",
+        manifest,
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     bad = run("prepare", "voc", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--quiet")
     assert bad.returncode == 2 and "expected 1,464" in bad.stderr and "Traceback" not in bad.stderr
-    ok = run("prepare", "voc", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),
-             "--manifest", manifest, "--quiet", "--workers", "2")
+    ok = run(
+        "prepare",
+        "voc",
+        "--raw-dir",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "out"),
+        "--manifest",
+        manifest,
+        "--quiet",
+        "--workers",
+        "2",
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "out/voc/meta.json").read_text())["counts"]["trainaug"] == 8

@@ -17,19 +17,32 @@ def test_download_and_prepare_commands_log_plain_lines(tmp_path, synth_dir):
     raw, out = tmp_path / "raw", tmp_path / "prepared"
     manifest = str(synth_dir / "manifest.json")
     run = [sys.executable, "-m", "emanet.cli"]
-    fetched = subprocess.run([*run, "download", "voc", "--raw-dir", str(raw), "--mirror", synth_dir.as_uri(),
-                              "--manifest", manifest], capture_output=True, text=True, check=True)
-    prepared = subprocess.run([*run, "prepare", "voc", "--raw-dir", str(raw), "--out", str(out), "--manifest",
-                               manifest, "--workers", "1"], capture_output=True, text=True, check=True)
+    fetched = subprocess.run(
+        [*run, "download", "voc", "--raw-dir", str(raw), "--mirror", synth_dir.as_uri(), "--manifest", manifest],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    prepared = subprocess.run(
+        [*run, "prepare", "voc", "--raw-dir", str(raw), "--out", str(out), "--manifest", manifest, "--workers", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     logs = fetched.stderr + prepared.stderr
     assert "\r" not in logs and "CUDA_HOME" not in logs
     lines = logs.splitlines()
     assert any(line.startswith("download VOCtrainval_11-May-2012.tar: ") and "(100.0%)" in line for line in lines)
     assert any(line.startswith("download benchmark.tgz: ") and "(100.0%)" in line for line in lines)
-    assert any(line.startswith("prepare voc: ") and " images (100.0%), " in line and "elapsed" in line
-               for line in lines), logs
-    quiet = subprocess.run([*run, "download", "voc", "--raw-dir", str(raw), "--manifest", manifest, "--quiet"],
-                           capture_output=True, text=True, check=True)
+    assert any(
+        line.startswith("prepare voc: ") and " images (100.0%), " in line and "elapsed" in line for line in lines
+    ), logs
+    quiet = subprocess.run(
+        [*run, "download", "voc", "--raw-dir", str(raw), "--manifest", manifest, "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "download " not in quiet.stderr  # already there and verified: no copy, and --quiet hides hashing
 
 

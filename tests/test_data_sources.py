@@ -35,14 +35,17 @@ def test_voc_colormap_matches_the_documented_entries():
     assert tuple(cmap[1]) == (128, 0, 0) and tuple(cmap[15]) == (192, 128, 128) and tuple(cmap[255]) == (224, 224, 192)
 
 
-@pytest.mark.parametrize("content", [
-    "2007_000032\n2007_000033\n",
-    "2007_000032\r\n2007_000033\r\n",
-    "2007_000032\n2007_000033",
-    "\n2007_000032\n\n2007_000033\n\n",
-    "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
-    "/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "2007_000032\n2007_000033\n",
+        "2007_000032\r\n2007_000033\r\n",
+        "2007_000032\n2007_000033",
+        "\n2007_000032\n\n2007_000033\n\n",
+        "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
+        "/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png",
+    ],
+)
 def test_list_files_in_every_circulating_form(tmp_path, content):
     path = tmp_path / "train.txt"
     path.write_bytes(content.encode())

@@ -32,8 +32,10 @@ def zoo(tmp_path) -> tuple[Path, Path, dict]:
     torch.save(state, pth)
     with zipfile.ZipFile(served / entry.download.name, "w") as zf:
         zf.write(pth, entry.member)
-    files = [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-             for p in (served / entry.download.name, pth)]
+    files = [
+        {"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in (served / entry.download.name, pth)
+    ]
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"files": files}))
     return served, manifest, state
@@ -43,16 +45,30 @@ def test_cli_downloads_unzips_verifies_and_the_model_loads_it(tmp_path, zoo, roo
     served, manifest, state = zoo
     raw = tmp_path / "weights"
     with FolderServer(served) as server:
-        proc = subprocess.run([str(Path(sys.executable).parent / "emanet"), "download", "imagenet-resnet50",
-                               "--raw-dir", str(raw), "--mirror", server.url, "--manifest", str(manifest),
-                               "--quiet"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "emanet"),
+                "download",
+                "imagenet-resnet50",
+                "--raw-dir",
+                str(raw),
+                "--mirror",
+                server.url,
+                "--manifest",
+                str(manifest),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
     assert proc.returncode == 0, proc.stderr
     checkpoint = Path(proc.stdout.strip())
     assert checkpoint == raw / "resnet50-25c4b509.pth"
     assert not list(raw.glob(".*unpacked")), "the temporary extraction folder is removed"
 
-    cfg = resolve(load_params(root / "params.yaml"), "paper",
-                  ["model.backbone=resnet50", f"model.pretrained={checkpoint}"])
+    cfg = resolve(
+        load_params(root / "params.yaml"), "paper", ["model.backbone=resnet50", f"model.pretrained={checkpoint}"]
+    )
     model = build_model(cfg.model, num_classes=21)
     assert torch.equal(model.backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
 

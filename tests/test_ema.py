@@ -14,7 +14,7 @@ EPS = 1e-6
 def _norm_rows(mu: torch.Tensor, norm: str) -> torch.Tensor:
     """Normalise each basis (a row of K x C) over channels."""
     if norm == "l2":
-        return mu / (EPS + torch.sqrt((mu ** 2).sum(dim=1, keepdim=True)))
+        return mu / (EPS + torch.sqrt((mu**2).sum(dim=1, keepdim=True)))
     if norm == "layer":
         mean = mu.mean(dim=1, keepdim=True)
         var = ((mu - mean) ** 2).mean(dim=1, keepdim=True)
@@ -28,9 +28,9 @@ def reference_em(x: torch.Tensor, mu0: torch.Tensor, stages: int, norm: str = "l
     for _ in range(stages):
         logits = x @ mu.T
         z = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
-        z = z / z.sum(dim=1, keepdim=True)                       # E-step, softmax over K
-        z_bar = z / (EPS + z.sum(dim=0, keepdim=True))           # L1 over pixels, per basis
-        mu = _norm_rows(z_bar.T @ x, norm)                       # M-step, then normalisation
+        z = z / z.sum(dim=1, keepdim=True)  # E-step, softmax over K
+        z_bar = z / (EPS + z.sum(dim=0, keepdim=True))  # L1 over pixels, per basis
+        mu = _norm_rows(z_bar.T @ x, norm)  # M-step, then normalisation
     return z, mu
 
 
@@ -41,13 +41,13 @@ def reference_forward(unit: EMAUnit, x_in: torch.Tensor, train: bool):
     b, c, h, w = x_in.shape
     outs, mus = [], []
     for i in range(b):
-        s = x_in[i].reshape(c, h * w).T                                      # N x C, the identity
-        x = s @ p["conv_in.weight"].reshape(c, c).T + p["conv_in.bias"]      # conv_in, with bias
+        s = x_in[i].reshape(c, h * w).T  # N x C, the identity
+        x = s @ p["conv_in.weight"].reshape(c, c).T + p["conv_in.bias"]  # conv_in, with bias
         z, mu = reference_em(x, p["bases"][0].T, unit.active_stages if not train else unit.stages, unit.norm)
-        recon = torch.clamp(z @ mu, min=0)                                   # last Z, last mu; ReLU
-        outs.append(recon @ p["conv_out.0.weight"].reshape(c, c).T)          # conv_out, no bias
+        recon = torch.clamp(z @ mu, min=0)  # last Z, last mu; ReLU
+        outs.append(recon @ p["conv_out.0.weight"].reshape(c, c).T)  # conv_out, no bias
         mus.append(mu.T)
-    y = torch.stack(outs)                                                    # B x N x C
+    y = torch.stack(outs)  # B x N x C
     if train:
         mean, var = y.mean(dim=(0, 1)), y.var(dim=(0, 1), unbiased=False)
     else:
@@ -89,8 +89,9 @@ def test_train_output_and_moving_average_match_equations():
     # Eq. 15 with alpha = 0.9 over the batch mean of mu_T, without renormalisation.
     expected_bases = 0.9 * bases_before.double() + 0.1 * mus.mean(dim=0, keepdim=True)
     torch.testing.assert_close(unit.bases, expected_bases.float(), atol=1e-6, rtol=0)
-    assert not torch.allclose(unit.bases.norm(dim=1), torch.ones(1, 8), atol=1e-4), \
+    assert not torch.allclose(unit.bases.norm(dim=1), torch.ones(1, 8), atol=1e-4), (
         "the official update does not renormalise: a mean of unit vectors is shorter than 1"
+    )
 
 
 def test_renormalize_gives_mmsegmentation_variant():
@@ -187,6 +188,7 @@ def test_responsibilities_sum_to_one_per_pixel():
 
 # --- precision: at least float32 for the EM, never lower than the input -------------------------------------
 
+
 def _float32_path(unit: EMAUnit, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The unit's float32 computation written out step by step (conv_in, EM, reconstruction, conv_out,
     residual; the moving average) — what a float32 input must give, bit for bit."""
@@ -238,8 +240,9 @@ def test_float64_unit_computes_in_float64(norm, train):
     assert out.dtype == torch.float64 and unit.bases.dtype == torch.float64
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
     if train:
-        torch.testing.assert_close(unit.bases, 0.9 * bases_before + 0.1 * mus.mean(dim=0, keepdim=True),
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            unit.bases, 0.9 * bases_before + 0.1 * mus.mean(dim=0, keepdim=True), atol=1e-12, rtol=0
+        )
 
 
 def test_gradcheck_through_the_em_iterations_in_float64():

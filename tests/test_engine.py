@@ -56,8 +56,13 @@ def test_sigkill_and_rerun_is_bit_identical(tmp_path, prepared_root):
     _ok(emanet(run_args("train", tmp_path / "straight", prepared_root, *sets)))
     args = run_args("train", tmp_path / "killed", prepared_root, *sets)
     # the same environment as emanet() gives the straight run (one thread): same kernels, same rounding
-    proc = subprocess.Popen([sys.executable, "-m", "emanet.cli", *args], cwd=ROOT, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emanet.cli", *args],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "killed/runs/ema512/checkpoints/last.pt"
     deadline = time.monotonic() + 120
     while not last.exists() and time.monotonic() < deadline:
@@ -82,7 +87,7 @@ def test_one_and_two_process_evaluation_give_identical_matrices(tmp_path, prepar
     one = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert len(pngs) == one["images"]
-    with Image.open(pngs[0]) as im:   # what the VOC evaluation server expects: VOC-palette PNGs of class ids
+    with Image.open(pngs[0]) as im:  # what the VOC evaluation server expects: VOC-palette PNGs of class ids
         assert im.mode == "P" and im.getpalette()[3:6] == [128, 0, 0]
         assert set(np.unique(np.array(im))) <= set(range(21))
     (tmp_path / "runs/ema512/metrics.json").unlink()
@@ -146,8 +151,9 @@ def test_a_run_folder_of_another_configuration_is_refused(tmp_path, prepared_roo
 def test_replace_changed_sets_the_old_run_aside_and_trains_afresh(tmp_path, prepared_root):
     _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
     old_hash = json.loads((tmp_path / "runs/ema512/run.json").read_text())["config_hash"]
-    out = _ok(emanet([*run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"),
-                      "--replace-changed"])).stdout
+    out = _ok(
+        emanet([*run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"), "--replace-changed"])
+    ).stdout
     assert "configuration changed" in out
     kept = tmp_path / f"runs/ema512.replaced-{old_hash}"
     assert (kept / "model.pt").exists(), "nothing is deleted"

@@ -84,7 +84,9 @@ def test_a_model_trained_at_os16_is_evaluated_at_os8_with_the_same_weights(tmp_p
 
     from emanet.engine.evaluate import load_trained
 
-    trained = dataclasses.replace(tiny_config, model=dataclasses.replace(tiny_config.model, output_stride=16, head=head))
+    trained = dataclasses.replace(
+        tiny_config, model=dataclasses.replace(tiny_config.model, output_stride=16, head=head)
+    )
     model = build_model(trained.model, num_classes=21)
     torch.save(model.state_dict(), tmp_path / "model.pt")
     cfg = dataclasses.replace(trained, eval=dataclasses.replace(trained.eval, output_stride=8))

@@ -20,10 +20,16 @@ from tests.conftest import ROOT
 
 SCALES = [0.75, 1.0, 1.25]
 #: every kind of protocol, T_eval values shared by one backbone pass, and the default T_eval (3) twice
-PROTOCOLS = {"ss": Protocol(False, False, None), "ms_flip": Protocol(True, True, None),
-             "ss_T1": Protocol(False, False, 1), "ss_T2": Protocol(False, False, 2), "ss_T3": Protocol(False, False, 3),
-             "ms_flip_T2": Protocol(True, True, 2), "ms": Protocol(True, False, None),
-             "ss_flip": Protocol(False, True, None)}
+PROTOCOLS = {
+    "ss": Protocol(False, False, None),
+    "ms_flip": Protocol(True, True, None),
+    "ss_T1": Protocol(False, False, 1),
+    "ss_T2": Protocol(False, False, 2),
+    "ss_T3": Protocol(False, False, 3),
+    "ms_flip_T2": Protocol(True, True, 2),
+    "ms": Protocol(True, False, None),
+    "ss_flip": Protocol(False, True, None),
+}
 #: odd sizes: padding to 8k+1 on both sides, scales that round, a portrait and a landscape image
 SIZES = [(67, 93), (97, 65), (50, 71), (81, 81)]
 
@@ -87,6 +93,7 @@ def _counting(model):
     def counter(key):
         def count(module, inputs, output):
             calls[key] += 1
+
         return count
 
     model.backbone.register_forward_hook(on_backbone)
@@ -144,8 +151,12 @@ def test_loader_keeps_order_and_shares_images_between_ranks(prepared_root):
 
 
 def _tiny_run(tmp_path, prepared_root, *sets):
-    cfg = resolve(load_params(ROOT / "params.yaml"), "tiny",
-                  [f"data.root={prepared_root}", "tracking.enabled=false", *sets], "ema512")
+    cfg = resolve(
+        load_params(ROOT / "params.yaml"),
+        "tiny",
+        [f"data.root={prepared_root}", "tracking.enabled=false", *sets],
+        "ema512",
+    )
     run_dir = tmp_path / "runs/ema512"
     run_dir.mkdir(parents=True)
     torch.save(build_model(cfg.model, num_classes=21).state_dict(), run_dir / "model.pt")

@@ -19,8 +19,11 @@ PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # several read chunks
 
 
 def _entry(name="archive.tar", **sums) -> RemoteFile:
-    return RemoteFile(name, ("http://127.0.0.1:9/unreachable/" + name,), sums or
-                      {"sha256": hashlib.sha256(PAYLOAD).hexdigest(), "md5": hashlib.md5(PAYLOAD).hexdigest()})
+    return RemoteFile(
+        name,
+        ("http://127.0.0.1:9/unreachable/" + name,),
+        sums or {"sha256": hashlib.sha256(PAYLOAD).hexdigest(), "md5": hashlib.md5(PAYLOAD).hexdigest()},
+    )
 
 
 @pytest.fixture
@@ -103,6 +106,7 @@ def test_all_sources_failing_lists_each(tmp_path):
 
 # --- extraction ---------------------------------------------------------------------------------------
 
+
 def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None, mode="w") -> Path:
     with tarfile.open(path, mode) as tar:
         for name, data in members.items():
@@ -130,11 +134,14 @@ def test_member_selection(tmp_path):
     assert (out / "keep/a.txt").exists() and not (out / "skip").exists() and not (out / "keeper.txt").exists()
 
 
-@pytest.mark.parametrize("members, links", [
-    ({"../evil.txt": b"x"}, None),
-    ({"/abs/evil.txt": b"x"}, None),
-    ({"ok.txt": b"x"}, {"escape": "../../outside"}),
-])
+@pytest.mark.parametrize(
+    "members, links",
+    [
+        ({"../evil.txt": b"x"}, None),
+        ({"/abs/evil.txt": b"x"}, None),
+        ({"ok.txt": b"x"}, {"escape": "../../outside"}),
+    ],
+)
 def test_unsafe_tar_members_are_refused(tmp_path, members, links):
     archive = _tar(tmp_path / "bad.tar", members, links)
     with pytest.raises(FetchError, match="bad.tar: refused unsafe member"):
@@ -155,7 +162,7 @@ def test_unsafe_zip_members_are_refused(tmp_path, name):
 def test_zip_symlinks_are_refused(tmp_path):
     archive = tmp_path / "link.zip"
     info = zipfile.ZipInfo("link")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr(info, "../../etc/passwd")
     with pytest.raises(FetchError, match="symbolic link"):

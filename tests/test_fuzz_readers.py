@@ -32,13 +32,22 @@ from PIL import Image
 from torch import nn
 
 from emanet.data import cocostuff, context
-from emanet.data.classes import (CONTEXT59, CONTEXT_NUM_RAW, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, IGNORE,
-                                 coco_voc_lut, cocostuff_class_names, cocostuff_lut, context59_lut)
+from emanet.data.classes import (
+    COCOSTUFF_LABELS,
+    COCOSTUFF_UNUSED,
+    CONTEXT59,
+    CONTEXT_NUM_RAW,
+    IGNORE,
+    coco_voc_lut,
+    cocostuff_class_names,
+    cocostuff_lut,
+    context59_lut,
+)
 from emanet.data.download import read_manifest
 from emanet.data.fetch import FetchError
 from emanet.data.prepare import READERS, read_meta
 from emanet.data.sources import DataError, mat_field, read_class_file, read_id_list, read_index_png
-from emanet.data.synthetic import _gtcls, context_labels_txt, cocostuff_labels_txt
+from emanet.data.synthetic import _gtcls, cocostuff_labels_txt, context_labels_txt
 from emanet.engine import checkpoint
 from emanet.engine.submission import RESULTS_DIR, read_package
 from emanet.models.weights import WeightLoadError, load_backbone_weights, load_model_weights, read_state_dict
@@ -60,12 +69,15 @@ def mutated(data: bytes) -> st.SearchStrategy[bytes]:
     n = len(data)
     cut = st.integers(0, max(n - 1, 0)).map(lambda k: data[:k])
     overwrite = st.tuples(st.integers(0, max(n - 1, 0)), st.binary(min_size=1, max_size=16)).map(
-        lambda a: data[:a[0]] + a[1] + data[a[0] + len(a[1]):])
+        lambda a: data[: a[0]] + a[1] + data[a[0] + len(a[1]) :]
+    )
     insert = st.tuples(st.integers(0, n), st.binary(min_size=1, max_size=16)).map(
-        lambda a: data[:a[0]] + a[1] + data[a[0]:])
-    delete = st.tuples(st.integers(0, n), st.integers(1, 64)).map(lambda a: data[:a[0]] + data[a[0] + a[1]:])
+        lambda a: data[: a[0]] + a[1] + data[a[0] :]
+    )
+    delete = st.tuples(st.integers(0, n), st.integers(1, 64)).map(lambda a: data[: a[0]] + data[a[0] + a[1] :])
     flip = st.tuples(st.integers(0, max(n - 1, 0)), st.integers(1, 255)).map(
-        lambda a: data[:a[0]] + bytes([data[a[0]] ^ a[1]]) + data[a[0] + 1:] if n else b"")
+        lambda a: data[: a[0]] + bytes([data[a[0]] ^ a[1]]) + data[a[0] + 1 :] if n else b""
+    )
     return st.one_of(cut, overwrite, insert, delete, flip, st.just(b""), st.binary(max_size=256))
 
 
@@ -94,7 +106,8 @@ TEXT_BYTES = st.one_of(
     st.binary(max_size=200),
     st.text(max_size=200).map(lambda t: t.encode("utf-8")),
     st.tuples(st.text(max_size=100), st.sampled_from(["utf-16", "utf-16-le", "latin-1", "cp1252", "utf-32"])).map(
-        lambda a: a[0].encode(a[1], errors="replace")),
+        lambda a: a[0].encode(a[1], errors="replace")
+    ),
 )
 
 
@@ -144,9 +157,14 @@ def test_class_files_give_their_classes(tmp_path, case):
     assert read_class_file(path) == classes
 
 
-@given(st.one_of(TEXT_BYTES, st.lists(st.tuples(st.text(max_size=6), st.sampled_from([": ", ":", " "]),
-                                                st.text(max_size=10)), max_size=6).map(
-    lambda rows: "\n".join(k + s + v for k, s, v in rows).encode())))
+@given(
+    st.one_of(
+        TEXT_BYTES,
+        st.lists(
+            st.tuples(st.text(max_size=6), st.sampled_from([": ", ":", " "]), st.text(max_size=10)), max_size=6
+        ).map(lambda rows: "\n".join(k + s + v for k, s, v in rows).encode()),
+    )
+)
 @example("\u00b2: squared".encode())  # str.isdigit() accepts superscripts that int() refuses
 @example("\u0663: arabic three".encode())
 @example(b"1: a\n\xe9: b\n")
@@ -161,8 +179,12 @@ def test_class_files_of_any_bytes_give_classes_or_a_data_error(tmp_path, data):
 def _text_variants(data: bytes) -> st.SearchStrategy[bytes]:
     """The same content as it circulates: CRLF, a BOM, blank lines at the end."""
     return st.tuples(st.booleans(), st.booleans(), st.booleans()).map(
-        lambda a: (b"\xef\xbb\xbf" if a[0] else b"") + (data.replace(b"\n", b"\r\n") if a[1] else data)
-        + (b"\n\n" if a[2] else b""))
+        lambda a: (
+            (b"\xef\xbb\xbf" if a[0] else b"")
+            + (data.replace(b"\n", b"\r\n") if a[1] else data)
+            + (b"\n\n" if a[2] else b"")
+        )
+    )
 
 
 def _line_edits(data: bytes) -> st.SearchStrategy[bytes]:
@@ -170,16 +192,16 @@ def _line_edits(data: bytes) -> st.SearchStrategy[bytes]:
     lines = data.decode().splitlines()
 
     def drop(k):
-        return "\n".join(lines[:k] + lines[k + 1:]).encode()
+        return "\n".join(lines[:k] + lines[k + 1 :]).encode()
 
     def rename(a):
         k, name = a
         key = lines[k].partition(": ")[0]
-        return "\n".join(lines[:k] + [f"{key}: {name}"] + lines[k + 1:]).encode()
+        return "\n".join(lines[:k] + [f"{key}: {name}"] + lines[k + 1 :]).encode()
 
     def renumber(a):
         k, key = a
-        return "\n".join(lines[:k] + [f"{key}: {lines[k].partition(': ')[2]}"] + lines[k + 1:]).encode()
+        return "\n".join(lines[:k] + [f"{key}: {lines[k].partition(': ')[2]}"] + lines[k + 1 :]).encode()
 
     def swap(a):
         i, j = sorted(a)
@@ -190,9 +212,12 @@ def _line_edits(data: bytes) -> st.SearchStrategy[bytes]:
         return "\n".join(out).encode()
 
     index = st.integers(0, len(lines) - 1)
-    return st.one_of(index.map(drop), st.tuples(index, NAMES.map(lambda n: n + "x")).map(rename),
-                     st.tuples(index, st.integers(1000, 2000)).map(renumber),
-                     st.tuples(index, index).filter(lambda a: a[0] != a[1]).map(swap))
+    return st.one_of(
+        index.map(drop),
+        st.tuples(index, NAMES.map(lambda n: n + "x")).map(rename),
+        st.tuples(index, st.integers(1000, 2000)).map(renumber),
+        st.tuples(index, index).filter(lambda a: a[0] != a[1]).map(swap),
+    )
 
 
 COCOSTUFF_TXT = cocostuff_labels_txt()
@@ -235,7 +260,8 @@ def test_context_labels_txt_edited_or_broken_passes_only_when_the_59_classes_sta
         assert not passed
         return
     sound = sorted(parsed) == list(range(1, CONTEXT_NUM_RAW + 1)) and all(
-        parsed[raw] == name for _, name, raw in CONTEXT59)
+        parsed[raw] == name for _, name, raw in CONTEXT59
+    )
     assert passed == sound, "passed" if passed else "a labels.txt with ids 1..459 and the right 59 names was refused"
 
 
@@ -248,8 +274,7 @@ SIDES = st.integers(1, 9)
 def pil_labels(draw) -> tuple[str, np.ndarray, bytes]:
     """(how it was written, the stored indices or None, PNG bytes) for images PIL writes in any mode."""
     h, w = draw(SIDES), draw(SIDES)
-    kind = draw(st.sampled_from(["P", "P-small-palette", "P-transparent", "L", "1", "LA", "RGB", "RGBA",
-                                 "I;16", "F"]))
+    kind = draw(st.sampled_from(["P", "P-small-palette", "P-transparent", "L", "1", "LA", "RGB", "RGBA", "I;16", "F"]))
     values = np.array(draw(st.lists(st.integers(0, 255), min_size=h * w, max_size=h * w)), dtype=np.uint8)
     values = values.reshape(h, w)
     out = io.BytesIO()
@@ -308,15 +333,16 @@ def crafted_pngs(draw) -> bytes:
         chunks.append(_chunk(b"tRNS", draw(st.binary(max_size=8))))
     if width * height <= 64:
         row = (width * _CHANNELS.get(colour, 1) * max(depth, 1) + 7) // 8
-        scanlines = b"".join(bytes([draw(st.integers(0, 5))]) + draw(st.binary(min_size=row, max_size=row))
-                             for _ in range(height))
+        scanlines = b"".join(
+            bytes([draw(st.integers(0, 5))]) + draw(st.binary(min_size=row, max_size=row)) for _ in range(height)
+        )
     else:
         scanlines = draw(st.binary(max_size=32))
     payload = zlib.compress(scanlines) if draw(st.booleans()) else draw(st.binary(max_size=32))
     parts = draw(st.integers(0, 2))
     if parts:
         step = max(1, len(payload) // parts)
-        chunks += [_chunk(b"IDAT", payload[i:i + step]) for i in range(0, len(payload), step)]
+        chunks += [_chunk(b"IDAT", payload[i : i + step]) for i in range(0, len(payload), step)]
     chunks.append(_chunk(b"IEND", b""))
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
@@ -328,8 +354,12 @@ def _png_bytes(label: np.ndarray, mode: str = "P") -> bytes:
 
 
 _BASE_PNG = _png_bytes(np.arange(48, dtype=np.uint8).reshape(6, 8))  # what the mutations start from
-ANY_PNG = st.one_of(pil_labels().map(lambda c: c[2]), crafted_pngs(), mutated(_BASE_PNG),
-                    st.sampled_from([b"\xff\xd8\xff\xe0" + b"\0" * 20, b"GIF89a", b"\x89PNG\r\n\x1a\n"]))
+ANY_PNG = st.one_of(
+    pil_labels().map(lambda c: c[2]),
+    crafted_pngs(),
+    mutated(_BASE_PNG),
+    st.sampled_from([b"\xff\xd8\xff\xe0" + b"\0" * 20, b"GIF89a", b"\x89PNG\r\n\x1a\n"]),
+)
 
 
 def _check_label_array(label) -> None:
@@ -365,8 +395,12 @@ def _gray_png(samples: np.ndarray, depth: int) -> bytes:
     """A grayscale PNG of ``samples`` (one row) at bit depth ``depth``, written by hand."""
     bits = "".join(format(int(v), f"0{depth}b") for v in samples)
     row = int(bits.ljust(-(-len(bits) // 8) * 8, "0"), 2).to_bytes(-(-len(bits) // 8), "big")
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", len(samples), 1, depth, 0, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(b"\0" + row)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", len(samples), 1, depth, 0, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(b"\0" + row))
+        + _chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4, 8, 16])
@@ -377,7 +411,7 @@ def test_grayscale_label_pngs_of_every_bit_depth(tmp_path, depth):
     path = tmp_path / f"gray{depth}.png"
     path.write_bytes(_gray_png(samples, depth))
     if depth == 16:
-        with pytest.raises(DataError, match=rf"gray16.png: .*mode I;16.*8-bit"):
+        with pytest.raises(DataError, match=r"gray16.png: .*mode I;16.*8-bit"):
             read_index_png(path)
     else:
         assert read_index_png(path).tolist() == [(samples * (255 // ((1 << depth) - 1))).tolist()]
@@ -434,7 +468,7 @@ def mat_arrays(draw, low: int = -3, high: int = 500) -> np.ndarray:
     if dtype.startswith("float") and size and draw(st.booleans()):
         values[draw(st.integers(0, size - 1))] = draw(st.sampled_from([np.nan, np.inf, 2.5, -0.5]))
     if dtype == "bool":
-        return (values.reshape(shape) > 0)
+        return values.reshape(shape) > 0
     if dtype.startswith(("uint", "int")):
         info = np.iinfo(dtype)
         values = np.clip(values, info.min, info.max)
@@ -442,7 +476,9 @@ def mat_arrays(draw, low: int = -3, high: int = 500) -> np.ndarray:
 
 
 @st.composite
-def mat_files(draw, variable: str, field: str | None, low: int = -3, high: int = 500) -> tuple[np.ndarray | None, bytes]:
+def mat_files(
+    draw, variable: str, field: str | None, low: int = -3, high: int = 500
+) -> tuple[np.ndarray | None, bytes]:
     """(the 2-D numeric array the reader should find, or None; the .mat bytes). Variables and fields are
     right or wrong, structs or plain arrays, cells, strings, sparse, empty struct arrays, v4 or v5."""
     value = draw(mat_arrays(low, high))
@@ -482,8 +518,13 @@ _MAT_READERS = {  # reader -> (variable, field, raw values it accepts, lookup to
     "cocostuff10k_mat": ("S", None, range(183), cocostuff_lut(first_id=1)),
 }
 # a MATLAB v7.3 file is HDF5 behind a 128-byte MATLAB header
-_V73 = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018 HDF5 schema 1.00 .".ljust(116)
-        + b"\0" * 8 + b"\x00\x02IM" + b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+_V73 = (
+    b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018 HDF5 schema 1.00 .".ljust(116)
+    + b"\0" * 8
+    + b"\x00\x02IM"
+    + b"\x89HDF\r\n\x1a\n"
+    + b"\0" * 64
+)
 _BASE_MAT = _gtcls(np.array([[0, 1, 1], [2, 2, 0]], dtype=np.uint8))
 
 
@@ -493,11 +534,20 @@ def _plain_mat(variables: dict) -> bytes:
     return out.getvalue()
 
 
-_BASE_MATS = [_BASE_MAT, _plain_mat(scipy.io.loadmat(io.BytesIO(_BASE_MAT), squeeze_me=False,
-                                                     struct_as_record=True, variable_names=["GTcls"])),
-              _plain_mat({"LabelMap": np.arange(12, dtype=np.uint16).reshape(3, 4)}),
-              _plain_mat({"S": np.arange(6, dtype=np.uint8).reshape(2, 3),
-                          "names": np.array([["person", "sky"]], dtype=object), "c": np.array([[1 + 2j]])})]
+_BASE_MATS = [
+    _BASE_MAT,
+    _plain_mat(
+        scipy.io.loadmat(io.BytesIO(_BASE_MAT), squeeze_me=False, struct_as_record=True, variable_names=["GTcls"])
+    ),
+    _plain_mat({"LabelMap": np.arange(12, dtype=np.uint16).reshape(3, 4)}),
+    _plain_mat(
+        {
+            "S": np.arange(6, dtype=np.uint8).reshape(2, 3),
+            "names": np.array([["person", "sky"]], dtype=object),
+            "c": np.array([[1 + 2j]]),
+        }
+    ),
+]
 
 
 @given(st.sampled_from(sorted(_MAT_READERS)), st.data())
@@ -527,8 +577,9 @@ def test_prepare_mat_readers_map_valid_labels_and_refuse_the_rest(tmp_path, read
         _check_label_array(label)
 
 
-@given(st.sampled_from(sorted(_MAT_READERS)),
-       st.one_of(*[mutated(m) for m in _BASE_MATS], mutated(_V73), st.just(_V73)))
+@given(
+    st.sampled_from(sorted(_MAT_READERS)), st.one_of(*[mutated(m) for m in _BASE_MATS], mutated(_V73), st.just(_V73))
+)
 @example("sbd_mat", b"")
 @example("sbd_mat", _V73)
 @example("context_mat", b"MATLAB 5.0 MAT-file" + b"\0" * 200)
@@ -550,10 +601,10 @@ def _uint8_mat(compress: bool, code: int, small: bool) -> bytes:
     data = out.getvalue()
     if small:  # savemat packs 4 bytes of data as a small element: type | size << 16, then the data
         at = data.index(struct.pack("<I", 2 | 4 << 16) + values.tobytes("F"))
-        data = data[:at] + struct.pack("<I", code | 4 << 16) + data[at + 4:]
+        data = data[:at] + struct.pack("<I", code | 4 << 16) + data[at + 4 :]
     else:
         at = data.index(struct.pack("<II", 2, 6))
-        data = data[:at] + struct.pack("<I", code) + data[at + 4:]
+        data = data[:at] + struct.pack("<I", code) + data[at + 4 :]
     if compress:
         body = zlib.compress(data[128:])
         data = data[:128] + struct.pack("<II", 15, len(body)) + body
@@ -583,9 +634,9 @@ def test_a_char_array_without_dimensions_is_refused_before_scipy_crashes(tmp_pat
     data = out.getvalue()
     start = data.index(b"names") - 48  # the variable's own tag: its size shrinks by the 8 bytes removed
     at = data.index(struct.pack("<IIii", 5, 8, 1, 3))
-    data = data[:at] + struct.pack("<I", 5 | len(dims) << 16) + dims.ljust(4, b"\0") + data[at + 16:]
+    data = data[:at] + struct.pack("<I", 5 | len(dims) << 16) + dims.ljust(4, b"\0") + data[at + 16 :]
     size = struct.unpack_from("<I", data, start + 4)[0]
-    data = data[:start + 4] + struct.pack("<I", size - 8) + data[start + 8:]
+    data = data[: start + 4] + struct.pack("<I", size - 8) + data[start + 8 :]
     if compress:
         body = zlib.compress(data[start:])
         data = data[:start] + struct.pack("<II", 15, len(body)) + body
@@ -605,7 +656,7 @@ def test_mat_dimensions_claiming_gigabytes_are_refused_before_scipy_allocates(tm
     scipy.io.savemat(out, {"GTcls": value}, do_compression=False)
     data = out.getvalue()
     at = data.index(struct.pack("<ii", 1, 2) if content == "cell" else struct.pack("<ii", 1, 1))
-    data = data[:at] + struct.pack("<ii", 30000, 30000) + data[at + 8:]
+    data = data[:at] + struct.pack("<ii", 30000, 30000) + data[at + 8 :]
     if compress:
         data = data[:128] + struct.pack("<II", 15, len(zlib.compress(data[128:]))) + zlib.compress(data[128:])
     path = tmp_path / "2008_000123.mat"
@@ -631,27 +682,42 @@ def test_a_v73_mat_file_says_how_to_resave_it(tmp_path):
 
 # --- meta.json -------------------------------------------------------------------------------------------
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
-                                                                                      max_size=4), max_leaves=8)
-_META = {"dataset": "voc", "classes": ["background", "aeroplane", "bicycle"], "num_classes": 3,
-         "ignore_index": 255, "counts": {"train": 2, "val": 1}, "label_checksum": "ab" * 32,
-         "label_format": "indexed PNG (VOC palette), uint8 class ids, 255 = ignore", "counts_checked": False,
-         "source": {"route": "synthetic"}, "unlabelled_splits": []}
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=8,
+)
+_META = {
+    "dataset": "voc",
+    "classes": ["background", "aeroplane", "bicycle"],
+    "num_classes": 3,
+    "ignore_index": 255,
+    "counts": {"train": 2, "val": 1},
+    "label_checksum": "ab" * 32,
+    "label_format": "indexed PNG (VOC palette), uint8 class ids, 255 = ignore",
+    "counts_checked": False,
+    "source": {"route": "synthetic"},
+    "unlabelled_splits": [],
+}
 
 
 def _meta_is_sound(meta) -> bool:
     """What every consumer of meta.json relies on (datasets, training, evaluation, submission scoring)."""
-    return (isinstance(meta, dict) and isinstance(meta.get("dataset"), str)
-            and isinstance(meta.get("classes"), list) and all(isinstance(c, str) for c in meta["classes"])
-            and type(meta.get("num_classes")) is int and meta["num_classes"] == len(meta["classes"]) > 0
-            and type(meta.get("ignore_index")) is int
-            and isinstance(meta.get("counts"), dict)
-            and all(type(v) is int and v >= 0 for v in meta["counts"].values())
-            and "label_checksum" in meta
-            and (isinstance(meta["label_checksum"], str) or isinstance(meta.get("image_checksum"), str))
-            and isinstance(meta.get("unlabelled_splits", []), list)
-            and all(isinstance(s, str) for s in meta.get("unlabelled_splits", [])))
+    return (
+        isinstance(meta, dict)
+        and isinstance(meta.get("dataset"), str)
+        and isinstance(meta.get("classes"), list)
+        and all(isinstance(c, str) for c in meta["classes"])
+        and type(meta.get("num_classes")) is int
+        and meta["num_classes"] == len(meta["classes"]) > 0
+        and type(meta.get("ignore_index")) is int
+        and isinstance(meta.get("counts"), dict)
+        and all(type(v) is int and v >= 0 for v in meta["counts"].values())
+        and "label_checksum" in meta
+        and (isinstance(meta["label_checksum"], str) or isinstance(meta.get("image_checksum"), str))
+        and isinstance(meta.get("unlabelled_splits", []), list)
+        and all(isinstance(s, str) for s in meta.get("unlabelled_splits", []))
+    )
 
 
 @st.composite
@@ -675,7 +741,7 @@ def meta_files(draw) -> tuple[object, bytes]:
 @given(meta_files())
 @example((None, b""))
 @example((None, b"[1, 2]"))
-@example((None, b"{\"classes\": null}"))
+@example((None, b'{"classes": null}'))
 @example((None, b"\xff\xfe{\x00}\x00"))
 def test_meta_json_gives_a_sound_dict_or_a_data_error(tmp_path, case):
     meta, data = case
@@ -690,6 +756,7 @@ def test_meta_json_gives_a_sound_dict_or_a_data_error(tmp_path, case):
 
 
 # --- checkpoints: ImageNet weights, run weights (model.pt), resumable checkpoints -------------------------
+
 
 def _tiny_model() -> nn.Module:
     torch.manual_seed(0)
@@ -707,8 +774,9 @@ _ODD_KEYS = st.one_of(st.integers(), st.none(), st.tuples(st.integers()), st.boo
 def state_dicts(draw) -> tuple[bool, object]:
     """(whether it fits the tiny model exactly, the object saved): the model's state dict, altered or not."""
     state = {k: v.clone() for k, v in _TINY_STATE.items()}
-    action = draw(st.sampled_from(["keep", "drop", "extra", "reshape", "non-tensor", "odd-key", "not-a-dict",
-                                   "nested", "dtype"]))
+    action = draw(
+        st.sampled_from(["keep", "drop", "extra", "reshape", "non-tensor", "odd-key", "not-a-dict", "nested", "dtype"])
+    )
     key = draw(st.sampled_from(sorted(state)))
     if action == "drop":
         del state[key]
@@ -722,8 +790,11 @@ def state_dicts(draw) -> tuple[bool, object]:
     elif action == "odd-key":
         state[draw(_ODD_KEYS)] = state.pop(key)
     elif action == "not-a-dict":
-        return False, draw(st.one_of(JSON.filter(lambda v: not isinstance(v, dict)),
-                                     st.just(list(state.values())), st.just(torch.zeros(3))))
+        return False, draw(
+            st.one_of(
+                JSON.filter(lambda v: not isinstance(v, dict)), st.just(list(state.values())), st.just(torch.zeros(3))
+            )
+        )
     elif action == "nested":
         extra = draw(st.dictionaries(st.sampled_from(["epoch", "optimizer", "arch"]), JSON, max_size=2))
         return True, {draw(st.sampled_from(["state_dict", "model", "net"])): state, **extra}
@@ -746,8 +817,12 @@ def _torch_bytes(obj) -> bytes:
 
 
 _BASE_WEIGHTS = _torch_bytes(_TINY_STATE)
-ANY_WEIGHTS = st.one_of(mutated(_BASE_WEIGHTS), st.binary(max_size=64),
-                        st.just(pickle.dumps({"x": 1})), st.just(_torch_bytes({"x": io.StringIO("unsafe")})))
+ANY_WEIGHTS = st.one_of(
+    mutated(_BASE_WEIGHTS),
+    st.binary(max_size=64),
+    st.just(pickle.dumps({"x": 1})),
+    st.just(_torch_bytes({"x": io.StringIO("unsafe")})),
+)
 
 
 @given(state_dicts())
@@ -759,7 +834,11 @@ def test_backbone_weights_load_when_they_fit_and_are_refused_by_name_otherwise(t
     for p in model.state_dict().values():
         p.zero_()
     report = refused(path, load_backbone_weights, model, path, errors=(WeightLoadError,))
-    if isinstance(obj, dict) and set(_TINY_STATE) - set(obj) == {"1.num_batches_tracked"} and len(obj) == len(_TINY_STATE) - 1:
+    if (
+        isinstance(obj, dict)
+        and set(_TINY_STATE) - set(obj) == {"1.num_batches_tracked"}
+        and len(obj) == len(_TINY_STATE) - 1
+    ):
         fits = True  # an ImageNet checkpoint may lack BatchNorm's counters (older torchvision)
     if not fits:
         assert report is None
@@ -797,9 +876,12 @@ def test_weights_of_any_bytes_are_read_or_refused_by_name(tmp_path, data):
 def foreign_checkpoints(draw) -> object:
     """Whole-model checkpoints as they circulate (emanet or official naming, wrapped, nested), or not."""
     naming = draw(st.sampled_from(["emanet", "official", "tiny", "empty"]))
-    keys = {"emanet": ["backbone.conv1.0.weight", "head.fc0.0.weight", "head.classifier.weight"],
-            "official": ["extractor.0.0.weight", "emau.mu", "fc2.weight"],
-            "tiny": list(_TINY_STATE), "empty": []}[naming]
+    keys = {
+        "emanet": ["backbone.conv1.0.weight", "head.fc0.0.weight", "head.classifier.weight"],
+        "official": ["extractor.0.0.weight", "emau.mu", "fc2.weight"],
+        "tiny": list(_TINY_STATE),
+        "empty": [],
+    }[naming]
     if keys and draw(st.booleans()):
         keys = draw(st.lists(st.sampled_from(keys), unique=True, max_size=len(keys)))
     prefix = draw(st.sampled_from(["", "module.", "module.module."]))
@@ -807,8 +889,10 @@ def foreign_checkpoints(draw) -> object:
     if draw(st.booleans()) and keys:
         state[draw(st.sampled_from(sorted(state)))] = draw(st.one_of(JSON, _ODD_KEYS))
     for _ in range(draw(st.integers(0, 3))):
-        state = {draw(st.sampled_from(["net", "state_dict", "model", "optimizer"])): state,
-                 **draw(st.dictionaries(st.sampled_from(["epoch", "arch", "best"]), JSON, max_size=2))}
+        state = {
+            draw(st.sampled_from(["net", "state_dict", "model", "optimizer"])): state,
+            **draw(st.dictionaries(st.sampled_from(["epoch", "arch", "best"]), JSON, max_size=2)),
+        }
     if draw(st.integers(0, 9)) == 0:  # a dict that holds itself: a pickle can say so
         state["model"] = state
     return state
@@ -843,9 +927,14 @@ def _resumable(**changes) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.zeros(1, 3, 4, 4)).sum().backward()
     optimizer.step()
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(), "iteration": 7,
-             "rng": [checkpoint.rng_state()], "config_hash": "0123abcd"}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(),
+        "iteration": 7,
+        "rng": [checkpoint.rng_state()],
+        "config_hash": "0123abcd",
+    }
     state.update(changes)
     return {k: v for k, v in state.items() if v is not ...}
 
@@ -862,12 +951,15 @@ def resumable_checkpoints(draw) -> tuple[bool | None, bytes]:
     if action == "bytes":
         return None, draw(st.one_of(mutated(_BASE_CHECKPOINT), st.binary(max_size=64)))
     if action == "not-a-dict":
-        return False, _torch_bytes(draw(st.one_of(JSON.filter(lambda v: not isinstance(v, dict)),
-                                                  st.just(torch.zeros(2)))))
+        return False, _torch_bytes(
+            draw(st.one_of(JSON.filter(lambda v: not isinstance(v, dict)), st.just(torch.zeros(2))))
+        )
     key = draw(st.sampled_from(["model", "optimizer", "scaler", "iteration", "rng"]))
     value = ... if action == "drop" else draw(st.one_of(JSON, st.just(torch.zeros(1)), st.just([{"torch": 1}])))
-    sound = ((key == "scaler" and value == {})  # what a GradScaler without AMP saves
-             or (key == "iteration" and type(value) is int and value >= 0))
+    sound = (
+        (key == "scaler" and value == {})  # what a GradScaler without AMP saves
+        or (key == "iteration" and type(value) is int and value >= 0)
+    )
     return sound, _torch_bytes(_resumable(**{key: value}))
 
 
@@ -913,8 +1005,11 @@ def test_a_resumable_checkpoint_of_another_optimizer_layout_is_refused_by_name(t
     model = _tiny_model()
     params = list(model.parameters())
     two_groups = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1)
-    with pytest.raises(checkpoint.CheckpointError, match=r"last.pt: its optimizer state has parameter groups of "
-                                                         r"\[\d+\] parameters but the configured optimizer has \[1, \d+\]"):
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"last.pt: its optimizer state has parameter groups of "
+        r"\[\d+\] parameters but the configured optimizer has \[1, \d+\]",
+    ):
         checkpoint.load(path, model, two_groups)
     state = checkpoint.load(path, model, torch.optim.SGD(model.parameters(), lr=0.1))
     assert state["iteration"] == 7
@@ -922,9 +1017,14 @@ def test_a_resumable_checkpoint_of_another_optimizer_layout_is_refused_by_name(t
 
 # --- download manifests (emanet synth / private copies) and server packages ------------------------------
 
-_MANIFEST = {"generator": "emanet synth", "files": [{"name": "benchmark.tgz", "size": 12, "sha256": "ab" * 32},
-                                                     {"name": "labels.txt", "size": 0, "sha256": "cd" * 32}],
-             "counts": {"voc": {"train": 4}}}
+_MANIFEST = {
+    "generator": "emanet synth",
+    "files": [
+        {"name": "benchmark.tgz", "size": 12, "sha256": "ab" * 32},
+        {"name": "labels.txt", "size": 0, "sha256": "cd" * 32},
+    ],
+    "counts": {"voc": {"train": 4}},
+}
 
 
 @st.composite
@@ -963,12 +1063,20 @@ def test_download_manifests_give_pins_or_a_fetch_error(tmp_path, case):
     if sound is False:
         assert pins is None
     if pins is not None:
-        assert all(isinstance(n, str) and n and isinstance(p["size"], int) and p["size"] >= 0
-                   and len(p["sha256"]) == 64 for n, p in pins.items())
+        assert all(
+            isinstance(n, str) and n and isinstance(p["size"], int) and p["size"] >= 0 and len(p["sha256"]) == 64
+            for n, p in pins.items()
+        )
 
 
-@given(st.one_of(manifests().map(lambda c: c[1]), st.just(json.dumps(_MANIFEST).encode()), TEXT_BYTES,
-                 JSON.map(lambda v: json.dumps({"counts": {"voc": v}}).encode())))
+@given(
+    st.one_of(
+        manifests().map(lambda c: c[1]),
+        st.just(json.dumps(_MANIFEST).encode()),
+        TEXT_BYTES,
+        JSON.map(lambda v: json.dumps({"counts": {"voc": v}}).encode()),
+    )
+)
 def test_manifest_split_counts_give_counts_or_a_data_error(tmp_path, data):
     from emanet.commands.data import _manifest_counts
 
@@ -979,9 +1087,18 @@ def test_manifest_split_counts_give_counts_or_a_data_error(tmp_path, data):
         assert isinstance(counts, dict) and all(isinstance(n, int) for n in counts.values())
 
 
-@given(st.one_of(TEXT_BYTES, st.lists(st.tuples(st.sampled_from(["aeroplane", "bus", "class", " tv "]),
-                                                st.one_of(st.floats(0, 100).map(str), st.text(max_size=5))),
-                                      max_size=5).map(lambda rows: "\r\n".join(f"{a},{b}" for a, b in rows).encode())))
+@given(
+    st.one_of(
+        TEXT_BYTES,
+        st.lists(
+            st.tuples(
+                st.sampled_from(["aeroplane", "bus", "class", " tv "]),
+                st.one_of(st.floats(0, 100).map(str), st.text(max_size=5)),
+            ),
+            max_size=5,
+        ).map(lambda rows: "\r\n".join(f"{a},{b}" for a, b in rows).encode()),
+    )
+)
 @example(b"class,iou\r\naeroplane,87.5\r\n")
 @example(b"\xef\xbb\xbfaeroplane,87.5%,\n")
 @example(b"aeroplane;87,5\n")  # a European spreadsheet's CSV
@@ -1002,9 +1119,15 @@ def test_server_per_class_csv_gives_ious_or_a_value_error(tmp_path, data):
 _PINS = {"benchmark.tgz": {"sha256": "ab" * 32, "size": 1_419_539_633}}
 
 
-@given(st.one_of(st.just(json.dumps(_PINS).encode()), mutated(json.dumps(_PINS).encode()),
-                 JSON.map(lambda v: json.dumps(v).encode()),
-                 JSON.map(lambda v: json.dumps({"benchmark.tgz": v}).encode()), TEXT_BYTES))
+@given(
+    st.one_of(
+        st.just(json.dumps(_PINS).encode()),
+        mutated(json.dumps(_PINS).encode()),
+        JSON.map(lambda v: json.dumps(v).encode()),
+        JSON.map(lambda v: json.dumps({"benchmark.tgz": v}).encode()),
+        TEXT_BYTES,
+    )
+)
 @example(b'{"benchmark.tgz": {"sha256": "ab"}}')
 @example(b'{"benchmark.tgz": null}')
 @example(b"[]")
@@ -1028,8 +1151,13 @@ def _package(pngs: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-@given(st.one_of(ANY_PNG.map(lambda png: _package({"2008_000001": png})),
-                 mutated(_package({"2008_000001": _BASE_PNG})), st.just(b"")))
+@given(
+    st.one_of(
+        ANY_PNG.map(lambda png: _package({"2008_000001": png})),
+        mutated(_package({"2008_000001": _BASE_PNG})),
+        st.just(b""),
+    )
+)
 def test_server_packages_of_any_bytes_give_predictions_or_a_data_error(tmp_path, data):
     path = tmp_path / "submission_ms_flip.tar.gz"
     path.write_bytes(data)

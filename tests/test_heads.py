@@ -35,8 +35,9 @@ def test_logits_are_upsampled_with_align_corners(tiny_config):
     with torch.no_grad():
         low = model.head(model.backbone(x))
         full = model(x)
-    assert torch.allclose(full[..., 0, 0], low[..., 0, 0]) and torch.allclose(full[..., -1, -1], low[..., -1, -1]), \
+    assert torch.allclose(full[..., 0, 0], low[..., 0, 0]) and torch.allclose(full[..., -1, -1], low[..., -1, -1]), (
         "align_corners=True keeps the corner values"
+    )
 
 
 def test_bn_momentum_is_applied_everywhere(tiny_config):
@@ -57,6 +58,7 @@ def test_eval_stages_sets_the_ema_units_t_eval(tiny_config):
 
 def test_ema_head_layout_is_the_official_one():
     from emanet.models.heads import build_head
+
     head = build_head("ema", 2048, 21, 512)
     assert head.fc0[0].kernel_size == (3, 3) and head.fc0[0].bias is None and head.fc0[0].out_channels == 512
     assert head.fc1[0].out_channels == 256 and head.dropout.p == 0.1

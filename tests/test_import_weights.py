@@ -45,8 +45,11 @@ def trained_looking(cfg, num_classes: int = 21, seed: int = 1) -> torch.nn.Modul
 
 def official_layout(state: dict, prefix: str = "", nesting: str | None = "net", counters: bool = True):
     """emanet's state dict in the official checkpoint's layout, built key by key by the mapping."""
-    renamed = {prefix + official.to_official(k): v.clone() for k, v in state.items()
-               if counters or not k.endswith("num_batches_tracked")}
+    renamed = {
+        prefix + official.to_official(k): v.clone()
+        for k, v in state.items()
+        if counters or not k.endswith("num_batches_tracked")
+    }
     return {nesting: renamed, "step": 30000} if nesting else renamed
 
 
@@ -74,17 +77,22 @@ def test_the_mapping_covers_the_released_models_keys_and_shapes():
     assert shapes["emau.conv2.0.weight"] == (512, 512, 1, 1) and shapes["emau.conv2.1.running_mean"] == (512,)
     assert shapes["fc1.0.conv.weight"] == (256, 512, 3, 3) and shapes["fc1.0.bn.bias"] == (256,)
     assert shapes["fc2.weight"] == (21, 256, 1, 1) and shapes["fc2.bias"] == (21,)
-    counted = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    counted = sum(
+        v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert counted == 53_806_293
 
 
-@pytest.mark.parametrize("sets, prefix, nesting, counters", [
-    (DEEP, "", "net", True),                  # the released file as the authors' code saves it
-    (DEEP, "module.", "net", False),          # someone's DDP copy, saved by an older torch
-    ([], "module.", None, True),              # a bare DataParallel state dict
-    ([], "", None, False),
-    ([], "module.module.", "state_dict", True),
-])
+@pytest.mark.parametrize(
+    "sets, prefix, nesting, counters",
+    [
+        (DEEP, "", "net", True),  # the released file as the authors' code saves it
+        (DEEP, "module.", "net", False),  # someone's DDP copy, saved by an older torch
+        ([], "module.", None, True),  # a bare DataParallel state dict
+        ([], "", None, False),
+        ([], "module.module.", "state_dict", True),
+    ],
+)
 def test_an_official_checkpoint_imports_to_identical_tensors_and_predictions(tmp_path, sets, prefix, nesting, counters):
     cfg = config("ema512", *sets)
     original = trained_looking(cfg)
@@ -119,13 +127,25 @@ def test_emanet_naming_with_a_wrapper_is_read_and_the_format_can_be_forced(tmp_p
     weights = read_foreign(path)
     assert weights.format == "emanet" and weights.nesting == ("model",) and weights.extras == {"epoch": 3}
     assert all(torch.equal(weights.state[k], v) for k, v in state.items())
-    with pytest.raises(WeightLoadError, match="weights.pth: .*it uses the official EMANet naming.*read it with --format official"):
+    with pytest.raises(
+        WeightLoadError, match="weights.pth: .*it uses the official EMANet naming.*read it with --format official"
+    ):
         import_weights(cfg, tmp_path / "run", _saved(tmp_path, official_layout(state)), format="emanet")
 
 
 def cli(command: str, out, data_root, *sets: str) -> list[str]:
     """`emanet COMMAND` on the tiny profile's ema512 with tracking as the environment says."""
-    args = [command, "--experiment", "ema512", "--profile", "tiny", "--out", str(out), "--set", f"data.root={data_root}"]
+    args = [
+        command,
+        "--experiment",
+        "ema512",
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={data_root}",
+    ]
     for item in sets:
         args += ["--set", item]
     return args
@@ -137,15 +157,24 @@ def _saved(tmp_path, obj, name: str = "weights.pth"):
     return path
 
 
-@pytest.mark.parametrize("experiment, sets, cause", [
-    ("aspp", [], "head aspp"),                                   # another head
-    ("ema256", [], "head channels C 32"),                        # the EMA head at another width
-    ("ema512", DEEP, "stem deep, layer1 width 64"),              # another backbone
-    ("ema512", ["model.ema.num_bases=16"], "bases K 16"),
-])
-def test_a_checkpoint_of_another_architecture_is_refused_in_a_few_lines_naming_the_cause(tmp_path, experiment, sets, cause):
-    source = _saved(tmp_path, official_layout(trained_looking(config(experiment, *sets)).state_dict())
-                    if experiment != "aspp" else {"net": trained_looking(config("aspp")).state_dict()})
+@pytest.mark.parametrize(
+    "experiment, sets, cause",
+    [
+        ("aspp", [], "head aspp"),  # another head
+        ("ema256", [], "head channels C 32"),  # the EMA head at another width
+        ("ema512", DEEP, "stem deep, layer1 width 64"),  # another backbone
+        ("ema512", ["model.ema.num_bases=16"], "bases K 16"),
+    ],
+)
+def test_a_checkpoint_of_another_architecture_is_refused_in_a_few_lines_naming_the_cause(
+    tmp_path, experiment, sets, cause
+):
+    source = _saved(
+        tmp_path,
+        official_layout(trained_looking(config(experiment, *sets)).state_dict())
+        if experiment != "aspp"
+        else {"net": trained_looking(config("aspp")).state_dict()},
+    )
     with pytest.raises(WeightLoadError) as raised:
         import_weights(config("ema512"), tmp_path / "runs" / "ema512", source)
     message = str(raised.value)
@@ -164,25 +193,40 @@ def test_every_whole_model_load_gives_the_short_error(tmp_path):
         load_model_weights(build_model(cfg.model, 21), other)
     assert len(str(raised.value)) < 900 and "cause: the checkpoint was made for stem deep" in str(raised.value)
     foreign = _saved(tmp_path, official_layout(trained_looking(cfg).state_dict()), "latest.pth")
-    with pytest.raises(WeightLoadError, match=r"latest\.pth: expected a plain state dict.*'net' \(125 tensors\), "
-                                              r"'step' \(int\); it uses the official EMANet naming.*emanet import-weights"):
+    with pytest.raises(
+        WeightLoadError,
+        match=r"latest\.pth: expected a plain state dict.*'net' \(125 tensors\), "
+        r"'step' \(int\); it uses the official EMANet naming.*emanet import-weights",
+    ):
         load_model_weights(build_model(cfg.model, 21), foreign)
     prefixed = _saved(tmp_path, {f"module.{k}": v for k, v in trained_looking(cfg).state_dict().items()}, "ddp.pt")
-    with pytest.raises(WeightLoadError, match=r"(?s)0 of the model's 125 entries match.*DDP's `module.` prefix") as raised:
+    with pytest.raises(
+        WeightLoadError, match=r"(?s)0 of the model's 125 entries match.*DDP's `module.` prefix"
+    ) as raised:
         load_model_weights(build_model(cfg.model, 21), prefixed)
     assert len(str(raised.value)) < 900
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>", "is a web page"),
-    ({"epoch": 3, "optimizer": {"lr": 0.1}}, r"holds no state dict: found a dict with 'epoch' \(int\), 'optimizer' \(dict\)"),
-    ({"decode_head.conv_seg.weight": torch.zeros(2), "backbone.stem.0.weight": torch.zeros(2)},
-     "looks like an mmsegmentation checkpoint"),
-    ({"conv1.weight": torch.zeros(2), "layer1.0.conv1.weight": torch.zeros(2), "fc.weight": torch.zeros(2)},
-     "looks like a backbone alone"),
-    ({"backbone.conv1.weight": torch.zeros(2)}, r"has no segmentation classifier \(head.classifier.weight\)"),
-    (b"PK\x03\x04 truncated", "not a readable weights-only PyTorch checkpoint"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>", "is a web page"),
+        (
+            {"epoch": 3, "optimizer": {"lr": 0.1}},
+            r"holds no state dict: found a dict with 'epoch' \(int\), 'optimizer' \(dict\)",
+        ),
+        (
+            {"decode_head.conv_seg.weight": torch.zeros(2), "backbone.stem.0.weight": torch.zeros(2)},
+            "looks like an mmsegmentation checkpoint",
+        ),
+        (
+            {"conv1.weight": torch.zeros(2), "layer1.0.conv1.weight": torch.zeros(2), "fc.weight": torch.zeros(2)},
+            "looks like a backbone alone",
+        ),
+        ({"backbone.conv1.weight": torch.zeros(2)}, r"has no segmentation classifier \(head.classifier.weight\)"),
+        (b"PK\x03\x04 truncated", "not a readable weights-only PyTorch checkpoint"),
+    ],
+)
 def test_files_that_are_not_a_whole_model_are_named_with_what_they_look_like(tmp_path, content, message):
     path = tmp_path / "download.pth"
     if isinstance(content, bytes):
@@ -199,8 +243,11 @@ def test_the_released_model_is_fetched_by_hand_and_pinned_on_first_sight(tmp_pat
     from emanet.data.download import fetch
 
     folder = tmp_path / "weights"
-    with pytest.raises(FetchError, match=r"(?s)emanet-voc-official\.pth: .*Google Drive.*XiaLiPKU/EMANet.*save it as "
-                                         r"emanet-voc-official\.pth in sources\.weights_dir"):
+    with pytest.raises(
+        FetchError,
+        match=r"(?s)emanet-voc-official\.pth: .*Google Drive.*XiaLiPKU/EMANet.*save it as "
+        r"emanet-voc-official\.pth in sources\.weights_dir",
+    ):
         fetch("emanet-voc-official", folder, progress=False)
     folder.mkdir(exist_ok=True)
     page = folder / "emanet-voc-official.pth"
@@ -233,13 +280,26 @@ def test_an_imported_run_is_evaluated_reported_and_kept_from_training(tmp_path, 
     assert metrics["config_hash"] == cfg.hash() and metrics["images"] > 0
     cell = _metric_cell(run_dir, "ss")
     assert cell.text == f"{100 * metrics['miou']:.2f} (imported)" and cell.ours == pytest.approx(100 * metrics["miou"])
-    train = ["train", "--experiment", "ema512", "--profile", "tiny", "--out", str(tmp_path),
-             "--set", f"data.root={prepared_root}", "--set", "tracking.enabled=false"]
+    train = [
+        "train",
+        "--experiment",
+        "ema512",
+        "--profile",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--set",
+        f"data.root={prepared_root}",
+        "--set",
+        "tracking.enabled=false",
+    ]
     assert main(train) == 2
     error = capsys.readouterr().err
     assert f"{run_dir} holds weights imported from {source.resolve()}" in error and "--replace-changed" in error
-    assert torch.equal(torch.load(run_dir / "model.pt", weights_only=True)["head.block.bases"],
-                       original.state_dict()["head.block.bases"])
+    assert torch.equal(
+        torch.load(run_dir / "model.pt", weights_only=True)["head.block.bases"],
+        original.state_dict()["head.block.bases"],
+    )
 
 
 def test_a_classifier_for_another_number_of_classes_is_refused_before_anything_is_written(tmp_path, prepared_root):
@@ -248,8 +308,11 @@ def test_a_classifier_for_another_number_of_classes_is_refused_before_anything_i
     cfg = config("ema512", f"data.root={prepared_root}")
     source = _saved(tmp_path, official_layout(trained_looking(cfg, num_classes=5).state_dict()), "five.pth")
     run_dir = tmp_path / "runs" / "ema512"
-    with pytest.raises(WeightLoadError, match=r"five.pth: its classifier predicts 5 classes but the experiment's "
-                                              r"dataset 'voc' .* has 21"):
+    with pytest.raises(
+        WeightLoadError,
+        match=r"five.pth: its classifier predicts 5 classes but the experiment's "
+        r"dataset 'voc' .* has 21",
+    ):
         import_weights(cfg, run_dir, source)
     assert not run_dir.exists()
     unprepared = config("ema512", f"data.root={tmp_path / 'nothing'}")  # nothing to check against: accepted
@@ -305,8 +368,18 @@ def test_import_refuses_a_folder_holding_another_run_unless_told_to_set_it_aside
     import_weights(cfg, run_dir, first)  # the same file again: a no-op
     with pytest.raises(ConfigError, match=r"holds other weights, imported from .*first\.pth: pass --replace-changed"):
         import_weights(cfg, run_dir, second)
-    args = ["import-weights", str(second), "--experiment", "ema512", "--profile", "tiny", "--out", str(tmp_path),
-            "--set", "tracking.enabled=false"]
+    args = [
+        "import-weights",
+        str(second),
+        "--experiment",
+        "ema512",
+        "--profile",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "tracking.enabled=false",
+    ]
     assert main(args) == 2
     assert "pass --replace-changed" in capsys.readouterr().err
     assert main([*args, "--replace-changed"]) == 0

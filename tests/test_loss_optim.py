@@ -54,7 +54,7 @@ def test_poly_schedule_steps_every_ten_iterations():
     assert poly_lr(0.009, 9, 30000) == 0.009
     assert poly_lr(0.009, 10, 30000) == pytest.approx(0.009 * (1 - 10 / 30000) ** 0.9)
     assert poly_lr(0.009, 29999, 30000) == pytest.approx(0.009 * (1 - 29990 / 30000) ** 0.9)
-    assert poly_lr(0.009, 15, 100, step_every=1) == pytest.approx(0.009 * 0.85 ** 0.9)
+    assert poly_lr(0.009, 15, 100, step_every=1) == pytest.approx(0.009 * 0.85**0.9)
 
 
 def test_set_lr_keeps_the_bias_multiplier(tiny_config):

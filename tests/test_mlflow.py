@@ -11,8 +11,13 @@ import pytest
 from tests.helpers.mlflow_server import MlflowServer, free_port
 from tests.helpers.runs import emanet, run_args
 
-SHORT = ("train.iterations=20", "train.batch_size=4", "train.checkpoint_interval=10", "train.log_interval=5",
-         "tracking.enabled=true")
+SHORT = (
+    "train.iterations=20",
+    "train.batch_size=4",
+    "train.checkpoint_interval=10",
+    "train.log_interval=5",
+    "tracking.enabled=true",
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +73,9 @@ def test_a_down_server_does_not_stop_training_and_sync_replays_it(tmp_path, prep
 
 
 def test_tracking_off_writes_no_store(tmp_path, prepared_root):
-    proc = emanet(run_args("train", tmp_path, prepared_root, "train.iterations=2", "train.batch_size=2",
-                           "train.log_interval=1"))
+    proc = emanet(
+        run_args("train", tmp_path, prepared_root, "train.iterations=2", "train.batch_size=2", "train.log_interval=1")
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_json = tmp_path / "runs/ema512/run.json"
     info = json.loads(run_json.read_text())
@@ -77,8 +83,11 @@ def test_tracking_off_writes_no_store(tmp_path, prepared_root):
     # a run folder trained with tracking on (and copied away from its store): run.json names the store, and
     # an evaluation with tracking.enabled=false must not create or log to it
     run_json.write_text(json.dumps({**info, "tracking_uri": "sqlite:///../../elsewhere/mlflow.db"}))
-    proc = emanet(run_args("evaluate", tmp_path, prepared_root, "train.iterations=2", "train.batch_size=2",
-                           "train.log_interval=1"))
+    proc = emanet(
+        run_args(
+            "evaluate", tmp_path, prepared_root, "train.iterations=2", "train.batch_size=2", "train.log_interval=1"
+        )
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "runs/ema512/metrics.json").exists()
     assert not (tmp_path / "elsewhere").exists() and "mlflow_run_id" not in json.loads(run_json.read_text())
@@ -100,11 +109,17 @@ def test_store_states_through_a_server_are_refusals_not_outages(tmp_path, server
     client = mlflow.MlflowClient(server.url)
     experiment_id, run_id = client.get_experiment_by_name(name).experiment_id, tracker.run_id
     breaks = [
-        (lambda: client.delete_experiment(experiment_id), lambda: client.restore_experiment(experiment_id),
-         f"experiments restore --experiment-id {experiment_id}"),
+        (
+            lambda: client.delete_experiment(experiment_id),
+            lambda: client.restore_experiment(experiment_id),
+            f"experiments restore --experiment-id {experiment_id}",
+        ),
         (lambda: client.delete_run(run_id), lambda: client.restore_run(run_id), f"runs restore --run-id {run_id}"),
-        (lambda: client.rename_experiment(experiment_id, name + "-renamed"),
-         lambda: client.rename_experiment(experiment_id, name), f"--new-name '{name}'"),
+        (
+            lambda: client.rename_experiment(experiment_id, name + "-renamed"),
+            lambda: client.rename_experiment(experiment_id, name),
+            f"--new-name '{name}'",
+        ),
     ]
     for break_it, fix_it, fix_text in breaks:
         break_it()

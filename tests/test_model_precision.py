@@ -21,10 +21,12 @@ def _spy_em(model) -> list[tuple[torch.dtype, ...]]:
     seen = []
     for unit in model.modules():
         if isinstance(unit, EMAUnit):
+
             def recording(x, stages=None, em=unit.em):
                 z, mu = em(x, stages)
                 seen.append((x.dtype, z.dtype, mu.dtype))
                 return z, mu
+
             unit.em = recording
     return seen
 
@@ -95,8 +97,15 @@ def test_cpu_autocast_bfloat16_keeps_the_em_in_float32(tiny_config):
     assert unit.bases.dtype == torch.float32
 
 
-@pytest.mark.parametrize("dtype, expected", [(torch.bfloat16, torch.float32), (torch.float16, torch.float32),
-                                             (torch.float32, torch.float32), (torch.float64, torch.float64)])
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [
+        (torch.bfloat16, torch.float32),
+        (torch.float16, torch.float32),
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+    ],
+)
 @pytest.mark.parametrize("normalization", ["all_pixels", "valid_pixels"])
 def test_loss_is_computed_in_at_least_float32(dtype, expected, normalization):
     torch.manual_seed(0)
@@ -109,8 +118,11 @@ def test_loss_is_computed_in_at_least_float32(dtype, expected, normalization):
     torch.testing.assert_close(loss.double(), reference, atol=1e-6 if expected == torch.float32 else 1e-12, rtol=0)
     if dtype == torch.float32:  # unchanged for float32: the same kernels as before, bit for bit
         per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
-        plain = per_pixel.flatten(1).mean(dim=1).mean() if normalization == "all_pixels" else \
-            F.cross_entropy(logits, target, ignore_index=255)
+        plain = (
+            per_pixel.flatten(1).mean(dim=1).mean()
+            if normalization == "all_pixels"
+            else F.cross_entropy(logits, target, ignore_index=255)
+        )
         assert torch.equal(loss, plain)
 
 

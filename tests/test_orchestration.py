@@ -22,17 +22,29 @@ BIN = Path(sys.executable).parent
 PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "params.yaml", "environment.yml", "emanet")
 KEEP = ("ema512", "fcn")
 #: a Table 2-like chain: ema512's weights fine-tuned on trainval, then VOC test packaged and scored
-FINETUNE = {"ema512_trainval": {"data": {"dataset": "voc", "train_split": "trainval"},
-                                "eval": {"dataset": "voc_test", "split": "test"},
-                                "train": {"init_from": "ema512", "iterations": 10}}}
+FINETUNE = {
+    "ema512_trainval": {
+        "data": {"dataset": "voc", "train_split": "trainval"},
+        "eval": {"dataset": "voc_test", "split": "test"},
+        "train": {"init_from": "ema512", "iterations": 10},
+    }
+}
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
     """Run an orchestrator with one thread per job whatever the host sets (CPU results depend on it)."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-               OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS,
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@localhost", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@localhost", MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db")
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        DVC_NO_ANALYTICS="1",
+        OMP_NUM_THREADS=THREADS,
+        MKL_NUM_THREADS=THREADS,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@localhost",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@localhost",
+        MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db",
+    )
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
@@ -57,8 +69,10 @@ def cut_down(params: dict, iterations: int = 30) -> dict:
     params["datasets"] = ["voc", "voc_test"]
     tables = {}
     for name, table in params["tables"].items():
-        rows = [{**r, "experiment": "ema512_trainval"} if r.get("experiment") == "coco_r101_trainval" else r
-                for r in table["rows"]]
+        rows = [
+            {**r, "experiment": "ema512_trainval"} if r.get("experiment") == "coco_r101_trainval" else r
+            for r in table["rows"]
+        ]
         rows = [r for r in rows if r.get("experiment", KEEP[0]) in (*KEEP, *FINETUNE)]
         if any("experiment" in r for r in rows):
             tables[name] = {**table, "rows": rows}
@@ -71,19 +85,21 @@ def cut_down(params: dict, iterations: int = 30) -> dict:
 def test_both_orchestrators_declare_the_same_stages_and_outputs(root):
     params = load_params(root / "params.yaml")
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    rules = set(re.findall(r"^(\w+)\s+\d+$", _run([str(BIN / "snakemake"), "-n", "--forceall", "--quiet", "rules"],
-                                                   root), re.M)) - {"all", "total"}
+    rules = set(
+        re.findall(r"^(\w+)\s+\d+$", _run([str(BIN / "snakemake"), "-n", "--forceall", "--quiet", "rules"], root), re.M)
+    ) - {"all", "total"}
     assert set(dvc) - {"check_params"} == rules  # DVC's own name check; Snakemake checks when it parses
     profile = params["profile"]
     expanded = set()
-    for name, stage in dvc.items():
+    for _name, stage in dvc.items():
         items = params[stage["foreach"][2:-1]] if "foreach" in stage else [None]
         body = stage.get("do", stage)
         for item in items:
             for out in body.get("outs", []) + body.get("metrics", []):
                 path = next(iter(out)) if isinstance(out, dict) else out
-                expanded.add(path.replace("${profile}", profile).replace("${item}", str(item))
-                             .replace("${key}", str(item)))
+                expanded.add(
+                    path.replace("${profile}", profile).replace("${item}", str(item)).replace("${key}", str(item))
+                )
     dry = _run([str(BIN / "snakemake"), "-n", "--forceall"], root)
     smk_outputs = set(re.findall(r"^\s+output: (.+)$", dry, re.M))
     smk_outputs = {p.strip() for line in smk_outputs for p in line.split(",")}

@@ -20,8 +20,16 @@ from PIL import Image
 
 from tests.helpers.runs import ROOT, cli_env
 
-SETS = ("model.pretrained=null", "train.batch_size=1", "train.iterations=2", "train.checkpoint_interval=2",
-        "train.log_interval=1", "train.device=cpu", "data.workers=0", "tracking.enabled=false")
+SETS = (
+    "model.pretrained=null",
+    "train.batch_size=1",
+    "train.iterations=2",
+    "train.checkpoint_interval=2",
+    "train.log_interval=1",
+    "train.device=cpu",
+    "data.workers=0",
+    "tracking.enabled=false",
+)
 
 
 def _val_500x375(root):
@@ -39,16 +47,23 @@ def _val_500x375(root):
 
 
 #: Runs one command and prints its own peak resident set (KiB on Linux) last on stderr.
-_PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+_PEAK = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+)
 
 
 def _timed(args: list[str]) -> tuple[float, float]:
     """(seconds, peak resident GiB) of one `emanet` subprocess."""
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PEAK, sys.executable, "-m", "emanet.cli", *args], cwd=ROOT,
-                          env=cli_env({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}), capture_output=True,
-                          text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, sys.executable, "-m", "emanet.cli", *args],
+        cwd=ROOT,
+        env=cli_env({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     seconds = time.perf_counter() - began
     assert proc.returncode == 0, proc.stderr[-4000:]
     return seconds, int(proc.stderr.split()[-1]) / 2**20  # KiB -> GiB
@@ -59,8 +74,16 @@ def test_paper_ema512_trains_and_evaluates_at_full_size_on_cpu(tmp_path, prepare
     root = tmp_path / "prepared"
     shutil.copytree(prepared_root, root, symlinks=True)
     _val_500x375(root)
-    common = ["--experiment", "ema512", "--profile", "paper", "--out", str(tmp_path / "results"),
-              "--set", f"data.root={root}"] + [a for s in SETS for a in ("--set", s)]
+    common = [
+        "--experiment",
+        "ema512",
+        "--profile",
+        "paper",
+        "--out",
+        str(tmp_path / "results"),
+        "--set",
+        f"data.root={root}",
+    ] + [a for s in SETS for a in ("--set", s)]
     train_s, train_gib = _timed(["train", *common])
     run = tmp_path / "results/runs/ema512"
     config = (run / "config.yaml").read_text()
@@ -71,6 +94,7 @@ def test_paper_ema512_trains_and_evaluates_at_full_size_on_cpu(tmp_path, prepare
     eval_s, eval_gib = _timed(["evaluate", *common, "--split", "val500"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["images"] == 1 and metrics["split"] == "val500"
-    print(f"\npaper ema512 on CPU: 2 training iterations at batch 1, crop 513: {train_s:.0f} s, peak RSS "
-          f"{train_gib:.2f} GiB; SS evaluation of one 500x375 image: {eval_s:.0f} s, peak RSS {eval_gib:.2f} GiB")
-
+    print(
+        f"\npaper ema512 on CPU: 2 training iterations at batch 1, crop 513: {train_s:.0f} s, peak RSS "
+        f"{train_gib:.2f} GiB; SS evaluation of one 500x375 image: {eval_s:.0f} s, peak RSS {eval_gib:.2f} GiB"
+    )

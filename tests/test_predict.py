@@ -59,14 +59,22 @@ def mixed_folder(folder: Path) -> dict[str, tuple[int, int]]:
     palette.save(folder / "f_palette.png", transparency=0)
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: the camera was turned; show rotated 90 degrees clockwise
-    (folder / "g_exif.jpg").write_bytes(_jpeg(Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)),
-                                              exif=exif))
+    (folder / "g_exif.jpg").write_bytes(
+        _jpeg(Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)), exif=exif)
+    )
     whole = _jpeg(Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)))
     (folder / "h_truncated.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "i_garbage.png").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
     (folder / "notes.txt").write_text("not an image: left alone")
-    return {"a_rgb": (90, 70), "b_gray": (40, 50), "c_gray16": (47, 33), "d_cmyk": (64, 60), "e_rgba": (52, 45),
-            "f_palette": (81, 30), "g_exif": (40, 60)}
+    return {
+        "a_rgb": (90, 70),
+        "b_gray": (40, 50),
+        "c_gray16": (47, 33),
+        "d_cmyk": (64, 60),
+        "e_rgba": (52, 45),
+        "f_palette": (81, 30),
+        "g_exif": (40, 60),
+    }
 
 
 def test_predict_on_a_folder_of_mixed_images(tmp_path, cfg, run_dir):
@@ -88,12 +96,12 @@ def test_predict_on_a_folder_of_mixed_images(tmp_path, cfg, run_dir):
 def test_each_kind_of_image_is_read_upright_in_rgb(tmp_path):
     mixed_folder(tmp_path / "photos")
     photo = lambda name: read_photo(tmp_path / "photos" / name)  # noqa: E731
-    assert photo("g_exif.jpg").shape == (60, 40, 3)                  # EXIF orientation applied
+    assert photo("g_exif.jpg").shape == (60, 40, 3)  # EXIF orientation applied
     assert photo("b_gray.png").shape == (50, 40, 3)
     cmyk = photo("d_cmyk.jpg")
-    assert np.abs(cmyk.astype(int) - (200, 30, 30)).max() <= 8       # CMYK converted back to its colour
+    assert np.abs(cmyk.astype(int) - (200, 30, 30)).max() <= 8  # CMYK converted back to its colour
     rgba = photo("e_rgba.png")
-    assert (rgba[:, :20] == 255).all()                               # transparent pixels on white
+    assert (rgba[:, :20] == 255).all()  # transparent pixels on white
     with Image.open(tmp_path / "photos" / "c_gray16.png") as im:
         raw = np.array(im).astype(np.float64)
     assert np.abs(photo("c_gray16.png")[..., 0] - raw * 255 / 65535).max() <= 0.5  # 16 bits scaled to 8
@@ -143,7 +151,7 @@ def test_bases_maps_are_the_units_responsibilities(tmp_path, cfg, run_dir):
         z, _ = unit.em(F.conv2d(feats, unit.conv_in.weight, unit.conv_in.bias).view(b, c, h * w))
     grid = z[0].T.reshape(-1, h, w)
     rows, cols = range(0, 45, 8), range(0, 62, 8)  # feature i sits on pixel 8i (align_corners)
-    torch.testing.assert_close(maps[:, ::8, ::8], grid[:, :len(rows), :len(cols)], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(maps[:, ::8, ::8], grid[:, : len(rows), : len(cols)], atol=1e-5, rtol=1e-4)
 
     Image.fromarray(np.zeros((45, 62, 3), np.uint8)).save(tmp_path / "x.jpg")
     predict_images(cfg, run_dir, [tmp_path / "x.jpg"], tmp_path / "pred", bases=[0, 5], progress=False)
@@ -155,8 +163,20 @@ def test_the_cli_reports_broken_files_by_name_and_exits_non_zero(tmp_path, cfg, 
     from emanet.cli import main
 
     mixed_folder(tmp_path / "photos")
-    base = ["predict", "--experiment", "ema512", "--profile", "tiny", "--results", str(tmp_path),
-            "--set", "tracking.enabled=false", "--out", str(tmp_path / "pred"), "--quiet"]
+    base = [
+        "predict",
+        "--experiment",
+        "ema512",
+        "--profile",
+        "tiny",
+        "--results",
+        str(tmp_path),
+        "--set",
+        "tracking.enabled=false",
+        "--out",
+        str(tmp_path / "pred"),
+        "--quiet",
+    ]
     assert main([*base, str(tmp_path / "photos"), str(tmp_path / "missing.jpg")]) == 1
     captured = capsys.readouterr()
     assert "7 image(s) predicted" in captured.out
@@ -176,7 +196,9 @@ def test_weights_of_any_imported_layout_are_used_directly(tmp_path, cfg, run_dir
     torch.save({"net": {f"module.{official.to_official(k)}": v for k, v in state.items()}, "step": 1}, official_file)
     Image.fromarray(np.random.default_rng(4).integers(0, 256, (33, 50, 3), dtype=np.uint8)).save(tmp_path / "x.png")
     predict_images(cfg, run_dir, [tmp_path / "x.png"], tmp_path / "a", progress=False)
-    predict_images(cfg, tmp_path / "nowhere", [tmp_path / "x.png"], tmp_path / "b", weights=official_file, progress=False)
+    predict_images(
+        cfg, tmp_path / "nowhere", [tmp_path / "x.png"], tmp_path / "b", weights=official_file, progress=False
+    )
     assert (tmp_path / "a" / "x.png").read_bytes() == (tmp_path / "b" / "x.png").read_bytes()
 
 
@@ -190,5 +212,5 @@ def test_class_names_come_from_the_prepared_dataset_or_voc(prepared_root, cfg):
 
     with_data = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(prepared_root)))
     assert class_names(with_data, 21) == list(VOC_CLASSES)
-    assert class_names(cfg, 21) == list(VOC_CLASSES)        # no prepared data: VOC's names for 21 classes
+    assert class_names(cfg, 21) == list(VOC_CLASSES)  # no prepared data: VOC's names for 21 classes
     assert class_names(with_data, 5) == [f"class {i}" for i in range(5)]

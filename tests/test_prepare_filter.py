@@ -27,8 +27,11 @@ SKY = COCOSTUFF_LABELS.index("sky-other")  # stuff: background after relabelling
 def _extracted_164k(synth_dir, raw):
     """The synthetic 164k zips unpacked the way mmseg users keep them: images/<split>2017/,
     stuffthingmaps_trainval2017/<split>2017/, labels.txt beside them."""
-    for name, target in (("train2017.zip", "images"), ("val2017.zip", "images"),
-                         ("stuffthingmaps_trainval2017.zip", "stuffthingmaps_trainval2017")):
+    for name, target in (
+        ("train2017.zip", "images"),
+        ("val2017.zip", "images"),
+        ("stuffthingmaps_trainval2017.zip", "stuffthingmaps_trainval2017"),
+    ):
         with zipfile.ZipFile(synth_dir / name) as zf:
             zf.extractall(raw / target)
     (raw / "labels.txt").write_bytes((synth_dir / "labels.txt").read_bytes())
@@ -52,8 +55,14 @@ def test_coco_voc_records_whichever_images_the_filter_drops(tmp_path, synth_dir,
     raw = tmp_path / "raw"
     ids = _extracted_164k(synth_dir, raw)
     assert len(ids) >= 4
-    drop = {"first": {ids[0]}, "last": {ids[-1]}, "first_and_last": {ids[0], ids[-1]},
-            "every_other": set(ids[::2]), "none": set(), "all_but_one": set(ids[1:])}[dropped]
+    drop = {
+        "first": {ids[0]},
+        "last": {ids[-1]},
+        "first_and_last": {ids[0], ids[-1]},
+        "every_other": set(ids[::2]),
+        "none": set(),
+        "all_but_one": set(ids[1:]),
+    }[dropped]
     for image_id in ids:
         _set_map(raw, image_id, voc_object=image_id not in drop)
 
@@ -63,8 +72,12 @@ def test_coco_voc_records_whichever_images_the_filter_drops(tmp_path, synth_dir,
     kept = [i for i in ids if i not in drop]
     assert read_id_list(root / "splits" / "train.txt") == kept
     assert meta["counts"]["train"] == len(kept)
-    assert meta["filtered"]["train"] == {"min_labelled_pixels": 1000, "source_count": len(ids),
-                                         "removed": len(drop), "removed_ids": sorted(drop)}
+    assert meta["filtered"]["train"] == {
+        "min_labelled_pixels": 1000,
+        "source_count": len(ids),
+        "removed": len(drop),
+        "removed_ids": sorted(drop),
+    }
     assert meta["unlabelled_splits"] == []  # a filtered split is still a labelled one
     for image_id in ids:
         present = image_id not in drop
@@ -91,15 +104,13 @@ def test_cli_prepare_coco_voc_with_the_first_image_dropped(tmp_path, synth_dir):
     raw = tmp_path / "raw"
     ids = _extracted_164k(synth_dir, raw)
     _set_map(raw, ids[0], voc_object=False)
-    proc = emanet(["prepare", "coco_voc", "--raw-dir", str(raw), "--out", str(tmp_path / "out"),
-                   "--no-count-check"])
+    proc = emanet(["prepare", "coco_voc", "--raw-dir", str(raw), "--out", str(tmp_path / "out"), "--no-count-check"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = read_meta(tmp_path / "out" / "coco_voc")
     assert ids[0] in meta["filtered"]["train"]["removed_ids"]
 
     for image_id in ids:
         _set_map(raw, image_id, voc_object=False)
-    proc = emanet(["prepare", "coco_voc", "--raw-dir", str(raw), "--out", str(tmp_path / "out2"),
-                   "--no-count-check"])
+    proc = emanet(["prepare", "coco_voc", "--raw-dir", str(raw), "--out", str(tmp_path / "out2"), "--no-count-check"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "removed every image of train" in proc.stderr

@@ -52,8 +52,10 @@ def test_every_step_interval_and_resumed_start(clock):
             bar.update(1)
     lines = out.getvalue().splitlines()
     # steps 75 and 100 only; the rate counts the steps of this process (50 in 50 s), not the resumed ones
-    assert lines == ["train tiny: 75/100 it (75.0%), 1 it/s, ETA 0:00:25",
-                     "train tiny: 100/100 it (100.0%), 1 it/s, ETA 0:00:00"]
+    assert lines == [
+        "train tiny: 75/100 it (75.0%), 1 it/s, ETA 0:00:25",
+        "train tiny: 100/100 it (100.0%), 1 it/s, ETA 0:00:00",
+    ]
 
 
 def test_bytes_are_sized_and_iteration_counts(clock):
@@ -70,8 +72,10 @@ def test_bytes_are_sized_and_iteration_counts(clock):
         bar.update(len(chunk))
     bar.close()
     lines = out.getvalue().splitlines()
-    assert lines == ["download a.tar: 2.00MB/3.00MB (66.7%), 1.00MB/s, ETA 0:00:01",
-                     "download a.tar: 3.00MB/3.00MB (100.0%), 1.00MB/s, elapsed 0:00:03"]
+    assert lines == [
+        "download a.tar: 2.00MB/3.00MB (66.7%), 1.00MB/s, ETA 0:00:01",
+        "download a.tar: 3.00MB/3.00MB (100.0%), 1.00MB/s, elapsed 0:00:03",
+    ]
     seen = list(progress(["a", "b"], desc="x", stream=out, interval_s=0))
     assert seen == ["a", "b"]
     assert out.getvalue().splitlines()[-1].startswith("x: 2/2 it (100.0%)")

@@ -23,8 +23,9 @@ def _fake_run(results, experiment, protocols):
     atomic_write_json(run / "run.json", {"mlflow_run_id": f"id-{experiment}", "config_hash": "abc"})
     for protocol, miou in protocols.items():
         name = "metrics.json" if protocol == "ss" else f"metrics_{protocol}.json"
-        atomic_write_json(run / name, {"miou": miou, "per_class": {"background": miou, "person": None},
-                                       "protocol": protocol})
+        atomic_write_json(
+            run / name, {"miou": miou, "per_class": {"background": miou, "person": None}, "protocol": protocol}
+        )
     (run / "train_log.csv").write_text("iteration,loss,lr,images_per_s,elapsed_s\n10,1.0,0.01,5,1\n20,0.5,0.009,5,2\n")
 
 
@@ -49,7 +50,7 @@ def test_cells_hold_ours_the_papers_and_the_difference(tmp_path, params):
     assert "| EMANet (512) | 81.05 / 80.05 [R] (+1.00)" in markdown
     assert "missing / n/p" in markdown and "not reimplemented" in markdown
     assert r"\begin{tabular}" in to_latex(table1) and r"81.05 & 80.05 [R]" in to_latex(table1)
-    assert "href=\"../runs/ema512\"" in to_html(table1) and "MLflow run id-ema512" in to_html(table1)
+    assert 'href="../runs/ema512"' in to_html(table1) and "MLflow run id-ema512" in to_html(table1)
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +116,11 @@ def test_captions_state_this_reports_setting_beside_the_papers(tiny_report):
     title = next(line for line in table1.splitlines() if line.startswith("### "))
     assert "ResNet-101" not in title and "513" not in title
     assert "*Paper: PASCAL VOC 2012 val; ResNet-101, OS 8; costs at 513x513.*" in table1
-    assert re.search(r"\*This report: resnet_tiny \(torchvision stem, width 16\), .*OS 8, crop 65, "
-                     r"100 iterations x batch 8, .*profile tiny \(synthetic images\)", table1)
+    assert re.search(
+        r"\*This report: resnet_tiny \(torchvision stem, width 16\), .*OS 8, crop 65, "
+        r"100 iterations x batch 8, .*profile tiny \(synthetic images\)",
+        table1,
+    )
     assert "head C=32 (EMANet (256))" in table1  # a part that differs between rows names its rows
     assert "*Costs: resnet101 (deep stem) at 513x513, OS 8" in table1
     fig3 = (tiny_report / "fig3.md").read_text()
@@ -141,8 +145,10 @@ def test_report_md_and_html_say_the_same_notes(tiny_report):
     markdown, page = (tiny_report / "report.md").read_text(), (tiny_report / "report.html").read_text()
     notes = _notes_md(markdown)
     section = page.split("<section id='notes'>")[1].split("</section>")[0]
-    items = [htmllib.unescape(li.replace("<code>", "`").replace("</code>", "`"))
-             for li in re.findall(r"<li>(.*?)</li>", section)]
+    items = [
+        htmllib.unescape(li.replace("<code>", "`").replace("</code>", "`"))
+        for li in re.findall(r"<li>(.*?)</li>", section)
+    ]
     assert items == notes and "<code>emanet import-weights</code>" in section
     said = " ".join(notes)
     assert "[U] unconfirmed" in said and "MiB" in said and "always Table 1's setting" in said
@@ -170,8 +176,10 @@ class _Captured(Exception):
 
 def _capture(monkeypatch):
     """Make figures._save hand back the matplotlib figure instead of writing it."""
+
     def save(fig, path, title, mark="", setting=""):
         raise _Captured(fig, title)
+
     monkeypatch.setattr(figures, "_save", save)
 
 
@@ -179,8 +187,10 @@ def test_per_class_draws_absent_classes_as_absent_in_label_order(tmp_path, monke
     metrics = tmp_path / "metrics.json"
     # rows = ground truth: bicycle's one pixel is predicted bird; bird is predicted twice, never true
     matrix = [[9, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
-    atomic_write_json(metrics, {"per_class": {"background": 0.9, "aeroplane": None, "bicycle": 0.0, "bird": 0.0},
-                                "confusion_matrix": matrix})
+    atomic_write_json(
+        metrics,
+        {"per_class": {"background": 0.9, "aeroplane": None, "bicycle": 0.0, "bird": 0.0}, "confusion_matrix": matrix},
+    )
     _capture(monkeypatch)
     with pytest.raises(_Captured) as caught:
         figures.per_class(metrics, tmp_path / "p.png", ["background", "aeroplane", "bicycle", "bird"])
@@ -208,15 +218,21 @@ def test_fig4_keeps_its_scale_to_our_values_and_points_at_the_papers(tmp_path, m
     assert labels[:4] == ["T_train=1", "T_train=2", "T_train=3", "T_train=4"] and labels[4].startswith("paper")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: p["tables"]["table1"]["rows"][1].update(experiment="nope"), "'nope' is not in experiments"),
-    (lambda p: p["tables"]["table1"]["columns"][0].update(source="metric:sss"), "unknown evaluation protocol"),
-    (lambda p: p["tables"]["table1"]["columns"][2].update(source="cost:flops"), "expected metric:<protocol> or cost"),
-    (lambda p: p["tables"]["fig4"]["rows"][2]["paper"].update(t9=1.0), "'t9' is not a column"),
-    (lambda p: p["tables"]["table1"]["rows"][0].update(confidence="X"), "confidence: expected one of"),
-    (lambda p: p["tables"]["table1"].pop("title"), "missing key 'tables.table1.title'"),
-    (lambda p: p.update(datasets=["voc"]), "datasets: lists"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: p["tables"]["table1"]["rows"][1].update(experiment="nope"), "'nope' is not in experiments"),
+        (lambda p: p["tables"]["table1"]["columns"][0].update(source="metric:sss"), "unknown evaluation protocol"),
+        (
+            lambda p: p["tables"]["table1"]["columns"][2].update(source="cost:flops"),
+            "expected metric:<protocol> or cost",
+        ),
+        (lambda p: p["tables"]["fig4"]["rows"][2]["paper"].update(t9=1.0), "'t9' is not a column"),
+        (lambda p: p["tables"]["table1"]["rows"][0].update(confidence="X"), "confidence: expected one of"),
+        (lambda p: p["tables"]["table1"].pop("title"), "missing key 'tables.table1.title'"),
+        (lambda p: p.update(datasets=["voc"]), "datasets: lists"),
+    ],
+)
 def test_table_schema_errors_name_the_key(params, mutate, message):
     broken = copy.deepcopy(params)
     mutate(broken)

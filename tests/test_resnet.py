@@ -9,10 +9,13 @@ import torchvision
 from emanet.models.resnet import DilatedResNet, block_dilations
 
 
-@pytest.mark.parametrize("output_stride, layer3, layer4", [
-    (8, [1] + [2] * 22, [2, 8, 16]),     # paper.md §2.3: (2, 8, 16), not (4, 8, 16)
-    (16, [1] * 23, [1, 4, 8]),
-])
+@pytest.mark.parametrize(
+    "output_stride, layer3, layer4",
+    [
+        (8, [1] + [2] * 22, [2, 8, 16]),  # paper.md §2.3: (2, 8, 16), not (4, 8, 16)
+        (16, [1] * 23, [1, 4, 8]),
+    ],
+)
 def test_resnet101_dilations_follow_the_official_rule(output_stride, layer3, layer4):
     with torch.device("meta"):
         net = DilatedResNet("resnet101", output_stride)
@@ -51,12 +54,15 @@ def test_torchvision_stem_at_stride_32_equals_torchvision_resnet50():
     torch.testing.assert_close(ours(x), trunk(x))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"depth": "resnet18"}, "unknown backbone"),
-    ({"output_stride": 4}, "output_stride"),
-    ({"stem": "v1c"}, "stem"),
-    ({"base_width": 32}, "deep stem"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"depth": "resnet18"}, "unknown backbone"),
+        ({"output_stride": 4}, "output_stride"),
+        ({"stem": "v1c"}, "stem"),
+        ({"base_width": 32}, "deep stem"),
+    ],
+)
 def test_bad_backbone_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DilatedResNet(**kwargs)

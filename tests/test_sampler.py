@@ -20,7 +20,7 @@ def test_resuming_at_an_iteration_continues_the_same_stream():
 
 def test_every_epoch_is_a_permutation_with_virtual_indices():
     stream = [i for batch in IterationBatchSampler(10, 5, 1, 0, seed=3, start=0, total=6) for i in batch]
-    epochs = [stream[e * 10:(e + 1) * 10] for e in range(3)]
+    epochs = [stream[e * 10 : (e + 1) * 10] for e in range(3)]
     for epoch, indices in enumerate(epochs):
         assert sorted(i - epoch * 10 for i in indices) == list(range(10))
     assert epochs[0] != [i - 10 for i in epochs[1]], "a new order each epoch"

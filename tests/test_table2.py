@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import shutil
+import subprocess
 import tarfile
 import zipfile
 
@@ -39,10 +39,12 @@ def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 # --- data ------------------------------------------------------------------------------------------
 
+
 def test_coco_voc_lut_maps_the_20_voc_categories_and_nothing_else():
     lut = coco_voc_lut()
     names = {"person": 15, "airplane": 1, "tv": 20, "couch": 18, "motorcycle": 14, "dining table": 11}
     from emanet.data.classes import COCOSTUFF_LABELS
+
     for name, voc_id in names.items():
         assert lut[COCOSTUFF_LABELS.index(name)] == voc_id  # stuffthingmaps store labels.txt id - 1
     assert lut[COCOSTUFF_LABELS.index("truck")] == 0 and lut[COCOSTUFF_LABELS.index("sky-other")] == 0
@@ -72,8 +74,11 @@ def test_prepare_coco_voc_relabels_and_drops_images_without_voc_objects(tmp_path
 def _stuffthingmaps(raw_dir) -> dict[str, np.ndarray]:
     """The synthetic train2017 label maps, as stored in the zip (labels.txt id - 1, 255 unlabeled)."""
     with zipfile.ZipFile(raw_dir / "stuffthingmaps_trainval2017.zip") as zf:
-        return {n.split("/")[1][:-4]: np.array(Image.open(io.BytesIO(zf.read(n))))
-                for n in zf.namelist() if n.startswith("train2017/")}
+        return {
+            n.split("/")[1][:-4]: np.array(Image.open(io.BytesIO(zf.read(n))))
+            for n in zf.namelist()
+            if n.startswith("train2017/")
+        }
 
 
 def test_prepare_voc_test_keeps_images_without_labels(tmp_path, raw_dir):
@@ -93,6 +98,7 @@ def test_prepare_voc_test_keeps_images_without_labels(tmp_path, raw_dir):
 
 def test_voc_test_without_the_archive_says_how_to_get_it(tmp_path):
     from emanet.data.voc import convert_test
+
     with pytest.raises(DataError, match="login"):
         convert_test(tmp_path)
 
@@ -112,15 +118,19 @@ def test_a_login_gated_file_names_the_way_to_get_it_and_is_pinned_when_placed_by
 
 # --- configuration -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p["experiments"]["fcn"].update(train={"init_from": "ema512"}), "belongs in finetunes"),
-    (lambda p: p["finetunes"]["coco_r101_trainaug"]["train"].pop("init_from"), "init_from"),
-    (lambda p: p["finetunes"]["coco_r101_trainaug"]["train"].update(init_from="nope"), "not an experiment"),
-    (lambda p: p["finetunes"]["coco_r101_trainaug"]["train"].update(init_from="coco_r101_trainval"), "cycle"),
-    (lambda p: p["finetunes"]["coco_r101_trainaug"].pop("eval"), "finetunes.coco_r101_trainaug.eval.dataset"),
-    (lambda p: p["experiments"]["fcn"].update(eval={"dataset": "voc_test"}), "is for finetunes"),
-    (lambda p: p["finetunes"].update(fcn={}), "both in experiments and in finetunes"),
-])
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p["experiments"]["fcn"].update(train={"init_from": "ema512"}), "belongs in finetunes"),
+        (lambda p: p["finetunes"]["coco_r101_trainaug"]["train"].pop("init_from"), "init_from"),
+        (lambda p: p["finetunes"]["coco_r101_trainaug"]["train"].update(init_from="nope"), "not an experiment"),
+        (lambda p: p["finetunes"]["coco_r101_trainaug"]["train"].update(init_from="coco_r101_trainval"), "cycle"),
+        (lambda p: p["finetunes"]["coco_r101_trainaug"].pop("eval"), "finetunes.coco_r101_trainaug.eval.dataset"),
+        (lambda p: p["experiments"]["fcn"].update(eval={"dataset": "voc_test"}), "is for finetunes"),
+        (lambda p: p["finetunes"].update(fcn={}), "both in experiments and in finetunes"),
+    ],
+)
 def test_bad_finetunes_are_refused_with_the_key_named(change, message):
     params = load_params(ROOT / "params.yaml")
     change(params)
@@ -146,6 +156,7 @@ def test_table2_runs_form_the_papers_chain():
 
 
 # --- the evaluation server's format --------------------------------------------------------------------
+
 
 def _labels(tmp_path, ids, seed=0):
     """Ground truth (with an ignored pixel) in labels/, and a perfect prediction of it in preds/."""
@@ -195,14 +206,17 @@ def test_a_package_the_server_would_refuse_is_an_error_naming_it(tmp_path):
 
 # --- fine-tuning and the test set, through the CLI -------------------------------------------------------
 
+
 @pytest.fixture
 def test_setup(tmp_path, prepared_root, raw_dir, synth_dir):
     """params with ema512 -> ema512_ft (trainval, evaluated on VOC test), and voc_test prepared."""
     prepare("voc_test", raw_dir, prepared_root, None, progress=False)
     params = load_params(ROOT / "params.yaml")
-    params["finetunes"]["ema512_ft"] = {"data": {"dataset": "voc", "train_split": "trainval"},
-                                        "eval": {"dataset": "voc_test", "split": "test"},
-                                        "train": {"init_from": "ema512"}}
+    params["finetunes"]["ema512_ft"] = {
+        "data": {"dataset": "voc", "train_split": "trainval"},
+        "eval": {"dataset": "voc_test", "split": "test"},
+        "train": {"init_from": "ema512"},
+    }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path, synth_dir / SERVER_DIR / "voc_test"
@@ -210,8 +224,13 @@ def test_setup(tmp_path, prepared_root, raw_dir, synth_dir):
 
 def _args(command, tmp_path, prepared_root, params, *sets, experiment="ema512_ft"):
     """No stand-in for the server unless ``sets`` name one (the repository's synthetic labels are not here)."""
-    return [*run_args(command, tmp_path / "out", prepared_root, *SHORT, "eval.server_labels=null", *sets,
-                      experiment=experiment), "--params", str(params)]
+    return [
+        *run_args(
+            command, tmp_path / "out", prepared_root, *SHORT, "eval.server_labels=null", *sets, experiment=experiment
+        ),
+        "--params",
+        str(params),
+    ]
 
 
 @pytest.mark.slow
@@ -229,8 +248,12 @@ def test_finetune_starts_from_its_parent_and_notices_a_retrained_parent(tmp_path
     assert info["init_from"] == "ema512"
     assert info["init_sha256"] == file_digests(tmp_path / "out/runs/ema512/model.pt", ["sha256"])["sha256"]
 
-    _ok(emanet(_args("train", tmp_path, prepared_root, params, "model.dropout=0.2", experiment="ema512")
-               + ["--replace-changed"]))
+    _ok(
+        emanet(
+            _args("train", tmp_path, prepared_root, params, "model.dropout=0.2", experiment="ema512")
+            + ["--replace-changed"]
+        )
+    )
     refused = emanet(_args("train", tmp_path, prepared_root, params, "train.lr=0.0"))
     assert refused.returncode == 2 and "started from other weights" in refused.stderr
     moved = _ok(emanet(_args("train", tmp_path, prepared_root, params, "train.lr=0.0") + ["--replace-changed"]))
@@ -239,8 +262,7 @@ def test_finetune_starts_from_its_parent_and_notices_a_retrained_parent(tmp_path
 
 
 @pytest.mark.slow
-def test_test_split_is_packaged_scored_by_the_stand_in_or_recorded_from_the_server(tmp_path, prepared_root,
-                                                                                    test_setup):
+def test_test_split_is_packaged_scored_by_the_stand_in_or_recorded_from_the_server(tmp_path, prepared_root, test_setup):
     params, server_labels = test_setup
     _ok(emanet(_args("train", tmp_path, prepared_root, params, experiment="ema512")))
     _ok(emanet(_args("train", tmp_path, prepared_root, params)))
@@ -264,8 +286,19 @@ def test_test_split_is_packaged_scored_by_the_stand_in_or_recorded_from_the_serv
     bad = emanet([*record, "--miou", "87.7", "--per-class", str(tmp_path / "classes.csv")])
     assert bad.returncode == 2 and "classes.csv: expected 'class,iou' rows" in bad.stderr
     (tmp_path / "classes.csv").write_text("class,iou\naeroplane,90.1\nbicycle,41.5\n")
-    _ok(emanet([*record, "--miou", "87.7", "--url", "http://host.robots.ox.ac.uk:8080/anonymous/X.html",
-                "--per-class", str(tmp_path / "classes.csv")]))
+    _ok(
+        emanet(
+            [
+                *record,
+                "--miou",
+                "87.7",
+                "--url",
+                "http://host.robots.ox.ac.uk:8080/anonymous/X.html",
+                "--per-class",
+                str(tmp_path / "classes.csv"),
+            ]
+        )
+    )
     recorded = json.loads((run / "metrics_ms_flip.json").read_text())
     assert recorded["miou"] == pytest.approx(0.877) and "evaluation server" in recorded["scored_by"]
     assert recorded["per_class"] == pytest.approx({"aeroplane": 0.901, "bicycle": 0.415})

@@ -55,8 +55,10 @@ def _non_ascii(text: str) -> str:
 #: name -> (text -> bytes in another encoding, what the error must say)
 NOT_UTF8: dict[str, tuple[Callable[[str], bytes], str]] = {
     "latin1": (lambda t: _non_ascii(t).encode("latin-1", "replace"), r"is not UTF-8 text \(byte 0xe9 at line 1"),
-    "cp1252_quotes": (lambda t: t.replace("\n", " \u201cq\u201d\n", 1).encode("cp1252", "replace"),
-                      r"is not UTF-8 text \(byte 0x93 at line 1"),
+    "cp1252_quotes": (
+        lambda t: t.replace("\n", " \u201cq\u201d\n", 1).encode("cp1252", "replace"),
+        r"is not UTF-8 text \(byte 0x93 at line 1",
+    ),
     "utf16_with_bom": (lambda t: t.encode("utf-16"), "is UTF-16 text"),
     "utf16be_with_bom": (lambda t: codecs.BOM_UTF16_BE + t.encode("utf-16-be"), "is UTF-16 text"),
     "utf16_without_bom": (lambda t: t.encode("utf-16-le"), "NUL bytes"),
@@ -66,6 +68,7 @@ NOT_UTF8: dict[str, tuple[Callable[[str], bytes], str]] = {
 
 
 # --- every reader of outside text, with a sample of its file and its own error class ---------------------
+
 
 def _params_text() -> str:
     return (ROOT / "params.yaml").read_text(encoding="utf-8")
@@ -82,9 +85,13 @@ def _read_meta_file(path: Path):
 READERS = {
     # name: (file name, sample text or a function of synth_dir, reader, error class)
     "id_list": ("val.txt", "2007_000032\n2007_000033\n", read_id_list, DataError),
-    "deeplab_list": ("train_aug.txt", "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
-                                      "/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png\n",
-                     read_id_list, DataError),
+    "deeplab_list": (
+        "train_aug.txt",
+        "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n"
+        "/JPEGImages/2007_000033.jpg /SegmentationClassAug/2007_000033.png\n",
+        read_id_list,
+        DataError,
+    ),
     "class_list": ("labels.txt", "0: unlabeled\n1: person\n2: air conditioner\n", read_class_file, DataError),
     "params_yaml": ("params.yaml", None, load_params, ConfigError),
     "download_manifest": ("manifest.json", "manifest", read_manifest, FetchError),
@@ -123,8 +130,9 @@ def test_every_reader_takes_bom_crlf_cr_and_trailing_blanks(tmp_path, synth_dir,
 
 @pytest.mark.parametrize("encoding", sorted(NOT_UTF8))
 @pytest.mark.parametrize("reader", sorted(READERS))
-def test_every_reader_refuses_other_encodings_naming_the_file_and_the_fix(tmp_path, synth_dir, prepared_root,
-                                                                          reader, encoding):
+def test_every_reader_refuses_other_encodings_naming_the_file_and_the_fix(
+    tmp_path, synth_dir, prepared_root, reader, encoding
+):
     encode, what = NOT_UTF8[encoding]
     path = _write(tmp_path, reader, encode(_sample(reader, synth_dir, prepared_root)))
     with pytest.raises(READERS[reader][3], match=what) as caught:
@@ -155,8 +163,11 @@ def test_a_folder_or_a_missing_file_is_reported_not_a_codec_error(tmp_path):
 def test_the_error_names_the_line_of_the_first_bad_byte(tmp_path):
     path = tmp_path / "names.txt"
     path.write_bytes("0: unlabeled\n1: person\n2: caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"names.txt: is not UTF-8 text \(byte 0xe9 at line 3, byte offset 29; "
-                                        r"probably Latin-1 or Windows-1252 text\); re-save it as UTF-8"):
+    with pytest.raises(
+        DataError,
+        match=r"names.txt: is not UTF-8 text \(byte 0xe9 at line 3, byte offset 29; "
+        r"probably Latin-1 or Windows-1252 text\); re-save it as UTF-8",
+    ):
         read_class_file(path)
 
 
@@ -168,6 +179,7 @@ def test_class_lists_refuse_an_id_given_twice(tmp_path):
 
 
 # --- end to end: the converters with their list and class files re-saved by users -------------------------
+
 
 def _user_tree(tmp_path: Path, raw_dir: Path, *archives: str) -> Path:
     user = tmp_path / "user"
@@ -231,8 +243,21 @@ def test_cli_prepare_names_a_latin1_list_file_and_exits_2(tmp_path, raw_dir):
     val = user / "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt"
     val.write_bytes(val.read_bytes() + "2007_00011\u00e9\n".encode("latin-1"))
     emanet = str(Path(sys.executable).parent / "emanet")
-    done = subprocess.run([emanet, "prepare", "voc", "--raw-dir", str(user), "--out", str(tmp_path / "out"),
-                           "--no-count-check", "--quiet"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            emanet,
+            "prepare",
+            "voc",
+            "--raw-dir",
+            str(user),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-count-check",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2, done.stderr
     assert f"{val}: is not UTF-8 text" in done.stderr and "re-save it as UTF-8" in done.stderr
     assert "Traceback" not in done.stderr and "UnicodeDecodeError" not in done.stderr
@@ -248,8 +273,16 @@ def test_server_per_class_csv_from_a_spreadsheet(tmp_path):
         _per_class(path)
 
 
-@pytest.mark.parametrize("rows", ["aeroplane,nan\n", "aeroplane,inf\n", "aeroplane,-1\n", "aeroplane,100.5\n",
-                                  "aeroplane,80\nbus,70\naeroplane,81\n"])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        "aeroplane,nan\n",
+        "aeroplane,inf\n",
+        "aeroplane,-1\n",
+        "aeroplane,100.5\n",
+        "aeroplane,80\nbus,70\naeroplane,81\n",
+    ],
+)
 def test_server_per_class_csv_refuses_impossible_scores(tmp_path, rows):
     path = tmp_path / "server_classes.csv"
     path.write_text(rows)

@@ -13,7 +13,7 @@ import pytest
 
 from emanet import timings
 from emanet.config import load_params
-from emanet.timings import Job, Timing
+from emanet.timings import Job
 from tests.helpers.runs import emanet
 
 BIN = Path(sys.executable).parent
@@ -21,16 +21,28 @@ BIN = Path(sys.executable).parent
 
 def _dry_run_jobs(root: Path) -> list[dict]:
     """Every job of `snakemake -n --forceall`: its rule and its input, output and benchmark paths."""
-    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--forceall"], cwd=root, capture_output=True, text=True,
-                          env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"), timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--forceall"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = []
     for block in re.split(r"^(?=(?:local)?rule \w+:$)", proc.stdout, flags=re.M)[1:]:
         fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        jobs.append({"rule": re.match(r"(?:local)?rule (\w+):", block).group(1),
-                     **{k: [p.strip() for p in fields.get(k, "").split(",") if p.strip()]
-                        for k in ("input", "output", "benchmark")},
-                     "priority": int(fields.get("priority", 0))})
+        jobs.append(
+            {
+                "rule": re.match(r"(?:local)?rule (\w+):", block).group(1),
+                **{
+                    k: [p.strip() for p in fields.get(k, "").split(",") if p.strip()]
+                    for k in ("input", "output", "benchmark")
+                },
+                "priority": int(fields.get("priority", 0)),
+            }
+        )
     return jobs
 
 
@@ -41,11 +53,12 @@ def test_every_rule_benchmarks_its_jobs_and_the_job_graph_is_the_snakefiles(root
     params = load_params(root / "params.yaml")
     bench = f"results/{params['profile']}/benchmarks/"
     jobs = [j for j in _dry_run_jobs(root) if j["rule"] != "all"]
-    assert all(len(j["benchmark"]) == 1 and j["benchmark"][0].startswith(bench) for j in jobs), \
-        [j["rule"] for j in jobs if not j["benchmark"]]
+    assert all(len(j["benchmark"]) == 1 and j["benchmark"][0].startswith(bench) for j in jobs), [
+        j["rule"] for j in jobs if not j["benchmark"]
+    ]
     by_path = {}
     for j in jobs:
-        parts = Path(j["benchmark"][0][len(bench):]).with_suffix("").parts
+        parts = Path(j["benchmark"][0][len(bench) :]).with_suffix("").parts
         assert parts[0] == j["rule"]
         by_path[j["benchmark"][0]] = Job(parts[0], "/".join(parts[1:]) or None)
     producer = {out: by_path[j["benchmark"][0]] for j in jobs for out in j["output"]}
@@ -60,19 +73,32 @@ def test_every_rule_benchmarks_its_jobs_and_the_job_graph_is_the_snakefiles(root
 def _write_bench(folder: Path, job: Job, wall: float, cpu: str = "1.5", rss: str = "100.0") -> None:
     path = folder / (f"{job.stage}.tsv" if job.item is None else f"{job.stage}/{job.item}.tsv")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-                    f"{wall}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t{cpu}\n")
+    path.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        f"{wall}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t{cpu}\n"
+    )
 
 
-GRAPH = {Job("synth"): (), Job("train", "a"): (Job("synth"),), Job("train", "b"): (Job("synth"),),
-         Job("evaluate", "a"): (Job("train", "a"),), Job("evaluate", "b"): (Job("train", "b"),),
-         Job("finetune", "c"): (Job("train", "b"),),
-         Job("report"): (Job("evaluate", "a"), Job("evaluate", "b"), Job("finetune", "c"))}
+GRAPH = {
+    Job("synth"): (),
+    Job("train", "a"): (Job("synth"),),
+    Job("train", "b"): (Job("synth"),),
+    Job("evaluate", "a"): (Job("train", "a"),),
+    Job("evaluate", "b"): (Job("train", "b"),),
+    Job("finetune", "c"): (Job("train", "b"),),
+    Job("report"): (Job("evaluate", "a"), Job("evaluate", "b"), Job("finetune", "c")),
+}
 
 
 def test_the_summary_gives_stages_the_slowest_jobs_and_the_critical_path(tmp_path):
-    walls = {Job("synth"): 1.0, Job("train", "a"): 30.0, Job("train", "b"): 10.0, Job("evaluate", "a"): 5.0,
-             Job("evaluate", "b"): 2.0, Job("finetune", "c"): 40.0}
+    walls = {
+        Job("synth"): 1.0,
+        Job("train", "a"): 30.0,
+        Job("train", "b"): 10.0,
+        Job("evaluate", "a"): 5.0,
+        Job("evaluate", "b"): 2.0,
+        Job("finetune", "c"): 40.0,
+    }
     for job, wall in walls.items():
         _write_bench(tmp_path, job, wall, cpu="NA" if job == Job("synth") else str(wall / 2))
     read = timings.read_benchmarks(tmp_path)
@@ -131,8 +157,18 @@ def test_run_folders_record_train_and_evaluate_and_a_finetune_is_both(tmp_path, 
 
 def test_bench_pipeline_prints_the_summary_or_says_what_is_missing(tmp_path, root):
     results = tmp_path / "results"
-    args = ["bench", "pipeline", "--params", str(root / "params.yaml"), "--profile", "tiny", "--results", str(results),
-            "--cores", "2"]
+    args = [
+        "bench",
+        "pipeline",
+        "--params",
+        str(root / "params.yaml"),
+        "--profile",
+        "tiny",
+        "--results",
+        str(results),
+        "--cores",
+        "2",
+    ]
     proc = emanet(args)
     assert proc.returncode == 2 and "no job of this pipeline measured" in proc.stderr and str(results) in proc.stderr
     _write_bench(results / "benchmarks", Job("train", "ema512"), 12.5)
@@ -141,11 +177,18 @@ def test_bench_pipeline_prints_the_summary_or_says_what_is_missing(tmp_path, roo
     assert proc.returncode == 0, proc.stderr
     jobs = len(timings.job_graph(load_params(root / "params.yaml"), "tiny"))
     assert "Snakemake's benchmark files" in proc.stdout and f"2 of {jobs} jobs measured" in proc.stdout
-    assert "Critical path (16.5 s): synth (– s)" in proc.stdout and "evaluate ema512 (4.0 s) -> report (– s)" in proc.stdout
+    assert (
+        "Critical path (16.5 s): synth (– s)" in proc.stdout
+        and "evaluate ema512 (4.0 s) -> report (– s)" in proc.stdout
+    )
     assert "train ema512 (12.5 s) -> evaluate ema512 (4.0 s)" in proc.stdout
     summary = json.loads(emanet([*args, "--json"]).stdout)
-    assert summary["measured"] == 2 and summary["slowest"][0] == {"job": "train ema512", "wall_s": 12.5,
-                                                                   "cpu_s": 1.5, "max_rss_mb": 100.0}
+    assert summary["measured"] == 2 and summary["slowest"][0] == {
+        "job": "train ema512",
+        "wall_s": 12.5,
+        "cpu_s": 1.5,
+        "max_rss_mb": 100.0,
+    }
 
 
 def test_exact_run_folder_cpu_replaces_snakemakes_sampled_cpu(tmp_path, root):
@@ -155,8 +198,11 @@ def test_exact_run_folder_cpu_replaces_snakemakes_sampled_cpu(tmp_path, root):
     _write_bench(results / "benchmarks", Job("train", "ema512"), 40.0, cpu="15.2")
     _write_bench(results / "benchmarks", Job("evaluate", "ema512"), 4.0, cpu="3.0")
     (results / "runs/ema512").mkdir(parents=True)
-    (results / "runs/ema512/timings.json").write_text(json.dumps(
-        {"train": {"wall_s": 38.0, "cpu_s": 34.7, "max_rss_mb": 900.0, "finished": "2026-11-30T15:00:00+00:00"}}))
+    (results / "runs/ema512/timings.json").write_text(
+        json.dumps(
+            {"train": {"wall_s": 38.0, "cpu_s": 34.7, "max_rss_mb": 900.0, "finished": "2026-11-30T15:00:00+00:00"}}
+        )
+    )
     summary = timings.pipeline_summary(load_params(root / "params.yaml"), "tiny", results, cores=2)
     slowest = {r["job"]: r for r in summary["slowest"]}
     assert slowest["train ema512"]["cpu_s"] == 34.7 and slowest["train ema512"]["wall_s"] == 40.0
@@ -166,8 +212,9 @@ def test_exact_run_folder_cpu_replaces_snakemakes_sampled_cpu(tmp_path, root):
 
 @pytest.mark.parametrize("cores", ["0", "-3", "two"])
 def test_bench_pipeline_refuses_a_core_count_below_one(tmp_path, root, cores):
-    proc = emanet(["bench", "pipeline", "--params", str(root / "params.yaml"), "--results", str(tmp_path),
-                   "--cores", cores])
+    proc = emanet(
+        ["bench", "pipeline", "--params", str(root / "params.yaml"), "--results", str(tmp_path), "--cores", cores]
+    )
     assert proc.returncode == 2 and "argument --cores" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -175,8 +222,11 @@ def test_a_command_execd_after_another_is_not_charged_for_its_cpu(tmp_path):
     """A shell running `(train && evaluate)` execs the last command in its own process, which then carries the
     training's CPU time as waited-for children; the evaluation's record must count only its own."""
     burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
-    record = (f"from emanet import timings; timings.record({str(tmp_path)!r}, 'evaluate', timings.started())")
-    subprocess.run(["bash", "-c", f"{sys.executable} -c '{burn}' && exec {sys.executable} -c \"{record}\""],
-                   check=True, env={**os.environ, "PYTHONPATH": str(Path(timings.__file__).parents[1])})
+    record = f"from emanet import timings; timings.record({str(tmp_path)!r}, 'evaluate', timings.started())"
+    subprocess.run(
+        ["bash", "-c", f"{sys.executable} -c '{burn}' && exec {sys.executable} -c \"{record}\""],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(timings.__file__).parents[1])},
+    )
     entry = json.loads((tmp_path / "timings.json").read_text())["evaluate"]
     assert entry["cpu_s"] < 1.0, entry  # its own start-up only, not the 1.5 s of the command before it

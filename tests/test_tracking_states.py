@@ -91,6 +91,7 @@ def _sync_cli(run_dir: Path, capsys, uri: str | None = None) -> tuple[int, str]:
 
 # --- deleted experiment, deleted run, renamed experiment ---------------------------------------------------
 
+
 def test_deleted_experiment_during_training_is_reported_once_and_not_retried(tmp_path, store, caplog, capsys):
     run_dir = _run_dir(tmp_path)
     tracker = _tracker(run_dir, store)
@@ -130,8 +131,12 @@ def test_sync_of_a_run_whose_experiment_was_deleted_with_the_mlflow_cli(tmp_path
     experiment_id = mlflow.MlflowClient(store).get_experiment_by_name(EXPERIMENT).experiment_id
     env = {"MLFLOW_TRACKING_URI": store}
     cli = Path(sys.executable).parent / "mlflow"
-    subprocess.run([str(cli), "experiments", "delete", "--experiment-id", experiment_id], check=True,
-                   env=dict(os.environ, **env), capture_output=True)
+    subprocess.run(
+        [str(cli), "experiments", "delete", "--experiment-id", experiment_id],
+        check=True,
+        env=dict(os.environ, **env),
+        capture_output=True,
+    )
     proc = emanet(["track", "sync", str(run_dir)], env=env)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "must be in the 'active' state" not in proc.stderr
@@ -201,9 +206,10 @@ def test_changing_the_experiment_name_in_params_starts_a_run_there(tmp_path, sto
 
 # --- the store file: read-only, not a database, old schema --------------------------------------------------
 
+
 def test_read_only_store_is_refused_with_the_sqlite_answer(tmp_path, store, caplog, capsys):
     run_dir = _run_dir(tmp_path)
-    path = store[len("sqlite:///"):]
+    path = store[len("sqlite:///") :]
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"  # as a read-only file behaves, even for root
     caplog.set_level(logging.WARNING)
     tracker = _tracker(run_dir, read_only)
@@ -218,7 +224,7 @@ def test_read_only_store_is_refused_with_the_sqlite_answer(tmp_path, store, capl
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
 def test_read_only_file_is_refused(tmp_path, store, capsys):
     run_dir = _run_dir(tmp_path)
-    path = Path(store[len("sqlite:///"):])
+    path = Path(store[len("sqlite:///") :])
     _tracker(run_dir, store)
     path.chmod(0o444)
     _append_log(run_dir, 3)
@@ -258,6 +264,7 @@ def test_refused_values_and_unknown_schemes_are_not_outages(tmp_path, store, cap
 
 # --- HTTP answers: permission denied vs outages ---------------------------------------------------------------
 
+
 class _Stub:
     """An HTTP server on 127.0.0.1 answering every request with one status and body; counts requests."""
 
@@ -295,12 +302,23 @@ class _Stub:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("status, body, code", [
-    (403, "Forbidden", "PERMISSION_DENIED"),                                   # a proxy's bare 403
-    (403, json.dumps({"error_code": "PERMISSION_DENIED",                       # MLflow's auth app
-                      "message": "Permission denied for this experiment"}), "PERMISSION_DENIED"),
-    (401, "You are not authenticated.", "UNAUTHENTICATED"),
-])
+@pytest.mark.parametrize(
+    "status, body, code",
+    [
+        (403, "Forbidden", "PERMISSION_DENIED"),  # a proxy's bare 403
+        (
+            403,
+            json.dumps(
+                {
+                    "error_code": "PERMISSION_DENIED",  # MLflow's auth app
+                    "message": "Permission denied for this experiment",
+                }
+            ),
+            "PERMISSION_DENIED",
+        ),
+        (401, "You are not authenticated.", "UNAUTHENTICATED"),
+    ],
+)
 def test_permission_denied_is_reported_once_and_not_retried(tmp_path, caplog, capsys, status, body, code):
     run_dir = _run_dir(tmp_path)
     with _Stub(status, body, "application/json" if body.startswith("{") else "text/plain") as stub:
@@ -320,10 +338,13 @@ def test_permission_denied_is_reported_once_and_not_retried(tmp_path, caplog, ca
         assert rc == 2 and code in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("status, body", [
-    (503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "database is locked"})),
-    (502, "<html>Bad Gateway</html>"),                                          # a proxy before a dead server
-])
+@pytest.mark.parametrize(
+    "status, body",
+    [
+        (503, json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "database is locked"})),
+        (502, "<html>Bad Gateway</html>"),  # a proxy before a dead server
+    ],
+)
 def test_server_errors_are_outages_and_retried(tmp_path, caplog, capsys, status, body):
     run_dir = _run_dir(tmp_path)
     with _Stub(status, body) as stub:
@@ -355,7 +376,7 @@ def test_a_busy_database_is_an_outage_and_the_run_catches_up(tmp_path, store):
     run_dir = _run_dir(tmp_path)
     tracker = _tracker(run_dir, store)
     tracker.RETRY_SECONDS = 3600  # one blocked write, no reconnection while the lock is held
-    holder = sqlite3.connect(store[len("sqlite:///"):], isolation_level=None)
+    holder = sqlite3.connect(store[len("sqlite:///") :], isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
         started = time.monotonic()
@@ -378,7 +399,7 @@ def _set_older_schema(uri: str) -> str:
 
     scripts = ScriptDirectory.from_config(_get_alembic_config(uri))
     older = scripts.get_revision(scripts.get_current_head()).down_revision
-    with sqlite3.connect(uri[len("sqlite:///"):]) as db:
+    with sqlite3.connect(uri[len("sqlite:///") :]) as db:
         db.execute("UPDATE alembic_version SET version_num = ?", (older,))
     return older
 
@@ -386,8 +407,20 @@ def _set_older_schema(uri: str) -> str:
 @pytest.mark.slow
 def test_tracking_server_on_an_out_of_date_backend_says_so(tmp_path, store):
     _set_older_schema(store)
-    proc = emanet(["tracking-server", "--backend-store-uri", store, "--artifacts-destination",
-                   str(tmp_path / "artifacts"), "--port", str(free_port()), "--workers", "1"], timeout=240)
+    proc = emanet(
+        [
+            "tracking-server",
+            "--backend-store-uri",
+            store,
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--port",
+            str(free_port()),
+            "--workers",
+            "1",
+        ],
+        timeout=240,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "exited with status" in proc.stderr
     assert "out-of-date database schema" in proc.stderr and f"mlflow db upgrade {store}" in proc.stderr

@@ -29,12 +29,22 @@ def test_progress_lines_log_columns_and_run_record(tmp_path, prepared_root):
     for field in ("ETA", "loss: ", "lr: ", "time: ", "data_time: ", "images_per_s: "):
         assert field in lines[0], lines[0]
     plain_rows, val_rows = _rows(tmp_path / "plain/runs/ema512"), _rows(tmp_path / "val/runs/ema512")
-    assert list(plain_rows[0]) == ["iteration", "loss", "lr", "images_per_s", "elapsed_s", "data_s", "step_s",
-                                   "max_memory_mib", "val_miou"]
+    assert list(plain_rows[0]) == [
+        "iteration",
+        "loss",
+        "lr",
+        "images_per_s",
+        "elapsed_s",
+        "data_s",
+        "step_s",
+        "max_memory_mib",
+        "val_miou",
+    ]
     assert [r["iteration"] for r in val_rows] == ["2", "3", "4"]  # the validated iteration gets its row
     assert val_rows[1]["val_miou"] and not val_rows[0]["val_miou"] and 0 <= float(val_rows[1]["val_miou"]) <= 1
-    assert any(line.startswith("train ema512: 3/4 it") and "val_miou: " in line
-               for line in validated.stderr.splitlines()), validated.stderr
+    assert any(
+        line.startswith("train ema512: 3/4 it") and "val_miou: " in line for line in validated.stderr.splitlines()
+    ), validated.stderr
     assert any(line.startswith("validate ema512 voc val ss: ") for line in validated.stderr.splitlines())
     # validation restores the RNG: the training is the same with it
     assert [r["loss"] for r in plain_rows] == [r["loss"] for r in val_rows if r["iteration"] in ("2", "4")]

@@ -44,7 +44,9 @@ def test_shape_mismatch_is_refused_naming_the_key(tmp_path):
 
 def test_wrong_family_reports_missing_and_unexpected_keys(tmp_path):
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "tv.pth")
-    with pytest.raises(WeightLoadError, match=r"missing: conv1\.0\.weight.*unexpected: conv1\.weight.*set model\.stem: torchvision"):
+    with pytest.raises(
+        WeightLoadError, match=r"missing: conv1\.0\.weight.*unexpected: conv1\.weight.*set model\.stem: torchvision"
+    ):
         load_backbone_weights(DilatedResNet("resnet50", 8, stem="deep"), tmp_path / "tv.pth")
 
 

@@ -26,8 +26,13 @@ def add_params_file_options(p: argparse.ArgumentParser) -> None:
 
 def add_set_option(p: argparse.ArgumentParser, example: str) -> None:
     """Repeatable ``--set KEY=VALUE`` overrides of the params file (``example``: one shown in the help)."""
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a parameter, e.g. --set {example} (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a parameter, e.g. --set {example} (repeatable)",
+    )
 
 
 def add_params_options(p: argparse.ArgumentParser) -> None:

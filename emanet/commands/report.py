@@ -47,11 +47,14 @@ def tracking_server(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tracking-server", help="run an MLflow server for a lab (PostgreSQL backend)",
-                       description="Starts `mlflow server` with the given backend store (e.g. "
-                                   "postgresql://mlflow@dbhost:5432/mlflow) and artifact root on shared storage, "
-                                   "waits until the tracking API answers, prints the MLFLOW_TRACKING_URI to use, "
-                                   "and runs until interrupted.")
+    p = sub.add_parser(
+        "tracking-server",
+        help="run an MLflow server for a lab (PostgreSQL backend)",
+        description="Starts `mlflow server` with the given backend store (e.g. "
+        "postgresql://mlflow@dbhost:5432/mlflow) and artifact root on shared storage, "
+        "waits until the tracking API answers, prints the MLFLOW_TRACKING_URI to use, "
+        "and runs until interrupted.",
+    )
     p.add_argument("--backend-store-uri", required=True, help="e.g. postgresql://user@host:5432/mlflow")
     p.add_argument("--artifacts-destination", required=True, help="artifact root (shared storage)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 for a lab network)")
@@ -59,14 +62,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(handler=tracking_server)
 
-    p = sub.add_parser("report", help="every table and figure, ours beside the paper's",
-                       description="Writes RESULTS/report/: each table as Markdown and LaTeX, report.html with all "
-                                   "tables and figures, report.json with every number and where it came from.")
+    p = sub.add_parser(
+        "report",
+        help="every table and figure, ours beside the paper's",
+        description="Writes RESULTS/report/: each table as Markdown and LaTeX, report.html with all "
+        "tables and figures, report.json with every number and where it came from.",
+    )
     add_params_file_options(p)
     p.add_argument("--results", help="results root (default results/<profile>)")
-    p.add_argument("--from-mlflow", metavar="URI", help="print tables whose metric cells come from MLflow alone "
-                                                     "('-' for the default tracking URI)")
-    p.add_argument("--dataset", action="append", help="with --from-mlflow: only this dataset's MLflow experiment "
-                                                      "(repeatable; default: every dataset the runs train on)")
+    p.add_argument(
+        "--from-mlflow",
+        metavar="URI",
+        help="print tables whose metric cells come from MLflow alone ('-' for the default tracking URI)",
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        help="with --from-mlflow: only this dataset's MLflow experiment "
+        "(repeatable; default: every dataset the runs train on)",
+    )
     p.add_argument("--table", action="append", help="with --from-mlflow: only these tables (repeatable)")
     p.set_defaults(handler=report)

@@ -33,9 +33,11 @@ def train(args: argparse.Namespace) -> int:
         _set_aside_if_changed(run_dir, run_identity(cfg, init_weights(cfg, run_dir)))
     imported = read_run_info(run_dir).get("imported")
     if imported:
-        raise ConfigError(f"{run_dir} holds weights imported from {imported.get('source')} (`emanet "
-                          f"import-weights`), not a trained run: pass --replace-changed to set them aside and "
-                          f"train, or use another --out")
+        raise ConfigError(
+            f"{run_dir} holds weights imported from {imported.get('source')} (`emanet "
+            f"import-weights`), not a trained run: pass --replace-changed to set them aside and "
+            f"train, or use another --out"
+        )
     tables = pipeline.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     timings.record(run_dir, "train", since)  # DVC keeps no timings: `emanet bench pipeline` reads these
@@ -93,11 +95,16 @@ def import_weights(args: argparse.Namespace) -> int:
         set_aside(run_dir, "other weights imported")
     tables = pipeline.tables_of(params, cfg.experiment)
     record = run_import(cfg, run_dir, source, args.format, {"tables": ",".join(tables)} if tables else {})
-    same = [f"--profile {args.profile}"] * bool(args.profile) + [f"--set {item}" for item in args.set] \
+    same = (
+        [f"--profile {args.profile}"] * bool(args.profile)
+        + [f"--set {item}" for item in args.set]
         + [f"--out {args.out}"] * bool(args.out)
-    print(f"{cfg.experiment}: {source} imported into {run_dir / 'model.pt'} ({record['layout']}, "
-          f"{record['classes']} classes, sha256 {record['sha256'][:12]}…); evaluate it with "
-          f"`emanet evaluate {' '.join([f'--experiment {cfg.experiment}', *same])}`")
+    )
+    print(
+        f"{cfg.experiment}: {source} imported into {run_dir / 'model.pt'} ({record['layout']}, "
+        f"{record['classes']} classes, sha256 {record['sha256'][:12]}…); evaluate it with "
+        f"`emanet evaluate {' '.join([f'--experiment {cfg.experiment}', *same])}`"
+    )
     return 0
 
 
@@ -116,20 +123,27 @@ def evaluate(args: argparse.Namespace) -> int:
         stages = [int(v) for v in args.stages.split(",")] if args.stages else [None]
         protocols = [protocol_name(args.multi_scale, args.flip, t) for t in stages]
     scales = [float(v) for v in args.scales.split(",")] if args.scales else None
-    results = run_evaluation(cfg, run_dir, protocols, scales, args.split,
-                             Path(args.save_predictions) if args.save_predictions else None)
+    results = run_evaluation(
+        cfg, run_dir, protocols, scales, args.split, Path(args.save_predictions) if args.save_predictions else None
+    )
     for name, result in results.items():
         if result["miou"] is None:
-            print(f"{cfg.experiment} [{name}] on {result['split']} ({result['images']} images, no public labels): "
-                  f"packaged as {result['submission']} for {result['server']}")
+            print(
+                f"{cfg.experiment} [{name}] on {result['split']} ({result['images']} images, no public labels): "
+                f"packaged as {result['submission']} for {result['server']}"
+            )
             continue
-        print(f"{cfg.experiment} [{name}] on {result['split']} ({result['images']} images): "
-              f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_acc']:.2f}")
+        print(
+            f"{cfg.experiment} [{name}] on {result['split']} ({result['images']} images): "
+            f"mIoU {100 * result['miou']:.2f}  pixel acc {100 * result['pixel_acc']:.2f}"
+        )
         if result["scales"] != [1.0]:
             print(f"  scales {result['scales']}, flip {result['flip']}: {SCALES_NOTE}")
     if args.for_tables:
-        atomic_write_json(run_dir / "evaluation.json", {n: {k: r[k] for k in ("miou", "submission") if k in r}
-                                                        for n, r in results.items()})
+        atomic_write_json(
+            run_dir / "evaluation.json",
+            {n: {k: r[k] for k in ("miou", "submission") if k in r} for n, r in results.items()},
+        )
         timings.record(run_dir, "evaluate", since)
     return 0
 
@@ -161,9 +175,11 @@ def check_params(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     pipeline.validate_tables(params)
     configs = pipeline.configs(params, args.profile)
-    print(f"{args.params}: {len(pipeline.experiments(params))} experiments, {len(pipeline.finetunes(params))} "
-          f"finetunes, {len(params.get('tables') or {})} tables, {len(pipeline.datasets(params, args.profile))} "
-          f"datasets: names and settings valid for profile {next(iter(configs.values())).profile}")
+    print(
+        f"{args.params}: {len(pipeline.experiments(params))} experiments, {len(pipeline.finetunes(params))} "
+        f"finetunes, {len(params.get('tables') or {})} tables, {len(pipeline.datasets(params, args.profile))} "
+        f"datasets: names and settings valid for profile {next(iter(configs.values())).profile}"
+    )
     return 0
 
 
@@ -175,51 +191,75 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-params", help="check every name and run of a params file (exit 2 naming the key)",
-                       description="Loads the params file, checks every name (experiments, finetunes, tables, "
-                                   "profiles, datasets) against the one pattern, every finetune chain and table, "
-                                   "and resolves every run for the profile. DVC runs it as a stage of its own.")
+    p = sub.add_parser(
+        "check-params",
+        help="check every name and run of a params file (exit 2 naming the key)",
+        description="Loads the params file, checks every name (experiments, finetunes, tables, "
+        "profiles, datasets) against the one pattern, every finetune chain and table, "
+        "and resolves every run for the profile. DVC runs it as a stage of its own.",
+    )
     add_params_file_options(p)
     p.set_defaults(handler=check_params)
-    p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)",
-                       description="Trains an experiment of params.yaml with the official recipe. Start it with "
-                                   "torchrun for several processes. Rerunning the same command resumes.")
+    p = sub.add_parser(
+        "train",
+        help="train one experiment (resumes from its last checkpoint)",
+        description="Trains an experiment of params.yaml with the official recipe. Start it with "
+        "torchrun for several processes. Rerunning the same command resumes.",
+    )
     add_run_options(p)
-    p.add_argument("--replace-changed", action="store_true",
-                   help="if the run folder holds another configuration, set it aside and start afresh "
-                        "(what the pipelines do when params change)")
+    p.add_argument(
+        "--replace-changed",
+        action="store_true",
+        help="if the run folder holds another configuration, set it aside and start afresh "
+        "(what the pipelines do when params change)",
+    )
     p.set_defaults(handler=train)
 
-    p = sub.add_parser("evaluate", help="mIoU of a trained experiment, single-scale or MS+flip",
-                       description="Scores the experiment's model.pt. Single-scale as the official code by default; "
-                                   "--multi-scale/--flip for the paper's MS+Flip. Start with torchrun to spread the "
-                                   "images over processes (each image is counted once).")
+    p = sub.add_parser(
+        "evaluate",
+        help="mIoU of a trained experiment, single-scale or MS+flip",
+        description="Scores the experiment's model.pt. Single-scale as the official code by default; "
+        "--multi-scale/--flip for the paper's MS+Flip. Start with torchrun to spread the "
+        "images over processes (each image is counted once).",
+    )
     add_run_options(p)
     p.add_argument("--multi-scale", action="store_true", help="average softmax over --scales")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped inputs")
     p.add_argument("--scales", help="comma-separated, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (default: params eval.scales)")
     p.add_argument("--stages", help="T_eval of the EMA unit, or a comma-separated list (default: as trained)")
-    p.add_argument("--for-tables", action="store_true",
-                   help="every protocol params.yaml's tables need from this experiment; writes evaluation.json")
+    p.add_argument(
+        "--for-tables",
+        action="store_true",
+        help="every protocol params.yaml's tables need from this experiment; writes evaluation.json",
+    )
     p.add_argument("--split", help="default: params eval.split")
     p.add_argument("--save-predictions", metavar="DIR", help="write each prediction as a VOC-palette PNG")
     p.set_defaults(handler=evaluate)
 
-    p = sub.add_parser("import-weights",
-                       help="a foreign checkpoint (e.g. the released EMANet model) as an experiment's run",
-                       description="Puts SOURCE in the experiment's run folder as its model.pt (emanet's naming), "
-                                   "with run.json recording the file, its SHA-256 and its layout, so that evaluate, "
-                                   "predict, the report and MLflow treat it like a trained run. Reads the official "
-                                   "EMANet checkpoint ({'net': ..., 'step': ...}), DataParallel/DDP 'module.' "
-                                   "prefixes, nesting under net/state_dict/model, with or without BatchNorm's "
-                                   "num_batches_tracked. The experiment gives the architecture, the classifier "
-                                   "the number of classes; a checkpoint that does not fit is refused with the cause.")
+    p = sub.add_parser(
+        "import-weights",
+        help="a foreign checkpoint (e.g. the released EMANet model) as an experiment's run",
+        description="Puts SOURCE in the experiment's run folder as its model.pt (emanet's naming), "
+        "with run.json recording the file, its SHA-256 and its layout, so that evaluate, "
+        "predict, the report and MLflow treat it like a trained run. Reads the official "
+        "EMANet checkpoint ({'net': ..., 'step': ...}), DataParallel/DDP 'module.' "
+        "prefixes, nesting under net/state_dict/model, with or without BatchNorm's "
+        "num_batches_tracked. The experiment gives the architecture, the classifier "
+        "the number of classes; a checkpoint that does not fit is refused with the cause.",
+    )
     p.add_argument("source", metavar="SOURCE", help="checkpoint file (read with torch.load(weights_only=True))")
     add_run_options(p)
-    p.add_argument("--format", choices=("auto", "official", "emanet"), default="auto",
-                   help="key naming: auto (detect, default), official (the authors' code) or emanet")
-    p.add_argument("--replace-changed", action="store_true",
-                   help="if the run folder holds a trained run or other imported weights, set it aside first")
+    p.add_argument(
+        "--format",
+        choices=("auto", "official", "emanet"),
+        default="auto",
+        help="key naming: auto (detect, default), official (the authors' code) or emanet",
+    )
+    p.add_argument(
+        "--replace-changed",
+        action="store_true",
+        help="if the run folder holds a trained run or other imported weights, set it aside first",
+    )
     p.set_defaults(handler=import_weights)
 
     track = sub.add_parser("track", help="MLflow utilities").add_subparsers(dest="track_command", required=True)

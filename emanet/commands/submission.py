@@ -35,21 +35,40 @@ def record(args: argparse.Namespace) -> int:
     _, cfg, run_dir = resolve_run(args)
     summary_path = run_dir / f"submission_{args.protocol}.json"
     if not summary_path.is_file():
-        raise FileNotFoundError(f"{summary_path}: no packaged submission; run `emanet evaluate --experiment "
-                                f"{cfg.experiment} --for-tables` first")
+        raise FileNotFoundError(
+            f"{summary_path}: no packaged submission; run `emanet evaluate --experiment "
+            f"{cfg.experiment} --for-tables` first"
+        )
     summary = json.loads(summary_path.read_text())
     if summary["config_hash"] != cfg.hash():
-        raise ValueError(f"{summary_path}: packaged for configuration {summary['config_hash']}, the experiment is "
-                         f"{cfg.hash()} now: evaluate again and submit the new package")
+        raise ValueError(
+            f"{summary_path}: packaged for configuration {summary['config_hash']}, the experiment is "
+            f"{cfg.hash()} now: evaluate again and submit the new package"
+        )
     if file_digests(Path(summary["submission"]), ["sha256"])["sha256"] != summary["submission_sha256"]:
         raise ValueError(f"{summary['submission']}: changed since it was packaged; evaluate again")
     if not 0.0 <= args.miou <= 100.0:
         raise ValueError(f"--miou is a percentage, got {args.miou}")
     per_class = _per_class(Path(args.per_class)) if args.per_class else {}
-    result = {**{k: summary[k] for k in ("protocol", "split", "images", "scales", "flip", "experiment",
-                                         "config_hash", "submission", "submission_sha256")},
-              "miou": args.miou / 100.0, "per_class": per_class,
-              "scored_by": f"PASCAL VOC evaluation server ({args.url or summary['server']})"}
+    result = {
+        **{
+            k: summary[k]
+            for k in (
+                "protocol",
+                "split",
+                "images",
+                "scales",
+                "flip",
+                "experiment",
+                "config_hash",
+                "submission",
+                "submission_sha256",
+            )
+        },
+        "miou": args.miou / 100.0,
+        "per_class": per_class,
+        "scored_by": f"PASCAL VOC evaluation server ({args.url or summary['server']})",
+    }
     print(write_metrics(run_dir, result, default=args.protocol == "ss"))
     sync_to_mlflow(run_dir, cfg.tracking.enabled)
     print("rebuild the tables with `emanet report` (or `snakemake --forcerun report`)")
@@ -78,8 +97,10 @@ def _per_class(path: Path) -> dict[str, float]:
             if not 0.0 <= iou <= 100.0:  # also refuses nan and inf
                 raise ValueError
         except ValueError:
-            raise ValueError(f"{path}: expected 'class,iou' rows with IoU in percent (0 to 100); line "
-                             f"{reader.line_num} is {','.join(row)!r}") from None
+            raise ValueError(
+                f"{path}: expected 'class,iou' rows with IoU in percent (0 to 100); line "
+                f"{reader.line_num} is {','.join(row)!r}"
+            ) from None
         if name in per_class:
             raise ValueError(f"{path}: class {name!r} is listed twice (line {reader.line_num}); keep one row per class")
         per_class[name] = iou / 100.0
@@ -91,19 +112,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     group = sub.add_parser("submission", help="VOC test set: score a package, or record the server's score")
     commands = group.add_subparsers(dest="submission_command", required=True)
-    p = commands.add_parser("score", help="score a packaged submission against ground-truth PNGs",
-                            description="Reads the tar.gz as the evaluation server does (results/VOC2012/"
-                                        "Segmentation/comp6_test_cls/<id>.png, every test id once) and scores it.")
+    p = commands.add_parser(
+        "score",
+        help="score a packaged submission against ground-truth PNGs",
+        description="Reads the tar.gz as the evaluation server does (results/VOC2012/"
+        "Segmentation/comp6_test_cls/<id>.png, every test id once) and scores it.",
+    )
     p.add_argument("tarball")
     p.add_argument("--labels", required=True, help="folder of ground-truth PNGs <id>.png")
-    p.add_argument("--dataset", required=True, help="the prepared dataset whose split the package covers "
-                                                    "(e.g. data/tiny/prepared/voc_test)")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="the prepared dataset whose split the package covers (e.g. data/tiny/prepared/voc_test)",
+    )
     p.add_argument("--split", default="test")
     p.set_defaults(handler=score)
 
-    p = commands.add_parser("record", help="store the evaluation server's mIoU for an experiment's package",
-                            description="After uploading results/<profile>/runs/<experiment>/submission_<protocol>"
-                                        ".tar.gz to the server, enter its answer; the report then shows it.")
+    p = commands.add_parser(
+        "record",
+        help="store the evaluation server's mIoU for an experiment's package",
+        description="After uploading results/<profile>/runs/<experiment>/submission_<protocol>"
+        ".tar.gz to the server, enter its answer; the report then shows it.",
+    )
     add_run_options(p)
     p.add_argument("--protocol", default="ms_flip", help="the protocol the package was made with (default ms_flip)")
     p.add_argument("--miou", type=float, required=True, help="the server's mIoU in percent, e.g. 87.7")

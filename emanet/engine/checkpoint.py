@@ -61,8 +61,7 @@ def save_object(path: Path, obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load(path: Path, model: nn.Module | None = None,
-         optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+def load(path: Path, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`, with ``weights_only=True`` (tensors, plain containers and
     NumPy's RNG-state array: a tampered file cannot run code).
 
@@ -86,8 +85,9 @@ def load(path: Path, model: nn.Module | None = None,
         with allow(_NUMPY_GLOBALS) if allow else nullcontext():
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated, corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt "
-                              f"({torch_load_reason(exc)}); {fix}") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({torch_load_reason(exc)}); {fix}"
+        ) from None
     problem = _problem(state, model) or _optimizer_problem(state, optimizer)
     if problem:
         raise CheckpointError(f"{path}: {problem}; {fix}")
@@ -100,23 +100,38 @@ def _problem(state: object, model: nn.Module | None) -> str | None:
         return f"holds a {type(state).__name__}, not the dict of a resumable checkpoint"
 
     def named_tensors(value: object) -> bool:
-        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                               for k, v in value.items())
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+        )
 
     def rng_states(value: object) -> bool:
-        return (isinstance(value, list) and len(value) > 0
-                and all(isinstance(r, dict) and {"torch", "numpy", "python"} <= set(r) for r in value))
+        return (
+            isinstance(value, list)
+            and len(value) > 0
+            and all(isinstance(r, dict) and {"torch", "numpy", "python"} <= set(r) for r in value)
+        )
 
-    rules = [("model", named_tensors, "a state dict of tensors"),
-             ("optimizer", lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
-              and isinstance(v.get("param_groups"), list) and len(v["param_groups"]) > 0
-              and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"]),
-              "an optimizer state dict"),
-             ("scaler", lambda v: isinstance(v, dict) and (not v or _SCALER_KEYS <= set(v)),
-              "a GradScaler state dict (empty without AMP)"),
-             ("iteration", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-              "a non-negative integer"),
-             ("rng", rng_states, "a list of RNG states, one per process")]
+    rules = [
+        ("model", named_tensors, "a state dict of tensors"),
+        (
+            "optimizer",
+            lambda v: (
+                isinstance(v, dict)
+                and isinstance(v.get("state"), dict)
+                and isinstance(v.get("param_groups"), list)
+                and len(v["param_groups"]) > 0
+                and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in v["param_groups"])
+            ),
+            "an optimizer state dict",
+        ),
+        (
+            "scaler",
+            lambda v: isinstance(v, dict) and (not v or _SCALER_KEYS <= set(v)),
+            "a GradScaler state dict (empty without AMP)",
+        ),
+        ("iteration", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer"),
+        ("rng", rng_states, "a list of RNG states, one per process"),
+    ]
     for key, fits, what in rules:
         if key not in state:
             return f"has no {key!r} entry (not a checkpoint of `emanet train`)"
@@ -132,12 +147,17 @@ def _problem(state: object, model: nn.Module | None) -> str | None:
     if model is not None:
         ours, theirs = model.state_dict(), state["model"]
         missing, unexpected = [k for k in ours if k not in theirs], [k for k in theirs if k not in ours]
-        shapes = [f"{k!r} is {tuple(v.shape)} in the checkpoint but {tuple(ours[k].shape)} in the model"
-                  for k, v in theirs.items() if k in ours and v.shape != ours[k].shape]
+        shapes = [
+            f"{k!r} is {tuple(v.shape)} in the checkpoint but {tuple(ours[k].shape)} in the model"
+            for k, v in theirs.items()
+            if k in ours and v.shape != ours[k].shape
+        ]
         if missing or unexpected or shapes:
-            return (f"its model does not fit the configured one: {len(missing)} entries missing "
-                    f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(shapes)} of another "
-                    f"shape{': ' + '; '.join(shapes[:3]) if shapes else ''}")
+            return (
+                f"its model does not fit the configured one: {len(missing)} entries missing "
+                f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(shapes)} of another "
+                f"shape{': ' + '; '.join(shapes[:3]) if shapes else ''}"
+            )
     return None
 
 
@@ -148,6 +168,8 @@ def _optimizer_problem(state: dict[str, Any], optimizer: torch.optim.Optimizer |
     saved = [len(group["params"]) for group in state["optimizer"]["param_groups"]]
     ours = [len(group["params"]) for group in optimizer.param_groups]
     if saved != ours:
-        return (f"its optimizer state has parameter groups of {saved} parameters but the configured optimizer "
-                f"has {ours} (the model or train.* parameter groups changed since it was saved)")
+        return (
+            f"its optimizer state has parameter groups of {saved} parameters but the configured optimizer "
+            f"has {ours} (the model or train.* parameter groups changed since it was saved)"
+        )
     return None

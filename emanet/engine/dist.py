@@ -42,8 +42,10 @@ def _env_ranks() -> tuple[int, int, int]:
         os.environ.setdefault("WORLD_SIZE", str(world))
         os.environ.setdefault("MASTER_PORT", "29500")
         if "MASTER_ADDR" not in os.environ:
-            raise RuntimeError("Slurm launched several tasks but MASTER_ADDR is not set: export the first host "
-                               "of $SLURM_JOB_NODELIST as MASTER_ADDR in the job script")
+            raise RuntimeError(
+                "Slurm launched several tasks but MASTER_ADDR is not set: export the first host "
+                "of $SLURM_JOB_NODELIST as MASTER_ADDR in the job script"
+            )
         return rank, world, int(os.environ.get("SLURM_LOCALID", 0))
     return 0, 1, 0
 

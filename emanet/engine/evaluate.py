@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from emanet.config import Config
 from emanet.data.dataset import SegmentationDataset
-from emanet.data.fetch import file_digests
 from emanet.data.eval_loader import eval_loader
+from emanet.data.fetch import file_digests
 from emanet.data.transforms import pad_to_8k1
 from emanet.engine import dist as edist
 from emanet.engine import submission
@@ -54,8 +54,14 @@ def protocol_name(multi_scale: bool, flip: bool, stages: int | None) -> str:
     return name + (f"_T{stages}" if stages is not None else "")
 
 
-def inference_model(cfg: Config, state: dict[str, torch.Tensor], num_classes: int, device: torch.device,
-                    source: str | Path, foreign: bool = False) -> Segmentor:
+def inference_model(
+    cfg: Config,
+    state: dict[str, torch.Tensor],
+    num_classes: int,
+    device: torch.device,
+    source: str | Path,
+    foreign: bool = False,
+) -> Segmentor:
     """An eval-mode model of ``cfg``'s architecture holding ``state`` (emanet's names), built at
     ``eval.output_stride`` when set (a dilated ResNet has the same weights at every output stride).
 
@@ -65,8 +71,14 @@ def inference_model(cfg: Config, state: dict[str, torch.Tensor], num_classes: in
     """
     stride = cfg.eval.output_stride or cfg.model.output_stride  # same weights, other strides and dilations
     model = build_model(dataclasses.replace(cfg.model, pretrained=None, output_stride=stride), num_classes)
-    load_state(model, state, source, f"the model of experiment {cfg.experiment!r}", optional_counters=foreign,
-               importing=foreign)
+    load_state(
+        model,
+        state,
+        source,
+        f"the model of experiment {cfg.experiment!r}",
+        optional_counters=foreign,
+        importing=foreign,
+    )
     return model.to(device).eval()
 
 
@@ -75,8 +87,10 @@ def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.dev
     model (:func:`inference_model`)."""
     weights = run_dir / "model.pt"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no trained model; run `emanet train` for this experiment first "
-                                f"(or `emanet import-weights FILE --experiment {cfg.experiment}`)")
+        raise FileNotFoundError(
+            f"{weights}: no trained model; run `emanet train` for this experiment first "
+            f"(or `emanet import-weights FILE --experiment {cfg.experiment}`)"
+        )
     return inference_model(cfg, read_model_weights(weights), num_classes, device, weights)
 
 
@@ -127,8 +141,14 @@ def save_prediction(path: Path, pred: torch.Tensor) -> None:
     atomic_write_bytes(path, palette_png(pred.cpu().numpy().astype(np.uint8)))
 
 
-def evaluate(cfg: Config, run_dir: Path, protocols: Sequence[str], scales: Sequence[float] | None = None,
-             split: str | None = None, save_predictions: Path | None = None) -> dict[str, dict]:
+def evaluate(
+    cfg: Config,
+    run_dir: Path,
+    protocols: Sequence[str],
+    scales: Sequence[float] | None = None,
+    split: str | None = None,
+    save_predictions: Path | None = None,
+) -> dict[str, dict]:
     """Score the run's model under each protocol (``ss``, ``ms_flip``, ``ss_T5``...), loading it once.
 
     Rank 0 writes ``metrics.json`` (``ss``) or ``metrics_<protocol>.json`` per protocol, and returns
@@ -163,9 +183,13 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     dataset = SegmentationDataset(eval_root(cfg), split)
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
     used_scales = list(scales or cfg.eval.scales)
-    predictor = SharedViewPredictor(model, [Protocol(*p) for p in parsed.values()], used_scales,
-                                    batch_views=ctx.device.type == "cuda",
-                                    autocast_dtype=autocast_dtype(cfg, ctx.device))
+    predictor = SharedViewPredictor(
+        model,
+        [Protocol(*p) for p in parsed.values()],
+        used_scales,
+        batch_views=ctx.device.type == "cuda",
+        autocast_dtype=autocast_dtype(cfg, ctx.device),
+    )
     pending = {name: run_dir / f".submission_{name}.tmp" for name in protocols}
     where = f" (rank 0 of {ctx.world_size})" if ctx.distributed else ""
     desc = f"evaluate {cfg.experiment} {dataset.meta['dataset']} {split} {'+'.join(protocols)}{where}"
@@ -186,9 +210,16 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     return results
 
 
-def score(predictor: SharedViewPredictor, dataset: SegmentationDataset, protocols: Sequence[str],
-          ctx: edist.DistContext, workers: int, desc: str, save_predictions: Path | None = None,
-          pending: dict[str, Path] | None = None) -> dict[str, torch.Tensor]:
+def score(
+    predictor: SharedViewPredictor,
+    dataset: SegmentationDataset,
+    protocols: Sequence[str],
+    ctx: edist.DistContext,
+    workers: int,
+    desc: str,
+    save_predictions: Path | None = None,
+    pending: dict[str, Path] | None = None,
+) -> dict[str, torch.Tensor]:
     """One pass of ``predictor`` (its protocols named ``protocols``) over this rank's images, decoded by
     ``workers`` DataLoader processes: {protocol: this rank's confusion matrix (int64, on the device, not yet
     summed over ranks)}. A split without labels has no matrices: each protocol's predictions are written as
@@ -223,25 +254,46 @@ def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages
     """
     edist.barrier()
     tarball = run_dir / f"submission_{protocol}.tar.gz"
-    result = {"protocol": protocol, "split": dataset.split, "dataset": dataset.meta["dataset"], "images": len(dataset),
-              "scales": scales or [1.0], "flip": flip, "submission": str(tarball), "miou": None,
-              "server": submission.SERVER_URL, "experiment": cfg.experiment, "config_hash": cfg.hash()}
+    result = {
+        "protocol": protocol,
+        "split": dataset.split,
+        "dataset": dataset.meta["dataset"],
+        "images": len(dataset),
+        "scales": scales or [1.0],
+        "flip": flip,
+        "submission": str(tarball),
+        "miou": None,
+        "server": submission.SERVER_URL,
+        "experiment": cfg.experiment,
+        "config_hash": cfg.hash(),
+    }
     if ctx.is_main:
         submission.package(pending, dataset.ids, tarball)
         shutil.rmtree(pending, ignore_errors=True)
         result["submission_sha256"] = file_digests(tarball, ["sha256"])["sha256"]
         if cfg.eval.server_labels:
-            matrix = submission.score(tarball, Path(cfg.eval.server_labels), dataset.ids, dataset.num_classes,
-                                      dataset.meta["ignore_index"])
+            matrix = submission.score(
+                tarball, Path(cfg.eval.server_labels), dataset.ids, dataset.num_classes, dataset.meta["ignore_index"]
+            )
             scored = _result(cfg, dataset, matrix, protocol, dataset.split, scales, flip, stages)
-            result = {**scored, "submission": str(tarball), "submission_sha256": result["submission_sha256"],
-                      "scored_by": f"local stand-in for the evaluation server, ground truth {cfg.eval.server_labels}"}
+            result = {
+                **scored,
+                "submission": str(tarball),
+                "submission_sha256": result["submission_sha256"],
+                "scored_by": f"local stand-in for the evaluation server, ground truth {cfg.eval.server_labels}",
+            }
             write_metrics(run_dir, result, default=protocol == "ss")
         else:
-            log.warning("%s: upload to %s, then `emanet submission record --experiment %s --protocol %s --miou ...`",
-                        tarball, submission.SERVER_URL, cfg.experiment, protocol)
-        atomic_write_json(run_dir / f"submission_{protocol}.json", {k: v for k, v in result.items()
-                                                                     if k != "confusion_matrix"})
+            log.warning(
+                "%s: upload to %s, then `emanet submission record --experiment %s --protocol %s --miou ...`",
+                tarball,
+                submission.SERVER_URL,
+                cfg.experiment,
+                protocol,
+            )
+        atomic_write_json(
+            run_dir / f"submission_{protocol}.json", {k: v for k, v in result.items() if k != "confusion_matrix"}
+        )
     edist.barrier()
     return result
 
@@ -251,13 +303,21 @@ def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict
     percentages), where they were measured, and the confusion matrix (rows = ground truth)."""
     result = scores(matrix.cpu().numpy(), dataset.classes)
     trained_t = cfg.model.ema.eval_stages or cfg.model.ema.stages
-    result.update(protocol=protocol, dataset=dataset.meta["dataset"], split=split, images=len(dataset),
-                  scales=scales or [1.0], flip=flip,
-                  output_stride=cfg.eval.output_stride or cfg.model.output_stride,
-                  eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
-                  config_hash=cfg.hash(), git_commit=git_commit(),
-                  data_checksum=dataset.meta["label_checksum"] or dataset.meta["image_checksum"],
-                  experiment=cfg.experiment, confusion_matrix=matrix.cpu().tolist())
+    result.update(
+        protocol=protocol,
+        dataset=dataset.meta["dataset"],
+        split=split,
+        images=len(dataset),
+        scales=scales or [1.0],
+        flip=flip,
+        output_stride=cfg.eval.output_stride or cfg.model.output_stride,
+        eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
+        config_hash=cfg.hash(),
+        git_commit=git_commit(),
+        data_checksum=dataset.meta["label_checksum"] or dataset.meta["image_checksum"],
+        experiment=cfg.experiment,
+        confusion_matrix=matrix.cpu().tolist(),
+    )
     if scales:
         result["note"] = SCALES_NOTE
     return result

@@ -49,8 +49,9 @@ def import_conflict(run_dir: Path, cfg: Config, sha256: str) -> str | None:
     return f"{run_dir} holds a trained run (config hash {info.get('config_hash')})"
 
 
-def import_weights(cfg: Config, run_dir: Path, source: str | Path, format: str = "auto",
-                   tags: dict[str, str] | None = None) -> dict:
+def import_weights(
+    cfg: Config, run_dir: Path, source: str | Path, format: str = "auto", tags: dict[str, str] | None = None
+) -> dict:
     """Put the checkpoint ``source`` in ``run_dir`` as the run of ``cfg``; return run.json's ``imported``.
 
     Raises WeightLoadError (naming ``source``) for an unreadable checkpoint or one that does not fit the
@@ -66,32 +67,65 @@ def import_weights(cfg: Config, run_dir: Path, source: str | Path, format: str =
         raise ConfigError(f"{conflict}: pass --replace-changed to set it aside, or use another --out")
     _check_classes(cfg, source, weights.num_classes)
     model = build_model(dataclasses.replace(cfg.model, pretrained=None), weights.num_classes)
-    load_state(model, weights.state, source, f"the model of experiment {cfg.experiment!r}",
-               optional_counters=True, importing=True)
+    load_state(
+        model,
+        weights.state,
+        source,
+        f"the model of experiment {cfg.experiment!r}",
+        optional_counters=True,
+        importing=True,
+    )
     record = _record(source, sha256, weights)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml",
-                      f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(
+        run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    )
     info = read_run_info(run_dir)
-    info.update(config_hash=cfg.hash(), init_sha256=None, init_from=None, experiment=cfg.experiment,
-                profile=cfg.profile, dataset=cfg.data.dataset, git_commit=git_commit(),
-                data_checksum=_data_checksum(cfg), imported=record, slurm_job_ids=[])
+    info.update(
+        config_hash=cfg.hash(),
+        init_sha256=None,
+        init_from=None,
+        experiment=cfg.experiment,
+        profile=cfg.profile,
+        dataset=cfg.data.dataset,
+        git_commit=git_commit(),
+        data_checksum=_data_checksum(cfg),
+        imported=record,
+        slurm_job_ids=[],
+    )
     atomic_write_json(run_dir / "run.json", info)  # before model.pt: a model.pt is never left unexplained
     checkpoint.save_object(run_dir / "model.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
     experiment = cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset)
-    run_tags = {"experiment": cfg.experiment, "profile": cfg.profile, "dataset": cfg.data.dataset,
-                "config_hash": cfg.hash(), "git_commit": info["git_commit"], "imported": "true",
-                "imported_sha256": sha256, "imported_layout": weights.describe(), **(tags or {})}
-    Tracker(run_dir, cfg.tracking.enabled, cfg.tracking.uri, experiment, cfg.experiment,
-            flatten(cfg.to_dict()), run_tags).finish()
+    run_tags = {
+        "experiment": cfg.experiment,
+        "profile": cfg.profile,
+        "dataset": cfg.data.dataset,
+        "config_hash": cfg.hash(),
+        "git_commit": info["git_commit"],
+        "imported": "true",
+        "imported_sha256": sha256,
+        "imported_layout": weights.describe(),
+        **(tags or {}),
+    }
+    Tracker(
+        run_dir, cfg.tracking.enabled, cfg.tracking.uri, experiment, cfg.experiment, flatten(cfg.to_dict()), run_tags
+    ).finish()
     log.debug("%s: imported %s (%s, %d classes)", run_dir, source, weights.describe(), weights.num_classes)
     return record
 
 
 def _record(source: Path, sha256: str, weights: ForeignWeights) -> dict:
-    return {"source": str(source.resolve()), "sha256": sha256, "format": weights.format,
-            "layout": weights.describe(), "nesting": list(weights.nesting), "prefix": weights.prefix,
-            "num_batches_tracked": weights.counters, "classes": weights.num_classes, "extras": weights.extras}
+    return {
+        "source": str(source.resolve()),
+        "sha256": sha256,
+        "format": weights.format,
+        "layout": weights.describe(),
+        "nesting": list(weights.nesting),
+        "prefix": weights.prefix,
+        "num_batches_tracked": weights.counters,
+        "classes": weights.num_classes,
+        "extras": weights.extras,
+    }
 
 
 def _data_checksum(cfg: Config) -> str | None:
@@ -114,7 +148,9 @@ def _check_classes(cfg: Config, source: Path, num_classes: int) -> None:
     for root in dict.fromkeys([dataset_root(cfg), eval_root(cfg)]):
         expected = read_meta(root)["num_classes"] if (root / "meta.json").is_file() else num_classes
         if expected != num_classes:
-            raise WeightLoadError(f"{source}: its classifier predicts {num_classes} classes but the experiment's "
-                                  f"dataset {root.name!r} ({root}) has {expected}; import it into an experiment "
-                                  f"on a {num_classes}-class dataset (e.g. --set data.dataset=...), or use "
-                                  f"weights trained on {root.name}. Nothing was written.")
+            raise WeightLoadError(
+                f"{source}: its classifier predicts {num_classes} classes but the experiment's "
+                f"dataset {root.name!r} ({root}) has {expected}; import it into an experiment "
+                f"on a {num_classes}-class dataset (e.g. --set data.dataset=...), or use "
+                f"weights trained on {root.name}. Nothing was written."
+            )

@@ -61,8 +61,14 @@ class SharedViewPredictor:
     Raises ValueError for an empty protocol list or multi-scale without scales.
     """
 
-    def __init__(self, model: Segmentor, protocols: Sequence[Protocol], scales: Sequence[float] | None = None,
-                 batch_views: bool = False, autocast_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: Segmentor,
+        protocols: Sequence[Protocol],
+        scales: Sequence[float] | None = None,
+        batch_views: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+    ):
         if not protocols:
             raise ValueError("SharedViewPredictor needs at least one protocol")
         if any(p.multi_scale for p in protocols) and not scales:
@@ -83,8 +89,11 @@ class SharedViewPredictor:
             stages = self._stage_key(protocol.stages)
             plan = []
             for position in positions:
-                views = [((position, flips), i) for i in range(len(flips))] if batch_views \
+                views = (
+                    [((position, flips), i) for i in range(len(flips))]
+                    if batch_views
                     else [((position, (flipped,)), 0) for flipped in flips]
+                )
                 for group, index in views:
                     groups.setdefault(group, {})[stages] = None
                     plan.append((group, index, stages))
@@ -97,8 +106,10 @@ class SharedViewPredictor:
 
     def _stage_key(self, stages: int | None) -> tuple[int, ...]:
         """The T_eval each EMA unit runs at (``()`` without one: every protocol's head is the same)."""
-        return tuple(stages if stages is not None else built or unit.stages
-                     for unit, built in zip(self._units, self._built, strict=True))
+        return tuple(
+            stages if stages is not None else built or unit.stages
+            for unit, built in zip(self._units, self._built, strict=True)
+        )
 
     def _set_stages(self, key: tuple[int, ...]) -> None:
         for unit, stages in zip(self._units, key, strict=True):
@@ -138,14 +149,21 @@ class SharedViewPredictor:
                             logits = self.model.upsample(self.model.head.after_fc0(reduced), batch.shape[-2:])
                     logits = logits[:, :, :vh, :vw]
                     for index, flipped in enumerate(flips):
-                        self._add(logits[index:index + 1], flipped, (h, w), self._users.get((group, index, stages), []),
-                                  maps, totals)
+                        self._add(
+                            logits[index : index + 1],
+                            flipped,
+                            (h, w),
+                            self._users.get((group, index, stages), []),
+                            maps,
+                            totals,
+                        )
         finally:
             self._set_stages(tuple(self._built))
         return [m if m is not None else t[0].argmax(0) for m, t in zip(maps, totals, strict=True)]
 
-    def _add(self, logits: torch.Tensor, flipped: bool, size: tuple[int, int], numbers: list[int],
-             maps: list, totals: list) -> None:
+    def _add(
+        self, logits: torch.Tensor, flipped: bool, size: tuple[int, int], numbers: list[int], maps: list, totals: list
+    ) -> None:
         """One view's logits (1, classes, vh, vw) into the protocols ``numbers`` that use it."""
         probs = None
         for number in numbers:

@@ -13,7 +13,9 @@ _NUMBER = r"(?:-?(?:\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|Infinity)|NaN|null)"
 _NUMBER_LIST = re.compile(rf"\[\n\s*({_NUMBER}(?:,\n\s*{_NUMBER})*)\n\s*\]")
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """(num_classes x num_classes) counts, rows = ground truth, columns = prediction; ignored pixels skipped."""
     valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
     index = target[valid].long() * num_classes + pred[valid].long()

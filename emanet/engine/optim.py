@@ -34,8 +34,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]
     return [g for g in groups if g["params"]]
 
 
-def poly_lr(base_lr: float, iteration: int, max_iterations: int, power: float = 0.9,
-            step_every: int = 10) -> float:
+def poly_lr(base_lr: float, iteration: int, max_iterations: int, power: float = 0.9, step_every: int = 10) -> float:
     """lr = base * (1 - it / max)^power, recomputed only every ``step_every`` iterations (official: 10)."""
     held = (iteration // step_every) * step_every
     return base_lr * (1.0 - held / max_iterations) ** power

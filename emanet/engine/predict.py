@@ -136,15 +136,20 @@ def class_names(cfg: Config, num_classes: int) -> list[str]:
         classes = read_meta(dataset_root(cfg))["classes"]
         if len(classes) == num_classes:
             return list(classes)
-        log.warning("%s: %d classes, the weights have %d: classes are shown by number",
-                    dataset_root(cfg) / "meta.json", len(classes), num_classes)
+        log.warning(
+            "%s: %d classes, the weights have %d: classes are shown by number",
+            dataset_root(cfg) / "meta.json",
+            len(classes),
+            num_classes,
+        )
     if num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return [f"class {i}" for i in range(num_classes)]
 
 
-def load_model(cfg: Config, run_dir: Path, device: torch.device, weights: Path | None = None,
-               format: str = "auto") -> Segmentor:
+def load_model(
+    cfg: Config, run_dir: Path, device: torch.device, weights: Path | None = None, format: str = "auto"
+) -> Segmentor:
     """The experiment's network with the run's ``model.pt``, or with ``weights`` (any layout
     `emanet import-weights` reads, detected the same way); the classifier gives the number of classes."""
     if weights is not None:
@@ -152,8 +157,10 @@ def load_model(cfg: Config, run_dir: Path, device: torch.device, weights: Path |
         return inference_model(cfg, foreign.state, foreign.num_classes, device, weights, foreign=True)
     path = run_dir / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained or imported model; run `emanet train` or `emanet import-weights "
-                                f"FILE --experiment {cfg.experiment}` first, or pass --weights FILE")
+        raise FileNotFoundError(
+            f"{path}: no trained or imported model; run `emanet train` or `emanet import-weights "
+            f"FILE --experiment {cfg.experiment}` first, or pass --weights FILE"
+        )
     state = read_model_weights(path)
     classifier = state.get("head.classifier.weight")
     if classifier is None:
@@ -170,14 +177,15 @@ def check_bases(model: Segmentor, bases: Sequence[int]) -> None:
         raise ValueError("--bases: this experiment's model has no EMA unit (model.head is not ema)")
     bad = [k for k in bases if not 0 <= k < unit.num_bases]
     if bad:
-        raise ValueError(f"--bases: {bad[0]} is not a basis of the EMA unit "
-                         f"(K = {unit.num_bases}: 0..{unit.num_bases - 1})")
+        raise ValueError(
+            f"--bases: {bad[0]} is not a basis of the EMA unit (K = {unit.num_bases}: 0..{unit.num_bases - 1})"
+        )
 
 
 def overlay(rgb: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> Image.Image:
     """The image blended with the class colours, and a legend of the classes present on its right."""
     colours = voc_colormap()
-    blended = (rgb.astype(np.float32) * (1 - OVERLAY_ALPHA) + colours[pred].astype(np.float32) * OVERLAY_ALPHA)
+    blended = rgb.astype(np.float32) * (1 - OVERLAY_ALPHA) + colours[pred].astype(np.float32) * OVERLAY_ALPHA
     picture = Image.fromarray(np.rint(blended).astype(np.uint8), "RGB")
     present = [int(c) for c in np.unique(pred)]
     h, w = pred.shape
@@ -195,8 +203,9 @@ def overlay(rgb: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> Image.Im
     draw = ImageDraw.Draw(canvas)
     for i, (c, text) in enumerate(zip(present, labels)):
         top = pad + i * row
-        draw.rectangle([w + pad, top, w + pad + size, top + size], fill=tuple(int(v) for v in colours[c]),
-                       outline=(0, 0, 0))
+        draw.rectangle(
+            [w + pad, top, w + pad + size, top + size], fill=tuple(int(v) for v in colours[c]), outline=(0, 0, 0)
+        )
         draw.text((w + 2 * pad + size, top), text, fill=(0, 0, 0), font=font)
     return canvas
 
@@ -215,9 +224,18 @@ def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def predict_images(cfg: Config, run_dir: Path, inputs: Sequence[str | Path], out_dir: Path,
-                   weights: Path | None = None, format: str = "auto", scales: Sequence[float] | None = None,
-                   flip: bool = False, bases: Sequence[int] = (), progress: bool = True) -> PredictResult:
+def predict_images(
+    cfg: Config,
+    run_dir: Path,
+    inputs: Sequence[str | Path],
+    out_dir: Path,
+    weights: Path | None = None,
+    format: str = "auto",
+    scales: Sequence[float] | None = None,
+    flip: bool = False,
+    bases: Sequence[int] = (),
+    progress: bool = True,
+) -> PredictResult:
     """Predict every input image into ``out_dir`` (module docstring); return what was written and failed.
 
     ``scales`` (None: single-scale) and ``flip`` are :func:`emanet.engine.evaluate.predict`'s. Errors of

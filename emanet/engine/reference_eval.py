@@ -20,8 +20,9 @@ from emanet.models import Segmentor
 
 
 @torch.no_grad()
-def reference_predict(model: Segmentor, image: torch.Tensor, scales: Sequence[float] | None,
-                      flip: bool) -> torch.Tensor:
+def reference_predict(
+    model: Segmentor, image: torch.Tensor, scales: Sequence[float] | None, flip: bool
+) -> torch.Tensor:
     """Class map (H, W) for one normalised image (3, H, W): one forward pass per view, batch 1."""
     h, w = image.shape[-2:]
     if not scales and not flip:
@@ -38,9 +39,14 @@ def reference_predict(model: Segmentor, image: torch.Tensor, scales: Sequence[fl
     return total[0].argmax(0)
 
 
-def reference_matrices(model: Segmentor, dataset: SegmentationDataset,
-                       protocols: Sequence[tuple[bool, bool, int | None]], scales: Sequence[float],
-                       rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+def reference_matrices(
+    model: Segmentor,
+    dataset: SegmentationDataset,
+    protocols: Sequence[tuple[bool, bool, int | None]],
+    scales: Sequence[float],
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[torch.Tensor]:
     """One confusion matrix per protocol (multi_scale, flip, T_eval or None = as the model was built), each
     protocol a full pass over this rank's images (every W-th from ``rank``), each image decoded again.
 

@@ -34,8 +34,10 @@ def package(pred_dir: Path, ids: list[str], tarball: Path) -> Path:
     if missing:
         raise DataError(f"{pred_dir}: {len(missing)} predictions are missing: {listing(missing)}")
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, \
-            tarfile.open(fileobj=zipped, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
         for image_id in sorted(ids):
             path = pred_dir / f"{image_id}.png"
             data = path.read_bytes()
@@ -54,11 +56,15 @@ def read_package(tarball: Path, ids: list[str]) -> dict[str, np.ndarray]:
             expected = {f"{RESULTS_DIR}/{i}.png": i for i in ids}
             absent, extra = set(expected) - set(members), set(members) - set(expected)
             if absent or extra:
-                raise DataError(f"{tarball}: {len(absent)} test images lack a {RESULTS_DIR}/<id>.png "
-                                f"({listing(expected[n] for n in absent)}); {len(extra)} unexpected files "
-                                f"({listing(extra)})")
-            return {image_id: _png(tarball, name, tar.extractfile(members[name]).read())
-                    for name, image_id in expected.items()}
+                raise DataError(
+                    f"{tarball}: {len(absent)} test images lack a {RESULTS_DIR}/<id>.png "
+                    f"({listing(expected[n] for n in absent)}); {len(extra)} unexpected files "
+                    f"({listing(extra)})"
+                )
+            return {
+                image_id: _png(tarball, name, tar.extractfile(members[name]).read())
+                for name, image_id in expected.items()
+            }
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{tarball}: not a readable tar archive ({exc})") from None
 
@@ -67,8 +73,9 @@ def _png(tarball: Path, name: str, data: bytes) -> np.ndarray:
     """A package member's class map, fully decoded; damaged or non-indexed PNGs are errors naming it."""
     im = decode_image(f"{tarball}:{name}", _REPACKAGE, data)
     if im.format != "PNG" or im.mode not in ("P", "L"):
-        raise DataError(f"{tarball}:{name}: must be an indexed (P) or grayscale PNG, got a {im.format} image in "
-                        f"mode {im.mode}")
+        raise DataError(
+            f"{tarball}:{name}: must be an indexed (P) or grayscale PNG, got a {im.format} image in mode {im.mode}"
+        )
     return np.array(im)
 
 
@@ -80,11 +87,16 @@ def score(tarball: Path, labels_dir: Path, ids: list[str], num_classes: int, ign
         label_path = Path(labels_dir) / f"{image_id}.png"
         if not label_path.is_file():
             raise DataError(f"{label_path}: no ground truth for test image {image_id}")
-        label = read_index_png(label_path, f"restore the ground truth in {labels_dir} (the tiny profile's come "
-                                           f"from `emanet synth`, in data/<profile>/synth/server/)")
+        label = read_index_png(
+            label_path,
+            f"restore the ground truth in {labels_dir} (the tiny profile's come "
+            f"from `emanet synth`, in data/<profile>/synth/server/)",
+        )
         if pred.shape != label.shape:
-            raise DataError(f"{tarball}:{RESULTS_DIR}/{image_id}.png: is {pred.shape[1]}x{pred.shape[0]}, the "
-                            f"image is {label.shape[1]}x{label.shape[0]}")
+            raise DataError(
+                f"{tarball}:{RESULTS_DIR}/{image_id}.png: is {pred.shape[1]}x{pred.shape[0]}, the "
+                f"image is {label.shape[1]}x{label.shape[0]}"
+            )
         if pred.max(initial=0) >= num_classes:
             raise DataError(f"{tarball}:{RESULTS_DIR}/{image_id}.png: class ids above {num_classes - 1}")
         matrix += confusion_matrix(torch.from_numpy(pred), torch.from_numpy(label), num_classes, ignore_index)

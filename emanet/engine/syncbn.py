@@ -23,12 +23,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not self.training or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return super().forward(x)
         channels = x.shape[1]
-        local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)),
-                           x.new_full((1,), x.numel() / channels)])
+        local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), x.new_full((1,), x.numel() / channels)])
         total = dist_fn.all_reduce(local)
         count = total[-1]
         mean = total[:channels] / count
-        var = (total[channels:2 * channels] / count - mean * mean).clamp_min(0.0)
+        var = (total[channels : 2 * channels] / count - mean * mean).clamp_min(0.0)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -52,8 +51,9 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _convert_cpu(module: nn.Module) -> nn.Module:
     if type(module) is nn.BatchNorm2d:
-        new = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                module.track_running_stats)
+        new = GlobalBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         new.load_state_dict(module.state_dict())
         new.train(module.training)
         return new

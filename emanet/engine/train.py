@@ -43,9 +43,9 @@ from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
 from emanet.models.weights import load_model_weights
+from emanet.pipeline import pretrained_path
 from emanet.progress import progress
 from emanet.run_record import train_finished, train_started
-from emanet.pipeline import pretrained_path
 from emanet.tracking import Tracker, git_commit, read_run_info
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ log = logging.getLogger(__name__)
 #: spent waiting for data and in all (``time`` and ``data_time`` in mmseg's log), and the peak CUDA memory
 #: allocated on rank 0 since the start in MiB (empty on CPU); every ``train.eval_interval`` iterations also
 #: the single-scale mIoU on ``data.val_split`` as a fraction (:func:`validation_miou`; empty otherwise).
-LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s", "data_s", "step_s", "max_memory_mib",
-              "val_miou")
+LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s", "data_s", "step_s", "max_memory_mib", "val_miou")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -82,8 +81,9 @@ def init_weights(cfg: Config, run_dir: Path) -> Path | None:
         return None
     path = Path(run_dir).parent / cfg.train.init_from / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: train.init_from={cfg.train.init_from!r} has no trained model; train "
-                                f"that experiment first")
+        raise FileNotFoundError(
+            f"{path}: train.init_from={cfg.train.init_from!r} has no trained model; train that experiment first"
+        )
     return path
 
 
@@ -104,24 +104,33 @@ def validate_settings(cfg: Config, world_size: int, device: torch.device) -> Non
     data: a batch of at least one image per process, a crop of at least one pixel, ``data.workers`` >= 0,
     a known AMP mode on CUDA, iteration counts >= 1."""
     if cfg.train.batch_size < 1:
-        raise ConfigError(f"train.batch_size must be >= 1 (the global batch, over all processes), got "
-                          f"{cfg.train.batch_size}: set it in params.yaml or with --set train.batch_size=N")
+        raise ConfigError(
+            f"train.batch_size must be >= 1 (the global batch, over all processes), got "
+            f"{cfg.train.batch_size}: set it in params.yaml or with --set train.batch_size=N"
+        )
     if cfg.train.crop_size < 1:
-        raise ConfigError(f"train.crop_size must be >= 1 (the side of the square training crop, in pixels), got "
-                          f"{cfg.train.crop_size}: set it in params.yaml or with --set train.crop_size=N")
+        raise ConfigError(
+            f"train.crop_size must be >= 1 (the side of the square training crop, in pixels), got "
+            f"{cfg.train.crop_size}: set it in params.yaml or with --set train.crop_size=N"
+        )
     if cfg.data.workers < 0:
-        raise ConfigError(f"data.workers must be >= 0 (DataLoader processes; 0 loads in the main process), got "
-                          f"{cfg.data.workers}: set it in params.yaml or with --set data.workers=N")
+        raise ConfigError(
+            f"data.workers must be >= 0 (DataLoader processes; 0 loads in the main process), got "
+            f"{cfg.data.workers}: set it in params.yaml or with --set data.workers=N"
+        )
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not divisible by the {world_size} processes")
     amp_dtype(cfg.train.amp, device)
     for key in ("iterations", "checkpoint_interval", "log_interval"):
         if getattr(cfg.train, key) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}: set it in params.yaml "
-                              f"or with --set train.{key}=N")
+            raise ConfigError(
+                f"train.{key} must be >= 1, got {getattr(cfg.train, key)}: set it in params.yaml "
+                f"or with --set train.{key}=N"
+            )
     if cfg.train.eval_interval < 0:
-        raise ConfigError(f"train.eval_interval must be >= 0 (0 = no validation during training), "
-                          f"got {cfg.train.eval_interval}")
+        raise ConfigError(
+            f"train.eval_interval must be >= 0 (0 = no validation during training), got {cfg.train.eval_interval}"
+        )
 
 
 def seed_everything(seed: int, rank: int) -> None:
@@ -184,24 +193,31 @@ class TrainingStep:
         model.to(ctx.device, memory_format=memory_format)
         optimizer = torch.optim.SGD(param_groups(model, t.lr, t.weight_decay), lr=t.lr, momentum=t.momentum)
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=t.amp == "fp16")
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
-            if ctx.distributed else model
+        net = (
+            DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            if ctx.distributed
+            else model
+        )
         if t.compile:
             net = torch.compile(net)
         dtype = amp_dtype(t.amp, ctx.device)
         autocast = torch.autocast(ctx.device.type, dtype=dtype) if dtype is not None else nullcontext()
-        return cls(model, net, optimizer, scaler, autocast, memory_format, ctx.device, ignore_index,
-                   t.loss_normalization)
+        return cls(
+            model, net, optimizer, scaler, autocast, memory_format, ctx.device, ignore_index, t.loss_normalization
+        )
 
     def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A loader batch (images (B, 3, H, W) float, labels (B, H, W) int64) on the device, images in the
         step's memory format."""
-        return (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
-                labels.to(self.device, non_blocking=True))
+        return (
+            images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+            labels.to(self.device, non_blocking=True),
+        )
 
 
-def train_step(step: TrainingStep, images: torch.Tensor, labels: torch.Tensor, lr: float,
-               mark: Callable[[str], None] | None = None) -> torch.Tensor:
+def train_step(
+    step: TrainingStep, images: torch.Tensor, labels: torch.Tensor, lr: float, mark: Callable[[str], None] | None = None
+) -> torch.Tensor:
     """One SGD iteration at learning rate ``lr`` on a batch already on the device; returns the loss (a
     0-d tensor, not synchronised). ``mark(phase)`` is called after ``forward`` (the loss included),
     ``backward`` and ``optimizer``: the benchmark's clock; training passes none."""
@@ -226,32 +242,48 @@ def train_loader(cfg: Config, ctx: edist.DistContext, dataset: SegmentationDatas
     """This rank's batches of iterations ``start``..``train.iterations`` (:class:`IterationBatchSampler`)."""
     t = cfg.train
     sampler = IterationBatchSampler(len(dataset), t.batch_size, ctx.world_size, ctx.rank, t.seed, start, t.iterations)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
-                      pin_memory=ctx.device.type == "cuda")
+    return DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.data.workers, pin_memory=ctx.device.type == "cuda"
+    )
 
 
 def train_dataset(cfg: Config) -> SegmentationDataset:
     """The training split with the official augmentation (random scale, crop, flip) at ``train.crop_size``."""
     t = cfg.train
-    return SegmentationDataset(dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)),
-                               t.seed)
+    return SegmentationDataset(
+        dataset_root(cfg), cfg.data.train_split, TrainTransform(t.crop_size, tuple(t.scales)), t.seed
+    )
 
 
 def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int, identity: dict) -> None:
     """config.yaml (resolved) and run.json (hash, commit, data checksum); refuse a foreign run folder."""
     info = read_run_info(run_dir)
     if info.get("config_hash") not in (None, cfg.hash()):
-        raise ConfigError(f"{run_dir} holds a run of another configuration (hash {info['config_hash']}, now "
-                          f"{cfg.hash()}): use another --out or remove the folder")
+        raise ConfigError(
+            f"{run_dir} holds a run of another configuration (hash {info['config_hash']}, now "
+            f"{cfg.hash()}): use another --out or remove the folder"
+        )
     if info.get("config_hash") and info.get("init_sha256") != identity["init_sha256"]:
-        raise ConfigError(f"{run_dir} started from other weights than {cfg.train.init_from}'s model.pt now "
-                          f"(retrained since?): pass --replace-changed or remove the folder")
+        raise ConfigError(
+            f"{run_dir} started from other weights than {cfg.train.init_from}'s model.pt now "
+            f"(retrained since?): pass --replace-changed or remove the folder"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(
+        run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    )
     slurm = os.environ.get("SLURM_JOB_ID")
-    info.update(**identity, init_from=cfg.train.init_from, experiment=cfg.experiment, profile=cfg.profile,
-                dataset=cfg.data.dataset, git_commit=git_commit(), data_checksum=meta["label_checksum"], world_size=world_size,
-                slurm_job_ids=sorted(set(info.get("slurm_job_ids", [])) | ({slurm} if slurm else set())))
+    info.update(
+        **identity,
+        init_from=cfg.train.init_from,
+        experiment=cfg.experiment,
+        profile=cfg.profile,
+        dataset=cfg.data.dataset,
+        git_commit=git_commit(),
+        data_checksum=meta["label_checksum"],
+        world_size=world_size,
+        slurm_job_ids=sorted(set(info.get("slurm_job_ids", [])) | ({slurm} if slurm else set())),
+    )
     atomic_write_json(run_dir / "run.json", info)
 
 
@@ -294,8 +326,9 @@ def validation_miou(cfg: Config, ctx: edist.DistContext, model: nn.Module, datas
     rng = checkpoint.rng_state()  # the loader's base seed is drawn from the global RNG
     model.eval()
     try:
-        predictor = SharedViewPredictor(model, [Protocol(False, False, None)],
-                                        autocast_dtype=autocast_dtype(cfg, ctx.device))
+        predictor = SharedViewPredictor(
+            model, [Protocol(False, False, None)], autocast_dtype=autocast_dtype(cfg, ctx.device)
+        )
         desc = f"validate {cfg.experiment} {dataset.meta['dataset']} {cfg.data.val_split} ss"
         matrix = score(predictor, dataset, ["ss"], ctx, cfg.data.workers, desc)["ss"]
         edist.all_reduce_sum(matrix)
@@ -333,8 +366,9 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     dataset = train_dataset(cfg)
     init = init_weights(cfg, run_dir)
     identity = run_identity(cfg, init)
-    model = build_model(dataclasses.replace(cfg.model, pretrained=None if init else pretrained_path(cfg)),
-                        dataset.num_classes)
+    model = build_model(
+        dataclasses.replace(cfg.model, pretrained=None if init else pretrained_path(cfg)), dataset.num_classes
+    )
     step = TrainingStep.build(cfg, ctx, model, meta["ignore_index"])
     model, optimizer, scaler = step.model, step.optimizer, step.scaler
 
@@ -357,15 +391,30 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     if ctx.is_main:
         atomic_write_json(run_dir / "run.json", train_started(read_run_info(run_dir), start, ctx.device))
         _truncate_log(run_dir / "train_log.csv", start)
-        tracker = Tracker(run_dir, cfg.tracking.enabled, cfg.tracking.uri,
-                          cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset),
-                          cfg.experiment, flatten(cfg.to_dict()), _tags(cfg, meta, tags))
+        tracker = Tracker(
+            run_dir,
+            cfg.tracking.enabled,
+            cfg.tracking.uri,
+            cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset),
+            cfg.experiment,
+            flatten(cfg.to_dict()),
+            _tags(cfg, meta, tags),
+        )
 
-    batches = iter(train_loader(cfg, ctx, dataset, start))  # draws the loader's base seed from the global RNG, so before restoring it
+    batches = iter(
+        train_loader(cfg, ctx, dataset, start)
+    )  # draws the loader's base seed from the global RNG, so before restoring it
     if saved_rng is not None:
         checkpoint.set_rng_state(saved_rng[ctx.rank] if len(saved_rng) == ctx.world_size else saved_rng[0])
-    bar = progress(total=t.iterations, initial=start, enabled=ctx.is_main, desc=f"train {cfg.experiment}",
-                   unit="it", every=t.log_interval, interval_s=0)  # lines at the log interval, as mmseg's logger
+    bar = progress(
+        total=t.iterations,
+        initial=start,
+        enabled=ctx.is_main,
+        desc=f"train {cfg.experiment}",
+        unit="it",
+        every=t.log_interval,
+        interval_s=0,
+    )  # lines at the log interval, as mmseg's logger
     val_set = SegmentationDataset(dataset_root(cfg), cfg.data.val_split) if t.eval_interval else None
     began = window_start = ready = time.perf_counter()
     window_images, window_iterations, window_data = 0, 0, 0.0
@@ -393,24 +442,52 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
             window_start, window_images, window_iterations, window_data = now, 0, 0, 0.0
             if ctx.is_main:
                 memory = peak_memory_mib(ctx.device)
-                row = {"iteration": done, "loss": f"{mean_loss.item():.6f}", "lr": f"{lr:.8f}",
-                       "images_per_s": f"{speed:.3f}", "elapsed_s": f"{now - began:.2f}", "data_s": f"{data_s:.4f}",
-                       "step_s": f"{step_s:.4f}", "max_memory_mib": "" if memory is None else f"{memory:.0f}",
-                       "val_miou": "" if val_miou is None else f"{val_miou:.6f}"}
+                row = {
+                    "iteration": done,
+                    "loss": f"{mean_loss.item():.6f}",
+                    "lr": f"{lr:.8f}",
+                    "images_per_s": f"{speed:.3f}",
+                    "elapsed_s": f"{now - began:.2f}",
+                    "data_s": f"{data_s:.4f}",
+                    "step_s": f"{step_s:.4f}",
+                    "max_memory_mib": "" if memory is None else f"{memory:.0f}",
+                    "val_miou": "" if val_miou is None else f"{val_miou:.6f}",
+                }
                 _append_log(run_dir / "train_log.csv", row)
-                tracker.log_metrics({"train/loss": mean_loss.item(), "train/lr": lr, "train/images_per_s": speed,
-                                     "train/elapsed_s": now - began, "train/data_s": data_s, "train/step_s": step_s,
-                                     **({} if memory is None else {"train/max_memory_mib": memory}),
-                                     **({} if val_miou is None else {"train/val_miou": val_miou})}, done)
-                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.3e}", time=f"{step_s:.3f}",
-                                data_time=f"{data_s:.3f}", images_per_s=f"{speed:.1f}",
-                                **({} if memory is None else {"memory": f"{memory:.0f}MiB"}),
-                                **({} if val_miou is None else {"val_miou": f"{val_miou:.4f}"}))
+                tracker.log_metrics(
+                    {
+                        "train/loss": mean_loss.item(),
+                        "train/lr": lr,
+                        "train/images_per_s": speed,
+                        "train/elapsed_s": now - began,
+                        "train/data_s": data_s,
+                        "train/step_s": step_s,
+                        **({} if memory is None else {"train/max_memory_mib": memory}),
+                        **({} if val_miou is None else {"train/val_miou": val_miou}),
+                    },
+                    done,
+                )
+                bar.set_postfix(
+                    loss=f"{mean_loss.item():.4f}",
+                    lr=f"{lr:.3e}",
+                    time=f"{step_s:.3f}",
+                    data_time=f"{data_s:.3f}",
+                    images_per_s=f"{speed:.1f}",
+                    **({} if memory is None else {"memory": f"{memory:.0f}MiB"}),
+                    **({} if val_miou is None else {"val_miou": f"{val_miou:.4f}"}),
+                )
         if done % t.checkpoint_interval == 0 or done == t.iterations:
             rng = _gather_rng()
             if ctx.is_main:
-                checkpoint.save(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                scaler=scaler.state_dict(), iteration=done, rng=rng, config_hash=cfg.hash())
+                checkpoint.save(
+                    last,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scaler=scaler.state_dict(),
+                    iteration=done,
+                    rng=rng,
+                    config_hash=cfg.hash(),
+                )
         bar.update(1)
         if logged and done % t.log_interval:  # a row off the log interval (validation, the last iteration)
             bar.emit()
@@ -427,8 +504,14 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
 
 
 def _tags(cfg: Config, meta: dict, extra: dict[str, str]) -> dict[str, str]:
-    tags = {"experiment": cfg.experiment, "profile": cfg.profile, "dataset": cfg.data.dataset,
-            "config_hash": cfg.hash(), "git_commit": git_commit(), "data_checksum": meta["label_checksum"]}
+    tags = {
+        "experiment": cfg.experiment,
+        "profile": cfg.profile,
+        "dataset": cfg.data.dataset,
+        "config_hash": cfg.hash(),
+        "git_commit": git_commit(),
+        "data_checksum": meta["label_checksum"],
+    }
     if os.environ.get("SLURM_JOB_ID"):
         tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     return {**tags, **extra}

@@ -28,11 +28,11 @@ class NonLocalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        theta = self.theta(x).flatten(2)                       # B, Ci, N
-        phi = self.phi(x).flatten(2)                           # B, Ci, N
-        g = self.g(x).flatten(2)                               # B, Ci, N
-        attn = torch.softmax(torch.bmm(theta.transpose(1, 2), phi), dim=-1)   # B, N, N
-        y = torch.bmm(g, attn.transpose(1, 2)).view(b, -1, h, w)             # B, Ci, H, W
+        theta = self.theta(x).flatten(2)  # B, Ci, N
+        phi = self.phi(x).flatten(2)  # B, Ci, N
+        g = self.g(x).flatten(2)  # B, Ci, N
+        attn = torch.softmax(torch.bmm(theta.transpose(1, 2), phi), dim=-1)  # B, N, N
+        y = torch.bmm(g, attn.transpose(1, 2)).view(b, -1, h, w)  # B, Ci, H, W
         return x + self.out(y)
 
 
@@ -56,9 +56,9 @@ class DoubleAttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        a = self.conv_a(x).flatten(2)                                  # B, c_m, N
+        a = self.conv_a(x).flatten(2)  # B, c_m, N
         attn_gather = torch.softmax(self.conv_b(x).flatten(2), dim=2)  # B, c_n, N
-        attn_dist = torch.softmax(self.conv_v(x).flatten(2), dim=1)    # B, c_n, N
-        descriptors = torch.bmm(a, attn_gather.transpose(1, 2))       # B, c_m, c_n
-        z = torch.bmm(descriptors, attn_dist).view(b, -1, h, w)        # B, c_m, H, W
+        attn_dist = torch.softmax(self.conv_v(x).flatten(2), dim=1)  # B, c_n, N
+        descriptors = torch.bmm(a, attn_gather.transpose(1, 2))  # B, c_m, c_n
+        z = torch.bmm(descriptors, attn_dist).view(b, -1, h, w)  # B, c_m, H, W
         return x + self.out(z)

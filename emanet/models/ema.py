@@ -83,9 +83,18 @@ class EMAUnit(nn.Module):
         bn_momentum: momentum of the output BatchNorm (PyTorch convention; 3e-4 officially).
     """
 
-    def __init__(self, channels: int, num_bases: int = 64, stages: int = 3, momentum: float = 0.9,
-                 maintenance: str = "moving_average", norm: str = "l2", eval_stages: int | None = None,
-                 renormalize: bool = False, bn_momentum: float = 3e-4):
+    def __init__(
+        self,
+        channels: int,
+        num_bases: int = 64,
+        stages: int = 3,
+        momentum: float = 0.9,
+        maintenance: str = "moving_average",
+        norm: str = "l2",
+        eval_stages: int | None = None,
+        renormalize: bool = False,
+        bn_momentum: float = 3e-4,
+    ):
         super().__init__()
         if maintenance not in MAINTENANCE:
             raise ValueError(f"maintenance must be one of {MAINTENANCE}, got {maintenance!r}")
@@ -105,8 +114,9 @@ class EMAUnit(nn.Module):
             self.register_buffer("bases", bases)
 
         self.conv_in = nn.Conv2d(channels, channels, 1, bias=True)
-        self.conv_out = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False),
-                                      nn.BatchNorm2d(channels, momentum=bn_momentum))
+        self.conv_out = nn.Sequential(
+            nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels, momentum=bn_momentum)
+        )
         self._init_weights()
         if maintenance != "gradient":
             self.conv_in.requires_grad_(False)
@@ -137,8 +147,10 @@ class EMAUnit(nn.Module):
         stages = self.active_stages if stages is None else stages
         x = x.to(em_dtype(x.dtype))
         mu = self.bases.to(x.dtype).expand(x.shape[0], -1, -1)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.maintenance == "gradient"), \
-                _no_autocast(x.device.type):
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and self.maintenance == "gradient"),
+            _no_autocast(x.device.type),
+        ):
             for _ in range(stages):
                 z = torch.softmax(torch.bmm(x.transpose(1, 2), mu), dim=2)
                 z_bar = z / (EPS + z.sum(dim=1, keepdim=True))
@@ -177,6 +189,8 @@ class EMAUnit(nn.Module):
         self.bases.mul_(self.momentum).add_(mean.to(self.bases.dtype), alpha=1.0 - self.momentum)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, num_bases={self.num_bases}, stages={self.stages}, "
-                f"eval_stages={self.eval_stages}, momentum={self.momentum}, "
-                f"maintenance={self.maintenance!r}, norm={self.norm!r}, renormalize={self.renormalize}")
+        return (
+            f"channels={self.channels}, num_bases={self.num_bases}, stages={self.stages}, "
+            f"eval_stages={self.eval_stages}, momentum={self.momentum}, "
+            f"maintenance={self.maintenance!r}, norm={self.norm!r}, renormalize={self.renormalize}"
+        )

@@ -24,15 +24,19 @@ _ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
     """Conv (no bias) + BN + ReLU, the building block of every head."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class SegHead(nn.Module):
     """fc0 -> block -> fc1 -> dropout -> classifier; returns logits at the feature resolution."""
 
-    def __init__(self, fc0: nn.Module, block: nn.Module, channels: int, num_classes: int,
-                 dropout: float, mid_channels: int = 256):
+    def __init__(
+        self, fc0: nn.Module, block: nn.Module, channels: int, num_classes: int, dropout: float, mid_channels: int = 256
+    ):
         super().__init__()
         self.fc0 = fc0
         self.block = block
@@ -54,8 +58,15 @@ class SegHead(nn.Module):
         return self.classifier(self.dropout(self.fc1(self.block(reduced))))
 
 
-def build_head(kind: str, in_channels: int, num_classes: int, channels: int = 512, dropout: float = 0.1,
-               output_stride: int = 8, ema: dict | None = None) -> SegHead:
+def build_head(
+    kind: str,
+    in_channels: int,
+    num_classes: int,
+    channels: int = 512,
+    dropout: float = 0.1,
+    output_stride: int = 8,
+    ema: dict | None = None,
+) -> SegHead:
     """Build one of :data:`HEADS`; ``ema`` holds :class:`EMAUnit` keyword arguments for ``kind='ema'``."""
     if kind == "aspp":
         aspp = ASPP(in_channels, list(_ASPP_RATES[output_stride]), out_channels=256)

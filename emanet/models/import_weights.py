@@ -88,11 +88,15 @@ def read_foreign(path: str | Path, format: str = "auto") -> ForeignWeights:
     while isinstance(obj, dict) and not _is_state_dict(obj):
         inner = [key for key in NESTING_KEYS if isinstance(obj.get(key), dict)]
         if len(nesting) >= _MAX_NESTING:  # a pickle can hold a dict inside itself: never loop forever
-            raise WeightLoadError(f"{path}: state dict nested more than {_MAX_NESTING} deep "
-                                  f"({' > '.join(map(repr, nesting[:4]))} > …); not a checkpoint emanet can read")
+            raise WeightLoadError(
+                f"{path}: state dict nested more than {_MAX_NESTING} deep "
+                f"({' > '.join(map(repr, nesting[:4]))} > …); not a checkpoint emanet can read"
+            )
         if not inner:
-            raise WeightLoadError(f"{path}: holds no state dict: found {describe_object(obj)}; expected a dict of "
-                                  f"tensors, possibly under one of {', '.join(map(repr, NESTING_KEYS))}")
+            raise WeightLoadError(
+                f"{path}: holds no state dict: found {describe_object(obj)}; expected a dict of "
+                f"tensors, possibly under one of {', '.join(map(repr, NESTING_KEYS))}"
+            )
         extras.update({k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, int | float | str | bool)})
         nesting.append(inner[0])
         obj = obj[inner[0]]
@@ -105,11 +109,13 @@ def read_foreign(path: str | Path, format: str = "auto") -> ForeignWeights:
     if "head.classifier.weight" not in state:
         hint = layout_hint(state, importing=True)
         classifier = "fc2.weight" if detected == "official" else "head.classifier.weight"
-        raise WeightLoadError(f"{path}: has no segmentation classifier ({classifier}), "
-                              f"so it is not a whole EMANet model" + (f"; {hint}" if hint else
-                              f"; its keys begin {abbreviate(state)}"))
-    return ForeignWeights(state, detected, tuple(nesting), prefix,
-                          any(k.endswith("num_batches_tracked") for k in state), extras)
+        raise WeightLoadError(
+            f"{path}: has no segmentation classifier ({classifier}), "
+            f"so it is not a whole EMANet model" + (f"; {hint}" if hint else f"; its keys begin {abbreviate(state)}")
+        )
+    return ForeignWeights(
+        state, detected, tuple(nesting), prefix, any(k.endswith("num_batches_tracked") for k in state), extras
+    )
 
 
 def check_not_web_page(path: str | Path) -> None:
@@ -121,9 +127,11 @@ def check_not_web_page(path: str | Path) -> None:
     with open(path, "rb") as handle:
         head = handle.read(1024).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-        raise WeightLoadError(f"{path}: is a web page ({path.stat().st_size:,} bytes of HTML), not a checkpoint: "
-                              f"the host answered with a page (Google Drive's download confirmation, a login) "
-                              f"instead of the file. Delete it, download the file in a browser and put that here")
+        raise WeightLoadError(
+            f"{path}: is a web page ({path.stat().st_size:,} bytes of HTML), not a checkpoint: "
+            f"the host answered with a page (Google Drive's download confirmation, a login) "
+            f"instead of the file. Delete it, download the file in a browser and put that here"
+        )
 
 
 def _load(path: Path) -> object:
@@ -145,7 +153,7 @@ def _strip_wrapper(state: dict) -> tuple[dict[str, torch.Tensor], str]:
     stripped, removed = {}, False
     for key, value in state.items():
         while key.startswith(WRAPPER_PREFIX):
-            key, removed = key[len(WRAPPER_PREFIX):], True
+            key, removed = key[len(WRAPPER_PREFIX) :], True
         stripped[key] = value
     return stripped, WRAPPER_PREFIX if removed else ""
 
@@ -156,6 +164,7 @@ def _naming(path: Path, state: dict[str, torch.Tensor]) -> str:
     if any(k.startswith(("backbone.", "head.")) for k in state):
         return "emanet"
     hint = layout_hint(state, importing=True)
-    raise WeightLoadError(f"{path}: neither the official EMANet naming (extractor.*, emau.*, fc0/fc1/fc2) nor "
-                          f"emanet's (backbone.*, head.*): its keys begin {abbreviate(state)}"
-                          + (f"; {hint}" if hint else ""))
+    raise WeightLoadError(
+        f"{path}: neither the official EMANet naming (extractor.*, emau.*, fc0/fc1/fc2) nor "
+        f"emanet's (backbone.*, head.*): its keys begin {abbreviate(state)}" + (f"; {hint}" if hint else "")
+    )

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 NORMALIZATIONS = ("all_pixels", "valid_pixels")
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
-                      normalization: str = "all_pixels") -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, normalization: str = "all_pixels"
+) -> torch.Tensor:
     """Cross-entropy of (B, K, H, W) logits against (B, H, W) labels.
 
     ``all_pixels`` (official, paper.md §4.3): per image, the sum of pixel losses over *all* H x W

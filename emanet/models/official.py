@@ -58,7 +58,7 @@ def to_emanet(key: str) -> str | None:
         return EXACT[key]
     for official, ours in PREFIXES:
         if key.startswith(official):
-            return ours + key[len(official):]
+            return ours + key[len(official) :]
     return None
 
 
@@ -70,7 +70,7 @@ def to_official(key: str) -> str | None:
             return official
     for official, ours in PREFIXES:
         if key.startswith(ours):
-            return official + key[len(ours):]
+            return official + key[len(ours) :]
     return None
 
 

@@ -39,14 +39,14 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         width = planes
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation,
-                               dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -78,8 +78,12 @@ def block_dilations(num_blocks: int, dilation: int, multi_grid: Sequence[int] | 
 def _deep_stem() -> nn.Sequential:
     """3x3 convs 3->64 (stride 2) ->64 ->128, named as PyTorch-Encoding names them."""
     return nn.Sequential(
-        nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-        nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(64, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
         nn.Conv2d(64, 128, 3, padding=1, bias=False),
     )
 
@@ -91,8 +95,14 @@ class DilatedResNet(nn.Module):
     dropped at load time (see :mod:`emanet.models.weights`).
     """
 
-    def __init__(self, depth: str = "resnet101", output_stride: int = 8,
-                 multi_grid: Sequence[int] | None = (1, 2, 4), stem: str = "deep", base_width: int = 64):
+    def __init__(
+        self,
+        depth: str = "resnet101",
+        output_stride: int = 8,
+        multi_grid: Sequence[int] | None = (1, 2, 4),
+        stem: str = "deep",
+        base_width: int = 64,
+    ):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"unknown backbone {depth!r}; choose one of {sorted(DEPTHS)}")
@@ -120,13 +130,13 @@ class DilatedResNet(nn.Module):
         self.out_channels = base_width * 8 * Bottleneck.expansion
         self._init_weights()
 
-    def _make_layer(self, planes: int, blocks: int, stride: int, dilation: int,
-                    multi_grid: Sequence[int] | None) -> nn.Sequential:
+    def _make_layer(
+        self, planes: int, blocks: int, stride: int, dilation: int, multi_grid: Sequence[int] | None
+    ) -> nn.Sequential:
         out = planes * Bottleneck.expansion
         downsample = None
         if stride != 1 or self.inplanes != out:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, out, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(out))
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
         dilations = block_dilations(blocks, dilation, multi_grid)
         modules = [Bottleneck(self.inplanes, planes, stride, dilations[0], downsample)]
         self.inplanes = out
@@ -143,8 +153,10 @@ class DilatedResNet(nn.Module):
 
     def dilations(self) -> dict[str, list[int]]:
         """The 3x3 dilation of every bottleneck, per stage (for checks and documentation)."""
-        return {name: [blk.conv2.dilation[0] for blk in getattr(self, name)]
-                for name in ("layer1", "layer2", "layer3", "layer4")}
+        return {
+            name: [blk.conv2.dilation[0] for blk in getattr(self, name)]
+            for name in ("layer1", "layer2", "layer3", "layer4")
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -59,8 +59,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> Segmentor:
     if cfg.pretrained:
         load_backbone_weights(backbone, cfg.pretrained)
     ema = dict(dataclasses.asdict(cfg.ema), bn_momentum=cfg.bn_momentum)
-    head = build_head(cfg.head, backbone.out_channels, num_classes, cfg.head_channels, cfg.dropout,
-                      cfg.output_stride, ema)
+    head = build_head(
+        cfg.head, backbone.out_channels, num_classes, cfg.head_channels, cfg.dropout, cfg.output_stride, ema
+    )
     model = Segmentor(backbone, head)
     set_bn_momentum(model, cfg.bn_momentum)
     return model

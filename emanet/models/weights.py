@@ -91,8 +91,9 @@ def load_weights_file(path: Path, what: str = "checkpoint file") -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        raise WeightLoadError(f"{path}: not a readable weights-only PyTorch checkpoint "
-                              f"({torch_load_reason(exc)}); {REFETCH_HINT}") from None
+        raise WeightLoadError(
+            f"{path}: not a readable weights-only PyTorch checkpoint ({torch_load_reason(exc)}); {REFETCH_HINT}"
+        ) from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -103,12 +104,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise WeightLoadError(f"{path}: expected a state dict (names -> tensors), found {describe_object(obj)}; "
-                              f"use an ImageNet checkpoint of torchvision or PyTorch-Encoding (`emanet download`)")
+        raise WeightLoadError(
+            f"{path}: expected a state dict (names -> tensors), found {describe_object(obj)}; "
+            f"use an ImageNet checkpoint of torchvision or PyTorch-Encoding (`emanet download`)"
+        )
     return {_strip_prefixes(k): v for k, v in obj.items()}
 
 
 # --- whole models -----------------------------------------------------------------------------------
+
 
 def _counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
@@ -145,8 +149,9 @@ class FitReport:
         return "; ".join(parts)
 
 
-def compare(source: Mapping[str, object], target: Mapping[str, torch.Tensor],
-            optional_counters: bool = False) -> FitReport:
+def compare(
+    source: Mapping[str, object], target: Mapping[str, torch.Tensor], optional_counters: bool = False
+) -> FitReport:
     """Compare a checkpoint's state dict with a model's (``model.state_dict()``), key by key.
 
     A non-tensor value or a non-string key counts as unexpected. With ``optional_counters``, BatchNorm's
@@ -177,8 +182,10 @@ def architecture(state: Mapping[str, object]) -> dict[str, object]:
 
     keys = [k for k in state if isinstance(k, str)]
     arch: dict[str, object] = {}
-    blocks = tuple(len({k.split(".")[2] for k in keys if k.startswith(f"backbone.layer{i}.") and k.count(".") > 2})
-                   for i in range(1, 5))
+    blocks = tuple(
+        len({k.split(".")[2] for k in keys if k.startswith(f"backbone.layer{i}.") and k.count(".") > 2})
+        for i in range(1, 5)
+    )
     if any(blocks):
         names = [name for name, depth in DEPTHS.items() if depth == blocks]
         arch["backbone"] = names[0] if names else f"ResNet with {'-'.join(map(str, blocks))} bottlenecks"
@@ -208,10 +215,15 @@ def architecture(state: Mapping[str, object]) -> dict[str, object]:
 
 
 #: How each field of :func:`architecture` is named in messages, and the setting that chooses it.
-_FIELDS = {"backbone": ("backbone", "model.backbone"), "stem": ("stem", "model.stem"),
-           "width": ("layer1 width", "model.base_width"), "head": ("head", "model.head"),
-           "channels": ("head channels C", "model.head_channels"), "bases": ("bases K", "model.ema.num_bases"),
-           "classes": ("classes", "the dataset")}
+_FIELDS = {
+    "backbone": ("backbone", "model.backbone"),
+    "stem": ("stem", "model.stem"),
+    "width": ("layer1 width", "model.base_width"),
+    "head": ("head", "model.head"),
+    "channels": ("head channels C", "model.head_channels"),
+    "bases": ("bases K", "model.ema.num_bases"),
+    "classes": ("classes", "the dataset"),
+}
 
 
 def architecture_difference(source: Mapping[str, object], target: Mapping[str, torch.Tensor]) -> str:
@@ -239,19 +251,28 @@ def layout_hint(keys: Iterable[object], importing: bool = False) -> str:
     if not importing and sum(k.startswith("module.") for k in keys) > len(keys) // 2:
         return f"its keys carry DataParallel/DDP's `module.` prefix: {convert}"
     if official.looks_official(keys):
-        return (f"it uses the official EMANet naming (extractor., emau., fc2.): "
-                f"{'read it with --format official (or auto)' if importing else convert}")
+        return (
+            f"it uses the official EMANet naming (extractor., emau., fc2.): "
+            f"{'read it with --format official (or auto)' if importing else convert}"
+        )
     if any(k.startswith(("decode_head.", "auxiliary_head.")) for k in keys):
         return "it looks like an mmsegmentation checkpoint (decode_head.*), a layout emanet does not read"
     backbone_only = not any(k.startswith("head.") for k in keys)
     if backbone_only and any(k.startswith(("layer1.", "backbone.layer1.")) for k in keys):
-        return ("it looks like a backbone alone (an ImageNet classification checkpoint: no segmentation head); "
-                "use it for training as model.pretrained")
+        return (
+            "it looks like a backbone alone (an ImageNet classification checkpoint: no segmentation head); "
+            "use it for training as model.pretrained"
+        )
     return ""
 
 
-def fit_message(source: Mapping[str, object], target: Mapping[str, torch.Tensor], what: str,
-                optional_counters: bool = False, importing: bool = False) -> str | None:
+def fit_message(
+    source: Mapping[str, object],
+    target: Mapping[str, torch.Tensor],
+    what: str,
+    optional_counters: bool = False,
+    importing: bool = False,
+) -> str | None:
     """None if ``source`` fits ``target``, else the few lines that say how and why it does not."""
     report = compare(source, target, optional_counters)
     if report.fits:
@@ -266,8 +287,14 @@ def fit_message(source: Mapping[str, object], target: Mapping[str, torch.Tensor]
     return "\n".join(lines)
 
 
-def load_state(model: nn.Module, state: object, source: str | Path, what: str = "the configured model",
-               optional_counters: bool = False, importing: bool = False) -> None:
+def load_state(
+    model: nn.Module,
+    state: object,
+    source: str | Path,
+    what: str = "the configured model",
+    optional_counters: bool = False,
+    importing: bool = False,
+) -> None:
     """Copy a whole model's state dict into ``model`` after checking that every entry fits.
 
     ``state`` must be a dict of tensors with exactly the model's keys and shapes (BatchNorm's
@@ -296,10 +323,17 @@ def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in _NESTING_KEYS if isinstance(state.get(k), dict)]
         hint = layout_hint(state[nested[0]]) if nested else ""
-        raise WeightLoadError(f"{path}: expected a plain state dict of tensors (a run's model.pt), found "
-                              f"{describe_object(state)}" + (f"; {hint}" if hint else
-                              "; convert a foreign checkpoint with `emanet import-weights FILE --experiment NAME`"
-                              if nested else ""))
+        raise WeightLoadError(
+            f"{path}: expected a plain state dict of tensors (a run's model.pt), found "
+            f"{describe_object(state)}"
+            + (
+                f"; {hint}"
+                if hint
+                else "; convert a foreign checkpoint with `emanet import-weights FILE --experiment NAME`"
+                if nested
+                else ""
+            )
+        )
     return state
 
 
@@ -327,13 +361,14 @@ def describe_object(obj: object) -> str:
 
 # --- backbones ----------------------------------------------------------------------------------------
 
+
 def _strip_prefixes(key: str) -> str:
     changed = True
     while changed:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
@@ -353,17 +388,22 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, strict: bool = 
         elif key not in target:
             report.unexpected.append(key)
         elif tensor.shape != target[key].shape:
-            mismatched.append(f"key {key!r} has shape {tuple(tensor.shape)} in the checkpoint "
-                              f"but {tuple(target[key].shape)} in the model")
+            mismatched.append(
+                f"key {key!r} has shape {tuple(tensor.shape)} in the checkpoint "
+                f"but {tuple(target[key].shape)} in the model"
+            )
         else:
             report.loaded.append(key)
     report.missing = [k for k in target if k not in source and not k.endswith("num_batches_tracked")]
     if (report.missing or report.unexpected) and strict:
-        raise WeightLoadError(f"{path}: checkpoint does not match the {type(backbone).__name__}: "
-                              f"{report.summary()}{_stem_hint(source, target)}")
+        raise WeightLoadError(
+            f"{path}: checkpoint does not match the {type(backbone).__name__}: "
+            f"{report.summary()}{_stem_hint(source, target)}"
+        )
     if mismatched:
-        raise WeightLoadError(f"{path}: {mismatched[0]}" + (f" (and {len(mismatched) - 1} more)"
-                                                             if len(mismatched) > 1 else ""))
+        raise WeightLoadError(
+            f"{path}: {mismatched[0]}" + (f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else "")
+        )
     if report.missing or report.unexpected:
         log.warning("%s: partial load: %s", path, report.summary())
     backbone.load_state_dict({k: source[k] for k in report.loaded}, strict=False)
@@ -378,6 +418,8 @@ def _stem_hint(source: dict, target: dict) -> str:
     if "conv1.0.weight" in source and "conv1.weight" in target:
         return ". This is a deep-stem checkpoint (PyTorch-Encoding): set model.stem: deep"
     if any(k.startswith("head.") for k in source) or official.looks_official(source):
-        return (". This is a whole segmentation model, not an ImageNet backbone: import it with "
-                "`emanet import-weights` (or start a finetune from a run with train.init_from)")
+        return (
+            ". This is a whole segmentation model, not an ImageNet backbone: import it with "
+            "`emanet import-weights` (or start a finetune from a run with train.init_from)"
+        )
     return ""

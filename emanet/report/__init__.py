@@ -23,9 +23,11 @@ from emanet.report.tables import Table, note_html, to_html, to_latex, to_markdow
 
 log = logging.getLogger(__name__)
 
-TINY_WARNING = ("These numbers come from the tiny profile: a small network trained for a few hundred iterations on "
-                "synthetic images in the official formats. They exercise the whole pipeline and are NOT comparable "
-                "to the paper's.")
+TINY_WARNING = (
+    "These numbers come from the tiny profile: a small network trained for a few hundred iterations on "
+    "synthetic images in the official formats. They exercise the whole pipeline and are NOT comparable "
+    "to the paper's."
+)
 #: The run whose figures (per-class IoU, predictions, responsibilities) sit beside Table 1.
 MAIN_RUN = ("table1", "ema512")
 _CSS = """
@@ -62,10 +64,14 @@ def build_report(params: dict, profile: str, results_root: Path) -> Path:
     info = provenance(profile, results_root, tables)
     notes = general_notes()
     warning = TINY_WARNING if synthetic_mark(params, profile) else ""
-    atomic_write_json(out / "report.json", {"profile": profile, "provenance": info, "notes": notes,
-                                            "tables": [_as_dict(t) for t in tables]})
+    atomic_write_json(
+        out / "report.json",
+        {"profile": profile, "provenance": info, "notes": notes, "tables": [_as_dict(t) for t in tables]},
+    )
     atomic_write_text(out / "report.md", _markdown(profile, warning, info, notes, tables, pictures))
-    written = {out / "report.md", out / "report.json"} | {out / f"{t.name}{ext}" for t in tables for ext in (".md", ".tex")}
+    written = {out / "report.md", out / "report.json"} | {
+        out / f"{t.name}{ext}" for t in tables for ext in (".md", ".tex")
+    }
     _remove_stale(out, written | {p for made in pictures.values() for _, p in made})
     return atomic_write_text(out / "report.html", _html(profile, warning, info, notes, tables, pictures))
 
@@ -80,11 +86,24 @@ def _remove_stale(out: Path, written: set[Path]) -> None:
 
 
 def _as_dict(table: Table) -> dict:
-    return {"name": table.name, "title": table.title, "paper_setting": table.paper_setting,
-            "setting": table.setting, "cost_setting": table.cost_setting, "mark": table.mark, "notes": table.notes,
-            "rows": [{"label": r.label, "note": r.note, "experiment": r.experiment,
-                      "cells": {k: {**dataclasses.asdict(c), "diff": c.diff} for k, c in r.cells.items()}}
-                     for r in table.rows]}
+    return {
+        "name": table.name,
+        "title": table.title,
+        "paper_setting": table.paper_setting,
+        "setting": table.setting,
+        "cost_setting": table.cost_setting,
+        "mark": table.mark,
+        "notes": table.notes,
+        "rows": [
+            {
+                "label": r.label,
+                "note": r.note,
+                "experiment": r.experiment,
+                "cells": {k: {**dataclasses.asdict(c), "diff": c.diff} for k, c in r.cells.items()},
+            }
+            for r in table.rows
+        ],
+    }
 
 
 def _markdown(profile, warning, info, notes, tables, pictures) -> str:
@@ -92,46 +111,74 @@ def _markdown(profile, warning, info, notes, tables, pictures) -> str:
     lines += [f"> {warning}", ""] if warning else []
     lines += [f"{line}  " for line in summary_lines(info)] + ["", "Contents:", ""]
     lines += ["- [How to read the tables](#notes)"] + [f"- [{t.title}](#{t.name})" for t in tables]
-    lines += ["- [Runs: commits and config hashes](#runs)", "", "<a id='notes'></a>", "",
-              "## How to read the tables", ""] + [f"- {line}" for line in notes] + [""]
+    lines += (
+        ["- [Runs: commits and config hashes](#runs)", "", "<a id='notes'></a>", "", "## How to read the tables", ""]
+        + [f"- {line}" for line in notes]
+        + [""]
+    )
     for table in tables:
         lines += [f"<a id='{table.name}'></a>", "", to_markdown(table)]
         lines += [f"![{title}](figures/{path.name})" for title, path in pictures.get(table.name, [])] + [""]
-    lines += ["<a id='runs'></a>", "", "## Runs: commits and config hashes", "",
-              "| run | state | trained | config hash | commit | MLflow run |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['experiment']} | {r['state']} | {r['trained'] or '–'} | {r['config_hash'] or '–'} | "
-              f"{(r['git_commit'] or '–')[:12]} | {r['mlflow_run_id'] or '–'} |" for r in info["runs"]]
+    lines += [
+        "<a id='runs'></a>",
+        "",
+        "## Runs: commits and config hashes",
+        "",
+        "| run | state | trained | config hash | commit | MLflow run |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['experiment']} | {r['state']} | {r['trained'] or '–'} | {r['config_hash'] or '–'} | "
+        f"{(r['git_commit'] or '–')[:12]} | {r['mlflow_run_id'] or '–'} |"
+        for r in info["runs"]
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _html(profile, warning, info, notes, tables, pictures) -> str:
     esc = html.escape
-    contents = ("<li><a href='#notes'>How to read the tables</a></li>"
-                + "".join(f"<li><a href='#{t.name}'>{esc(t.title)}</a></li>" for t in tables)
-                + "<li><a href='#runs'>Runs: commits and config hashes</a></li>")
+    contents = (
+        "<li><a href='#notes'>How to read the tables</a></li>"
+        + "".join(f"<li><a href='#{t.name}'>{esc(t.title)}</a></li>" for t in tables)
+        + "<li><a href='#runs'>Runs: commits and config hashes</a></li>"
+    )
     sections = []
     for table in tables:
-        figs = "".join(f"<figure style='{_figure_style(p)}'><a href='figures/{p.name}'><img src='figures/{p.name}' "
-                       f"alt='{esc(title)}'></a><figcaption>{esc(title)}</figcaption></figure>"
-                       for title, p in pictures.get(table.name, []))
-        sections.append(f"<section id='{table.name}'><h2>{esc(table.title)}</h2>{to_html(table)}"
-                        + (f"<div class='figs'>{figs}</div>" if figs else "") + "</section>")
-    runs = "".join(f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['state'])}</td><td>{esc(r['trained'] or '–')}</td>"
-                   f"<td>{esc(r['config_hash'] or '–')}</td><td>{esc((r['git_commit'] or '–')[:12])}</td>"
-                   f"<td>{esc(r['mlflow_run_id'] or '–')}</td></tr>" for r in info["runs"])
-    return (f"<!doctype html><html><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>EMANet reproduction ({esc(profile)})</title><style>{_CSS}</style></head><body>"
-            f"<h1>EMANet reproduction: {esc(profile)} profile</h1>"
-            + (f"<p class='warn'>{esc(warning)}</p>" if warning else "")
-            + "<div class='prov'>" + "".join(f"<p>{esc(line)}</p>" for line in summary_lines(info)) + "</div>"
-            f"<nav><h2>Contents</h2><ol>{contents}</ol></nav>"
-            "<section id='notes'><h2>How to read the tables</h2><ul class='notes'>"
-            + "".join(f"<li>{note_html(line)}</li>" for line in notes) + "</ul></section>"
-            + "".join(sections)
-            + "<section id='runs'><h2>Runs: commits and config hashes</h2><div class='scroll'><table class='runs'><thead><tr>"
-            "<th>run</th><th>state</th><th>trained</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"
-            f"<tbody>{runs}</tbody></table></div></section></body></html>")
+        figs = "".join(
+            f"<figure style='{_figure_style(p)}'><a href='figures/{p.name}'><img src='figures/{p.name}' "
+            f"alt='{esc(title)}'></a><figcaption>{esc(title)}</figcaption></figure>"
+            for title, p in pictures.get(table.name, [])
+        )
+        sections.append(
+            f"<section id='{table.name}'><h2>{esc(table.title)}</h2>{to_html(table)}"
+            + (f"<div class='figs'>{figs}</div>" if figs else "")
+            + "</section>"
+        )
+    runs = "".join(
+        f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['state'])}</td><td>{esc(r['trained'] or '–')}</td>"
+        f"<td>{esc(r['config_hash'] or '–')}</td><td>{esc((r['git_commit'] or '–')[:12])}</td>"
+        f"<td>{esc(r['mlflow_run_id'] or '–')}</td></tr>"
+        for r in info["runs"]
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>EMANet reproduction ({esc(profile)})</title><style>{_CSS}</style></head><body>"
+        f"<h1>EMANet reproduction: {esc(profile)} profile</h1>"
+        + (f"<p class='warn'>{esc(warning)}</p>" if warning else "")
+        + "<div class='prov'>"
+        + "".join(f"<p>{esc(line)}</p>" for line in summary_lines(info))
+        + "</div>"
+        f"<nav><h2>Contents</h2><ol>{contents}</ol></nav>"
+        "<section id='notes'><h2>How to read the tables</h2><ul class='notes'>"
+        + "".join(f"<li>{note_html(line)}</li>" for line in notes)
+        + "</ul></section>"
+        + "".join(sections)
+        + "<section id='runs'><h2>Runs: commits and config hashes</h2><div class='scroll'><table class='runs'>"
+        "<thead><tr>"
+        "<th>run</th><th>state</th><th>trained</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"
+        f"<tbody>{runs}</tbody></table></div></section></body></html>"
+    )
 
 
 def _figure_style(path: Path) -> str:
@@ -143,25 +190,44 @@ def _figure_style(path: Path) -> str:
     return f"flex:1 1 {int(width * 0.6)}px;max-width:{width}px"
 
 
-def _figures(params: dict, profile: str, results_root: Path, tables: list[Table],
-             folder: Path) -> dict[str, list[tuple[str, Path]]]:
+def _figures(
+    params: dict, profile: str, results_root: Path, tables: list[Table], folder: Path
+) -> dict[str, list[tuple[str, Path]]]:
     """Make every figure whose inputs exist; return {table name: [(caption, path), ...]}."""
     made: dict[str, list[tuple[str, Path]]] = {t.name: [] for t in tables}
     mark = synthetic_mark(params, profile)
     by_name = {t.name: t for t in tables}
     runs = results_root / "runs"
     if "fig3" in by_name:
-        made["fig3"].append(("Fig. 3 analogue: bases maintenance (bar colour) and normalisation",
-                             figures.fig3(by_name["fig3"], folder / "fig3.png", mark, by_name["fig3"].setting)))
+        made["fig3"].append(
+            (
+                "Fig. 3 analogue: bases maintenance (bar colour) and normalisation",
+                figures.fig3(by_name["fig3"], folder / "fig3.png", mark, by_name["fig3"].setting),
+            )
+        )
     if "fig4" in by_name:
-        made["fig4"].append(("Fig. 4 analogue: T_train x T_eval",
-                             figures.fig4(by_name["fig4"], folder / "fig4.png", mark, by_name["fig4"].setting)))
+        made["fig4"].append(
+            (
+                "Fig. 4 analogue: T_train x T_eval",
+                figures.fig4(by_name["fig4"], folder / "fig4.png", mark, by_name["fig4"].setting),
+            )
+        )
     for table in tables:
         curves = {r.label: r.experiment for r in table.rows if r.experiment}
-        path = figures.training_curves(runs, folder / f"training_{table.name}.png", curves,
-                                       f"Training curves: {table.title}", mark, table.setting) if curves else None
+        path = (
+            figures.training_curves(
+                runs,
+                folder / f"training_{table.name}.png",
+                curves,
+                f"Training curves: {table.title}",
+                mark,
+                table.setting,
+            )
+            if curves
+            else None
+        )
         if path is not None:
-            made[table.name].append((f"Training loss of this table's runs", path))
+            made[table.name].append(("Training loss of this table's runs", path))
     home, experiment = MAIN_RUN
     if home not in made:
         return made
@@ -169,9 +235,14 @@ def _figures(params: dict, profile: str, results_root: Path, tables: list[Table]
     setting = describe_runs({label: run_params(params, profile, results_root, experiment)})
     metrics = runs / experiment / "metrics.json"
     if metrics.exists():
-        made[home].append((f"Per-class IoU of {label} (label order; absent classes marked)",
-                           figures.per_class(metrics, folder / "per_class.png", _class_names(params, profile, experiment),
-                                             mark, setting)))
+        made[home].append(
+            (
+                f"Per-class IoU of {label} (label order; absent classes marked)",
+                figures.per_class(
+                    metrics, folder / "per_class.png", _class_names(params, profile, experiment), mark, setting
+                ),
+            )
+        )
     if (runs / experiment / "model.pt").exists():
         made[home] += _model_figures(params, profile, runs / experiment, folder, label, mark, setting)
     return made
@@ -203,8 +274,13 @@ def _model_figures(params: dict, profile: str, run_dir: Path, folder: Path, labe
     dataset = SegmentationDataset(dataset_root(cfg), cfg.eval.split, EvalTransform())
     model = load_trained(cfg, run_dir, dataset.num_classes, torch.device("cpu"))
     images = [(dataset.ids[i], dataset[i][0]) for i in range(min(2, len(dataset)))]
-    return [(f"Predictions of {label}, {cfg.eval.split} images by id",
-             figures.qualitative(model, dataset, folder / "predictions.png", run_dir.name, mark=mark,
-                                 setting=setting)),
-            ("Fig. 5 analogue: responsibility maps of distinct bases, one colour scale",
-             figures.responsibilities(model, images, folder / "responsibilities.png", mark=mark, setting=setting))]
+    return [
+        (
+            f"Predictions of {label}, {cfg.eval.split} images by id",
+            figures.qualitative(model, dataset, folder / "predictions.png", run_dir.name, mark=mark, setting=setting),
+        ),
+        (
+            "Fig. 5 analogue: responsibility maps of distinct bases, one colour scale",
+            figures.responsibilities(model, images, folder / "responsibilities.png", mark=mark, setting=setting),
+        ),
+    ]

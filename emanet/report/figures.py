@@ -49,8 +49,18 @@ def _save(fig, path: Path, title: str, mark: str = "", setting: str = "") -> Pat
         bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
         fig.text(0.01, bottom - 0.01, footer, fontsize=7, va="top", ha="left", color="#333333")
     if mark:
-        fig.text(0.5, 0.5, short, fontsize=min(30.0, 75 * width / len(short)), color="#d00000", alpha=0.15, rotation=20,
-                 ha="center", va="center", zorder=100)
+        fig.text(
+            0.5,
+            0.5,
+            short,
+            fontsize=min(30.0, 75 * width / len(short)),
+            color="#d00000",
+            alpha=0.15,
+            rotation=20,
+            ha="center",
+            va="center",
+            zorder=100,
+        )
     metadata = {"Title": title, "Software": "emanet report"}
     if setting:
         metadata["Description"] = setting
@@ -83,8 +93,14 @@ def fig3(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("SS mIoU (%)")
     ax.set_xlim(0, max([v for v in values if v is not None], default=1.0) * 1.12)
-    ax.legend(handles=[Patch(color=colour[k], label=k) for k in kinds], title="bar colour: bases maintained by",
-              fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(
+        handles=[Patch(color=colour[k], label=k) for k in kinds],
+        title="bar colour: bases maintained by",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
     return _save(fig, path, "Fig. 3 analogue: maintenance / normalisation of the bases", mark, setting)
 
 
@@ -100,8 +116,7 @@ def fig4(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
     handles = []
     for i, row in enumerate(table.rows):
         ys = [row.cells[c["key"]].ours for c in table.columns]
-        (line,) = ax.plot(xs, [np.nan if y is None else y for y in ys], marker="o", color=_COLOURS[i],
-                          label=row.label)
+        (line,) = ax.plot(xs, [np.nan if y is None else y for y in ys], marker="o", color=_COLOURS[i], label=row.label)
         handles.append(line)
     star = None
     for i, row in enumerate(table.rows):
@@ -113,10 +128,23 @@ def fig4(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
                 star = ax.scatter([x], [paper], marker="*", s=160, color=_COLOURS[i], edgecolor="black", zorder=5)
             else:
                 edge = high if paper > high else low
-                star = ax.scatter([x], [edge], marker="^" if paper > high else "v", s=90, color=_COLOURS[i],
-                                  edgecolor="black", zorder=5, clip_on=False)
-                ax.annotate(f"paper {paper:.2f} ({row.label}, T_eval={x}): off scale", (x, edge),
-                            xytext=(6, -12 if paper > high else 8), textcoords="offset points", fontsize=7)
+                star = ax.scatter(
+                    [x],
+                    [edge],
+                    marker="^" if paper > high else "v",
+                    s=90,
+                    color=_COLOURS[i],
+                    edgecolor="black",
+                    zorder=5,
+                    clip_on=False,
+                )
+                ax.annotate(
+                    f"paper {paper:.2f} ({row.label}, T_eval={x}): off scale",
+                    (x, edge),
+                    xytext=(6, -12 if paper > high else 8),
+                    textcoords="offset points",
+                    fontsize=7,
+                )
     ax.set_ylim(low, high)
     ax.set_xticks(xs)
     ax.set_xlabel("T_eval (EM iterations at evaluation)")
@@ -129,11 +157,19 @@ def fig4(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
     return _save(fig, path, "Fig. 4 analogue: EM iterations, T_train (lines) x T_eval", mark, setting)
 
 
-def training_curves(runs_root: Path, path: Path, runs: dict[str, str] | None = None, title: str = "Training curves",
-                    mark: str = "", setting: str = "") -> Path | None:
+def training_curves(
+    runs_root: Path,
+    path: Path,
+    runs: dict[str, str] | None = None,
+    title: str = "Training curves",
+    mark: str = "",
+    setting: str = "",
+) -> Path | None:
     """Training loss over iterations of ``runs`` ({legend label: run folder name}; default every run
     folder), one colour each; None when none of them has a train_log.csv."""
-    runs = runs if runs is not None else {p.parent.name: p.parent.name for p in sorted(runs_root.glob("*/train_log.csv"))}
+    runs = (
+        runs if runs is not None else {p.parent.name: p.parent.name for p in sorted(runs_root.glob("*/train_log.csv"))}
+    )
     curves = {}
     for label, name in runs.items():
         log = runs_root / name / "train_log.csv"
@@ -146,16 +182,23 @@ def training_curves(runs_root: Path, path: Path, runs: dict[str, str] | None = N
         return None
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for i, (label, (its, losses)) in enumerate(curves.items()):
-        ax.plot(its, losses, label=label, linewidth=1.2, color=_COLOURS[i % len(_COLOURS)],
-                linestyle="-" if i < len(_COLOURS) else "--")
+        ax.plot(
+            its,
+            losses,
+            label=label,
+            linewidth=1.2,
+            color=_COLOURS[i % len(_COLOURS)],
+            linestyle="-" if i < len(_COLOURS) else "--",
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=7, ncol=2 if len(curves) > 5 else 1, loc="upper right")
     return _save(fig, path, title, mark, setting)
 
 
-def per_class(metrics_file: Path, path: Path, classes: list[str] | None = None, mark: str = "",
-              setting: str = "") -> Path:
+def per_class(
+    metrics_file: Path, path: Path, classes: list[str] | None = None, mark: str = "", setting: str = ""
+) -> Path:
     """IoU per class in label order (``classes``, the dataset's meta.json; default the file's order), the
     value written at each bar.
 
@@ -179,8 +222,15 @@ def per_class(metrics_file: Path, path: Path, classes: list[str] | None = None, 
         if value is None:
             ax.text(0.5, i, "absent (no pixels)", va="center", fontsize=6, color="#888888", style="italic")
         elif truth == 0:
-            ax.text(0.5, i, f"no ground-truth pixels, {int(matrix[:, i].sum())} predicted (IoU 0 in the mIoU)",
-                    va="center", fontsize=6, color="#888888", style="italic")
+            ax.text(
+                0.5,
+                i,
+                f"no ground-truth pixels, {int(matrix[:, i].sum())} predicted (IoU 0 in the mIoU)",
+                va="center",
+                fontsize=6,
+                color="#888888",
+                style="italic",
+            )
         else:
             ax.barh([i], [100 * value], color="#1f77b4")
             ax.text(100 * value + 0.5, i, f"{100 * value:.1f}", va="center", fontsize=6)
@@ -216,18 +266,32 @@ def qualitative(model, dataset, path: Path, run: str, count: int = 3, mark: str 
         pred = predict(model, image, None, False)
         seen |= set(np.unique(label.numpy()).tolist()) | set(np.unique(pred.numpy()).tolist())
         image_id = dataset.ids[row]
-        for ax, content, title in zip(axes[row], (_denormalize(image), _colour(label.numpy()), _colour(pred.numpy())),
-                                      (f"{image_id}: image", "ground truth", "prediction"), strict=True):
+        for ax, content, title in zip(
+            axes[row],
+            (_denormalize(image), _colour(label.numpy()), _colour(pred.numpy())),
+            (f"{image_id}: image", "ground truth", "prediction"),
+            strict=True,
+        ):
             ax.imshow(content)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     colours = voc_colormap() / 255.0
-    handles = [Patch(facecolor=colours[c], edgecolor="#999999", label=f"{c} {names[c]}")
-               for c in sorted(seen) if c < len(names)]
+    handles = [
+        Patch(facecolor=colours[c], edgecolor="#999999", label=f"{c} {names[c]}")
+        for c in sorted(seen)
+        if c < len(names)
+    ]
     if any(c >= len(names) for c in seen):
         handles.append(Patch(facecolor=colours[255], edgecolor="#999999", label="255 ignored"))
-    fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), fontsize=7,
-               bbox_to_anchor=(0.5, 0.03), title="colours: class (label index)", title_fontsize=7)
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(5, len(handles)),
+        fontsize=7,
+        bbox_to_anchor=(0.5, 0.03),
+        title="colours: class (label index)",
+        title_fontsize=7,
+    )
     return _save(fig, path, f"Qualitative predictions of {run} (single scale)", mark, setting)
 
 
@@ -242,12 +306,13 @@ def _distinct_bases(maps: torch.Tensor, count: int, alike: float = 0.95) -> list
             chosen.append(k)
         if len(chosen) == count:
             return chosen
-    return chosen + [k for k in order if k not in chosen][:count - len(chosen)]
+    return chosen + [k for k in order if k not in chosen][: count - len(chosen)]
 
 
 @torch.no_grad()
-def responsibilities(model, images: list[tuple[str, torch.Tensor]], path: Path, bases: int = 4, mark: str = "",
-                     setting: str = "") -> Path:
+def responsibilities(
+    model, images: list[tuple[str, torch.Tensor]], path: Path, bases: int = 4, mark: str = "", setting: str = ""
+) -> Path:
     """Fig. 5 analogue: the last E-step's responsibilities Z (0..1) of the most used, mutually distinct
     bases, one row per (image id, normalised image), on one colour scale with a colour bar."""
     from emanet.engine.evaluate import responsibilities as responsibility_maps
@@ -255,8 +320,9 @@ def responsibilities(model, images: list[tuple[str, torch.Tensor]], path: Path, 
     maps = [responsibility_maps(model, image) for _, image in images]
     chosen = _distinct_bases(torch.cat([m.flatten(1) for m in maps], dim=1), bases)
     vmax = max(float(m[chosen].max()) for m in maps)
-    fig, axes = plt.subplots(len(images), len(chosen) + 1, figsize=(2.2 * (len(chosen) + 1) + 0.6, 2.3 * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(images), len(chosen) + 1, figsize=(2.2 * (len(chosen) + 1) + 0.6, 2.3 * len(images)), squeeze=False
+    )
     shown = None
     for row, ((image_id, image), m) in enumerate(zip(images, maps, strict=True)):
         axes[row][0].imshow(_denormalize(image))

@@ -7,9 +7,13 @@ from emanet import bench
 from emanet.report.tables import IMPORTED, NOT_PUBLISHED, Table
 
 #: The paper's confidence letters (paper.md §0), in the order of pipeline.CONFIDENCE.
-CONFIDENCE_LETTERS = {"R": "the official repository", "A": "the author (issues, blog)",
-                      "S": "a secondary source (aggregators, third-party code)", "D": "derived by us",
-                      "U": "unconfirmed"}
+CONFIDENCE_LETTERS = {
+    "R": "the official repository",
+    "A": "the author (issues, blog)",
+    "S": "a secondary source (aggregators, third-party code)",
+    "D": "derived by us",
+    "U": "unconfirmed",
+}
 
 
 def general_notes() -> list[str]:
@@ -40,10 +44,13 @@ def table_notes(table: Table, complexity: dict | None) -> list[str]:
     if complexity is None or not fields & {"module_output_bytes", "activation_bytes"}:
         return []
     if "activation_bytes" in fields:
-        return ["Memory (this column): bytes newly allocated by one fp32 inference forward; heads in millions of "
-                "fp32 values, the backbone in bytes (`emanet bench complexity` explains)."]
+        return [
+            "Memory (this column): bytes newly allocated by one fp32 inference forward; heads in millions of "
+            "fp32 values, the backbone in bytes (`emanet bench complexity` explains)."
+        ]
     if not bench.in_table1_setting(complexity):
-        return ["The costs were counted outside Table 1's setting (resnet101, 513x513, OS 8, K=64, T=3): "
-                "their Δ compares different things; rerun `emanet bench complexity` with its defaults."]
+        return [
+            "The costs were counted outside Table 1's setting (resnet101, 513x513, OS 8, K=64, T=3): "
+            "their Δ compares different things; rerun `emanet bench complexity` with its defaults."
+        ]
     return bench.memory_explanation(complexity)
-

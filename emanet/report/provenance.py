@@ -15,7 +15,8 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
     """{"profile", "made_utc", "report_commit", "run_commits": [...], "runs": [{experiment, ...}]}.
 
     ``runs`` lists each experiment the tables read, in table order, with what its run.json records
-    (missing keys as None; ``trained``: when training finished; ``state``: finished, unfinished (training or evaluation not done) or not made).
+    (missing keys as None; ``trained``: when training finished; ``state``: finished, unfinished (training or
+    evaluation not done) or not made).
     ``report_commit`` is the commit of the emanet code making the report, wherever it runs from.
     """
     runs, seen = [], set()
@@ -26,13 +27,26 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
             seen.add(row.experiment)
             info = read_json_object(results_root / "runs" / row.experiment / "run.json")
             state = "not made" if not info else ("finished" if info.get("finished", True) else "unfinished")
-            runs.append({"experiment": row.experiment, "made": bool(info), "state": state,
-                         "config_hash": info.get("config_hash"), "git_commit": info.get("git_commit"),
-                         "data_checksum": info.get("data_checksum"), "mlflow_run_id": info.get("mlflow_run_id"),
-                         "trained": (info.get("train") or {}).get("finished")})
+            runs.append(
+                {
+                    "experiment": row.experiment,
+                    "made": bool(info),
+                    "state": state,
+                    "config_hash": info.get("config_hash"),
+                    "git_commit": info.get("git_commit"),
+                    "data_checksum": info.get("data_checksum"),
+                    "mlflow_run_id": info.get("mlflow_run_id"),
+                    "trained": (info.get("train") or {}).get("finished"),
+                }
+            )
     commits = sorted({r["git_commit"] for r in runs if r["git_commit"]})
-    return {"profile": profile, "made_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "report_commit": git_commit(Path(__file__).resolve().parent), "run_commits": commits, "runs": runs}
+    return {
+        "profile": profile,
+        "made_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "report_commit": git_commit(Path(__file__).resolve().parent),
+        "run_commits": commits,
+        "runs": runs,
+    }
 
 
 def summary_lines(info: dict) -> list[str]:

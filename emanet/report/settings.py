@@ -19,8 +19,10 @@ def synthetic_mark(params: dict, profile: str) -> str:
     """The line every table file and figure of a synthetic-data profile carries; "" for real data."""
     if not resolve(params, profile).sources.synthetic:
         return ""
-    return (f"SYNTHETIC DATA ({profile} profile): a small network trained briefly on synthetic images; "
-            "not comparable to the paper")
+    return (
+        f"SYNTHETIC DATA ({profile} profile): a small network trained briefly on synthetic images; "
+        "not comparable to the paper"
+    )
 
 
 def run_params(params: dict, profile: str, results_root: Path, experiment: str) -> dict:
@@ -50,8 +52,14 @@ def _start(p: dict) -> str:
 
 #: The parts of a setting, in the order they are said.
 _PARTS: tuple[tuple[str, Callable[[dict], str]], ...] = (
-    ("backbone", lambda p: f"{p['model.backbone']} ({p['model.stem']} stem, width {p['model.base_width']})"
-     if p["model.backbone"] == "resnet_tiny" else str(p["model.backbone"])),
+    (
+        "backbone",
+        lambda p: (
+            f"{p['model.backbone']} ({p['model.stem']} stem, width {p['model.base_width']})"
+            if p["model.backbone"] == "resnet_tiny"
+            else str(p["model.backbone"])
+        ),
+    ),
     ("head", lambda p: f"head C={p['model.head_channels']}"),
     ("stride", _stride),
     ("crop", lambda p: f"crop {p['train.crop_size']}"),
@@ -89,9 +97,11 @@ def describe_costs(complexity: dict | None) -> str:
     if complexity is None:
         return "bench/complexity.json not made yet"
     s = complexity["setting"]
-    return (f"{s['backbone']} ({s['stem']} stem) at {s['size']}x{s['size']}, OS {s['output_stride']}, "
-            f"K={s['num_bases']}, T={s['stages']}, counted on shapes by `emanet bench complexity`, not from the "
-            "runs above")
+    return (
+        f"{s['backbone']} ({s['stem']} stem) at {s['size']}x{s['size']}, OS {s['output_stride']}, "
+        f"K={s['num_bases']}, T={s['stages']}, counted on shapes by `emanet bench complexity`, not from the "
+        "runs above"
+    )
 
 
 def annotate(tables: list[Table], params: dict, profile: str, results_root: Path, complexity: dict | None) -> None:
@@ -100,16 +110,18 @@ def annotate(tables: list[Table], params: dict, profile: str, results_root: Path
 
     mark = synthetic_mark(params, profile)
     for table in tables:
-        runs = {row.label: run_params(params, profile, results_root, row.experiment)
-                for row in table.rows if row.experiment}
+        runs = {
+            row.label: run_params(params, profile, results_root, row.experiment) for row in table.rows if row.experiment
+        }
         table.setting = describe_runs(runs)
         table.cost_setting = describe_costs(complexity) if table.has_costs else ""
         table.mark = mark
         table.notes = table_notes(table, complexity)
 
 
-def annotated_tables(params: dict, profile: str, results_root: Path,
-                     mlflow_runs: dict[str, dict] | None = None) -> list[Table]:
+def annotated_tables(
+    params: dict, profile: str, results_root: Path, mlflow_runs: dict[str, dict] | None = None
+) -> list[Table]:
     """Every table of params.yaml filled (:func:`emanet.report.tables.build_tables`, metric cells from
     ``mlflow_runs`` when given) and annotated (:func:`annotate`), the cost file read once for both."""
     complexity = read_complexity(results_root)

@@ -19,21 +19,21 @@ from emanet.pipeline import validate_tables
 NOT_PUBLISHED = "n/p"
 #: Beside a value whose run holds imported weights (`emanet import-weights`), not weights trained here.
 IMPORTED = "(imported)"
-MIB = 2 ** 20
+MIB = 2**20
 #: A cost's base unit per field: what ``Cell.ours`` holds and what the paper's "+63.4G" is read into.
 COST_UNITS = {"macs": "MACs", "params": "parameters", "module_output_bytes": "MiB", "activation_bytes": "fp32 values"}
 
 
 @dataclass
 class Cell:
-    ours: float | None = None        # metric in %, or a cost in COST_UNITS[unit]
-    text: str = ""                   # formatted value of ours
+    ours: float | None = None  # metric in %, or a cost in COST_UNITS[unit]
+    text: str = ""  # formatted value of ours
     paper: str | float | None = None
     confidence: str | None = None
-    source: str | None = None        # run folder (or bench file) the value came from
+    source: str | None = None  # run folder (or bench file) the value came from
     mlflow_run: str | None = None
-    missing: str | None = None       # why ours is absent
-    unit: str | None = None          # a cost cell's field (a key of COST_UNITS); None for a metric
+    missing: str | None = None  # why ours is absent
+    unit: str | None = None  # a cost cell's field (a key of COST_UNITS); None for a metric
 
     @property
     def paper_value(self) -> float | None:
@@ -66,8 +66,8 @@ class Row:
     label: str
     cells: dict[str, Cell] = field(default_factory=dict)
     note: str | None = None
-    experiment: str | None = None    # the run folder its metrics come from
-    cost: str | None = None          # its key in bench/complexity.json
+    experiment: str | None = None  # the run folder its metrics come from
+    cost: str | None = None  # its key in bench/complexity.json
 
 
 @dataclass
@@ -77,9 +77,9 @@ class Table:
     columns: list[dict]
     rows: list[Row]
     paper_setting: str | None = None  # params.yaml's tables.<name>.paper_setting
-    setting: str = ""                 # what this report's numbers were made with (settings.describe_table)
-    cost_setting: str = ""            # the setting of the cost columns (bench/complexity.json)
-    mark: str = ""                    # the synthetic-data mark; empty for real data
+    setting: str = ""  # what this report's numbers were made with (settings.describe_table)
+    cost_setting: str = ""  # the setting of the cost columns (bench/complexity.json)
+    mark: str = ""  # the synthetic-data mark; empty for real data
     notes: list[str] = field(default_factory=list)  # what this table's numbers need said (notes.table_notes)
 
     @property
@@ -132,18 +132,28 @@ def _metric_cell(run_dir: Path, protocol: str) -> Cell:
     packaged = json.loads(package.read_text()) if package.exists() else None
     if not path.exists():
         if packaged:  # a test split: the score comes from the evaluation server
-            return Cell(text="awaiting server", source=str(run_dir),
-                        missing=f"upload {packaged['submission']} to {packaged['server']}, then `emanet submission "
-                                f"record --experiment {run_dir.name} --protocol {protocol} --miou ...`")
+            return Cell(
+                text="awaiting server",
+                source=str(run_dir),
+                missing=f"upload {packaged['submission']} to {packaged['server']}, then `emanet submission "
+                f"record --experiment {run_dir.name} --protocol {protocol} --miou ...`",
+            )
         return Cell(missing=f"{path} not found")
     metrics = json.loads(path.read_text())
     if packaged and metrics.get("submission_sha256") != packaged["submission_sha256"]:
-        return Cell(text="stale", source=str(run_dir),
-                    missing=f"{path} scores an earlier package than {packaged['submission']}: submit it again")
+        return Cell(
+            text="stale",
+            source=str(run_dir),
+            missing=f"{path} scores an earlier package than {packaged['submission']}: submit it again",
+        )
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     value = 100.0 * metrics["miou"]
-    return Cell(ours=value, text=_value_text(value, bool(info.get("imported"))), source=str(run_dir),
-                mlflow_run=info.get("mlflow_run_id"))
+    return Cell(
+        ours=value,
+        text=_value_text(value, bool(info.get("imported"))),
+        source=str(run_dir),
+        mlflow_run=info.get("mlflow_run_id"),
+    )
 
 
 def _value_text(value: float, imported: bool) -> str:
@@ -159,8 +169,10 @@ def _cost_cell(complexity: dict | None, key: str | None, field_name: str, bench_
     head = key != "backbone"
     cost = complexity["heads"][key] if head else complexity["backbone"]
     if field_name not in cost:
-        return Cell(missing=f"{bench_file} has no {field_name}: rerun `emanet bench complexity --output {bench_file}`",
-                    unit=field_name)
+        return Cell(
+            missing=f"{bench_file} has no {field_name}: rerun `emanet bench complexity --output {bench_file}`",
+            unit=field_name,
+        )
     value = cost_value(field_name, cost[field_name])
     return Cell(ours=value, text=_format_cost(field_name, value, head), source=str(bench_file), unit=field_name)
 
@@ -185,8 +197,9 @@ def read_complexity(results_root: Path) -> dict | None:
     return json.loads(bench_file.read_text()) if bench_file.exists() else None
 
 
-def build_tables(params: dict, results_root: Path, mlflow_runs: dict[str, dict] | None = None,
-                 complexity: dict | None = None) -> list[Table]:
+def build_tables(
+    params: dict, results_root: Path, mlflow_runs: dict[str, dict] | None = None, complexity: dict | None = None
+) -> list[Table]:
     """Fill every table of params.yaml from ``results_root/runs/*`` and the costs ``complexity`` (read from
     ``results_root/bench`` when not given), or, with ``mlflow_runs``, the metric cells from MLflow alone.
     Settings, marks and notes are added by :func:`emanet.report.settings.annotate`."""
@@ -198,8 +211,12 @@ def build_tables(params: dict, results_root: Path, mlflow_runs: dict[str, dict] 
     for name, spec in params["tables"].items():
         rows = []
         for row_spec in spec["rows"]:
-            row = Row(row_spec["label"], note=row_spec.get("note"), experiment=row_spec.get("experiment"),
-                      cost=row_spec.get("cost"))
+            row = Row(
+                row_spec["label"],
+                note=row_spec.get("note"),
+                experiment=row_spec.get("experiment"),
+                cost=row_spec.get("cost"),
+            )
             for column in spec["columns"]:
                 kind, _, value = column["source"].partition(":")
                 if kind == "metric":
@@ -235,8 +252,12 @@ def _ours_text(cell: Cell) -> str:
 
 def pending(table: Table) -> list[str]:
     """What to do for cells that wait on someone (the evaluation server): one line per cell."""
-    return [f"{row.label}, {column['label']}: {cell.missing}" for row in table.rows for column in table.columns
-            if (cell := row.cells[column["key"]]).text and cell.missing]
+    return [
+        f"{row.label}, {column['label']}: {cell.missing}"
+        for row in table.rows
+        for column in table.columns
+        if (cell := row.cells[column["key"]]).text and cell.missing
+    ]
 
 
 def caption_lines(table: Table) -> list[str]:
@@ -287,8 +308,16 @@ def to_latex(table: Table) -> str:
     mark = rf"\textbf{{{_tex(table.mark)}}} " if table.mark else ""
     caption = " ".join([_tex(table.title) + "."] + [_tex(line) for line in caption_lines(table)])
     lines = [f"% {table.mark}"] if table.mark else []
-    lines += [r"\begin{table}[t]", r"\centering", rf"\caption{{{mark}{caption}}}",
-              rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head + r" \\", sub + r" \\", r"\midrule"]
+    lines += [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{mark}{caption}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        head + r" \\",
+        sub + r" \\",
+        r"\midrule",
+    ]
     for row in table.rows:
         values = []
         for column in table.columns:
@@ -298,8 +327,9 @@ def to_latex(table: Table) -> str:
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = pending(table) + table.notes
     if notes:
-        lines += [r"\par\footnotesize"] + [re.sub(r"`([^`]+)`", r"\\texttt{\1}", _tex(line)) + r"\par"
-                                            for line in notes]
+        lines += [r"\par\footnotesize"] + [
+            re.sub(r"`([^`]+)`", r"\\texttt{\1}", _tex(line)) + r"\par" for line in notes
+        ]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -327,9 +357,11 @@ def to_html(table: Table) -> str:
     mark = f"<p class='mark'>{html.escape(table.mark)}</p>" if table.mark else ""
     caption = "".join(f"<p class='setting'>{note_html(line)}</p>" for line in caption_lines(table))
     notes = "".join(f"<li>{note_html(line)}</li>" for line in pending(table) + table.notes)
-    return (f"{mark}{caption}<div class='scroll'><table><thead><tr><th></th>{head}</tr>"
-            f"<tr><th></th>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-            + (f"<ul class='notes'>{notes}</ul>" if notes else ""))
+    return (
+        f"{mark}{caption}<div class='scroll'><table><thead><tr><th></th>{head}</tr>"
+        f"<tr><th></th>{sub}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        + (f"<ul class='notes'>{notes}</ul>" if notes else "")
+    )
 
 
 def note_html(line: str) -> str:

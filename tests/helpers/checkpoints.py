@@ -10,9 +10,15 @@ def encoding_checkpoint() -> dict[str, torch.Tensor]:
     sd: dict[str, torch.Tensor] = {}
 
     def bn(prefix, c):
-        sd.update({f"{prefix}.weight": torch.rand(c), f"{prefix}.bias": torch.rand(c),
-                   f"{prefix}.running_mean": torch.rand(c), f"{prefix}.running_var": torch.rand(c) + 0.5,
-                   f"{prefix}.num_batches_tracked": torch.tensor(7)})
+        sd.update(
+            {
+                f"{prefix}.weight": torch.rand(c),
+                f"{prefix}.bias": torch.rand(c),
+                f"{prefix}.running_mean": torch.rand(c),
+                f"{prefix}.running_var": torch.rand(c) + 0.5,
+                f"{prefix}.num_batches_tracked": torch.tensor(7),
+            }
+        )
 
     sd["conv1.0.weight"] = torch.randn(64, 3, 3, 3)
     bn("conv1.1", 64)

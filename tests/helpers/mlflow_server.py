@@ -31,14 +31,33 @@ class MlflowServer:
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
         self.log = open(self.workdir / f"mlflow-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", self.backend, "--artifacts-destination", str(self.workdir / "artifacts")],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            [
+                str(mlflow),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                self.backend,
+                "--artifacts-destination",
+                str(self.workdir / "artifacts"),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         api = f"{self.url}/api/2.0/mlflow/experiments/search?max_results=1"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.workdir / f'mlflow-{self.port}.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"mlflow server exited: {(self.workdir / f'mlflow-{self.port}.log').read_text()[-2000:]}"
+                )
             try:
                 urllib.request.urlopen(api, timeout=30)
                 return self

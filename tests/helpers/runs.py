@@ -30,24 +30,48 @@ def cli_env(env: dict | None = None) -> dict[str, str]:
     return full_env
 
 
-def emanet(args: list[str], nproc: int = 1, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def emanet(
+    args: list[str], nproc: int = 1, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """`emanet ARGS` (under torchrun when nproc > 1), one thread per process, no tracking URI unless given."""
     launcher = [sys.executable] if nproc == 1 else torchrun(nproc)
-    return subprocess.run([*launcher, "-m", "emanet.cli", *args], cwd=ROOT, env=cli_env(env), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [*launcher, "-m", "emanet.cli", *args],
+        cwd=ROOT,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_worker(script: str, out: Path, nproc: int = 2) -> None:
     """Run tests/helpers/<script> under torchrun (gloo, one thread per rank) with ``out`` as its argument."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS)
-    proc = subprocess.run([*torchrun(nproc), str(ROOT / "tests/helpers" / script), str(out)], env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [*torchrun(nproc), str(ROOT / "tests/helpers" / script), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def run_args(command: str, out: Path, data_root: Path, *sets: str, experiment: str = "ema512") -> list[str]:
-    args = [command, "--experiment", experiment, "--profile", "tiny", "--out", str(out),
-            "--set", f"data.root={data_root}", "--set", "tracking.enabled=false"]
+    args = [
+        command,
+        "--experiment",
+        experiment,
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={data_root}",
+        "--set",
+        "tracking.enabled=false",
+    ]
     for item in sets:
         args += ["--set", item]
     return args

@@ -36,11 +36,16 @@ def require_postgres() -> Path:
 
 
 def require_slurm() -> None:
-    missing = [b for b in ("slurmctld", "slurmd", "munged", "sbatch", "squeue") if not shutil.which(b)
-               and not Path(f"/usr/sbin/{b}").exists()]
+    missing = [
+        b
+        for b in ("slurmctld", "slurmd", "munged", "sbatch", "squeue")
+        if not shutil.which(b) and not Path(f"/usr/sbin/{b}").exists()
+    ]
     if missing or os.geteuid() != 0:
-        pytest.skip(f"Slurm not installed or not root (missing {missing}); "
-                    "apt-get install slurmctld slurmd slurm-client munge (.ci/run does)")
+        pytest.skip(
+            f"Slurm not installed or not root (missing {missing}); "
+            "apt-get install slurmctld slurmd slurm-client munge (.ci/run does)"
+        )
 
 
 class Postgres:
@@ -59,10 +64,16 @@ class Postgres:
     def __enter__(self) -> Postgres:
         shutil.chown(self.root, "postgres", "postgres")
         self._as_postgres(f"{self.bin}/initdb -D {self.dir} -A trust -U postgres")
-        self._as_postgres(f"{self.bin}/pg_ctl -D {self.dir} -l {self.dir.parent}/pg.log "
-                          f"-o '-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir.parent}' -w start")
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                        "create database mlflow"], check=True, capture_output=True, timeout=60)
+        self._as_postgres(
+            f"{self.bin}/pg_ctl -D {self.dir} -l {self.dir.parent}/pg.log "
+            f"-o '-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir.parent}' -w start"
+        )
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", "create database mlflow"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,7 +84,9 @@ class Postgres:
 
 
 MARKER = "# written by emanet's tests; removed when they stop\n"
-SLURM_CONF = MARKER + """ClusterName=emanet-test
+SLURM_CONF = (
+    MARKER
+    + """ClusterName=emanet-test
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
@@ -100,6 +113,7 @@ ReturnToService=2
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
+)
 
 
 class Slurm:
@@ -124,9 +138,16 @@ class Slurm:
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         self.conf.parent.mkdir(parents=True, exist_ok=True)
         mem_kb = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
-        self.conf.write_text(SLURM_CONF.format(host=socket.gethostname().split(".")[0], state=self.state,
-                                               cpus=os.cpu_count(), mem=int(mem_kb / 1024 * 0.85),
-                                               ctld_port=free_port(), d_port=free_port()))
+        self.conf.write_text(
+            SLURM_CONF.format(
+                host=socket.gethostname().split(".")[0],
+                state=self.state,
+                cpus=os.cpu_count(),
+                mem=int(mem_kb / 1024 * 0.85),
+                ctld_port=free_port(),
+                d_port=free_port(),
+            )
+        )
 
     def _munge(self) -> None:
         if subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0:
@@ -144,8 +165,9 @@ class Slurm:
         subprocess.run(["/usr/sbin/slurmd"], env=self.env, check=True, timeout=60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            out = subprocess.run(["timeout", "5", "sinfo", "-h", "-o", "%t"], env=self.env, capture_output=True,
-                                 text=True).stdout
+            out = subprocess.run(
+                ["timeout", "5", "sinfo", "-h", "-o", "%t"], env=self.env, capture_output=True, text=True
+            ).stdout
             if "idle" in out:
                 return self
             time.sleep(0.5)

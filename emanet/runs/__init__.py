@@ -1,0 +1,1 @@
+"""Run folders: what a run is (its identities), where its files lie, and whether it is still current."""
