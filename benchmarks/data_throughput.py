@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.prepare import prepare
-from emanet.data.synthetic import synthesize
-from emanet.data.transforms import MEAN, STD, TRAIN_SCALES, TrainTransform
+from emanet.data.convert.prepare import prepare
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.transforms import MEAN, STD, TRAIN_SCALES, TrainTransform
+from emanet.data.synthetic.archives import synthesize
 
 
 def pil_sample(root: Path, image_id: str, rng: np.random.Generator, crop: int) -> tuple[torch.Tensor, torch.Tensor]:

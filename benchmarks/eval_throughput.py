@@ -34,10 +34,10 @@ from pathlib import Path
 import torch
 
 from emanet.config import load_params, resolve
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.prepare import prepare
-from emanet.data.synthetic import synthesize
-from emanet.data.transforms import EvalTransform
+from emanet.data.convert.prepare import prepare
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.transforms import EvalTransform
+from emanet.data.synthetic.archives import synthesize
 from emanet.engine.dist import DistContext
 from emanet.engine.evaluate import score
 from emanet.engine.inference import Protocol, SharedViewPredictor

@@ -48,8 +48,8 @@ def trivial_miou(matrix: np.ndarray) -> float:
 
 def prepare_data(work: Path) -> Path:
     """The synthetic VOC of the test suite (tests/conftest.py: 6 images per split, seed 0), prepared."""
-    from emanet.data.prepare import prepare
-    from emanet.data.synthetic import synthesize
+    from emanet.data.convert.prepare import prepare
+    from emanet.data.synthetic.archives import synthesize
 
     synth, raw = work / "synth", work / "raw"
     synthesize(synth, images_per_split=6, seed=0)

@@ -8,8 +8,8 @@ import sys
 
 from emanet.commands import bench, data, predict, report, runs, submission
 from emanet.config import ConfigError, ParamsError
-from emanet.data.fetch import FetchError
-from emanet.data.sources import DataError
+from emanet.data.archives.transfer import FetchError
+from emanet.data.convert.sources import DataError
 from emanet.logfilters import drop_records
 
 GROUPS = (data, runs, predict, submission, bench, report)

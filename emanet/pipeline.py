@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from emanet.bench.cost_table import HEAD_SPECS
 from emanet.config import Config, ConfigError, resolve
-from emanet.cost_table import HEAD_SPECS
-from emanet.data.catalog import WEIGHTS
+from emanet.data.archives.catalog import WEIGHTS
 
 CONFIDENCE = ("R", "A", "S", "D", "U")
 COST_FIELDS = ("params", "macs", "activation_bytes", "module_output_bytes")

@@ -31,7 +31,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """Every dataset's archives in the official formats, written once per test session."""
-    from emanet.data.synthetic import synthesize
+    from emanet.data.synthetic.archives import synthesize
 
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, images_per_split=6, seed=0)
@@ -56,7 +56,7 @@ def prepared_root(tmp_path_factory, synth_dir) -> Path:
     """The synthetic VOC prepared once per session; pass ``--set data.root=<this>`` to runs."""
     import shutil
 
-    from emanet.data.prepare import prepare
+    from emanet.data.convert.prepare import prepare
 
     raw = tmp_path_factory.mktemp("raw_voc")
     for name in ("VOCtrainval_11-May-2012.tar", "benchmark.tgz"):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from emanet import bench
+from emanet.bench import complexity as bench
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emanet import bench_train
+from emanet.bench import training as bench_train
 from emanet.config import ConfigError, load_params, resolve
 from emanet.engine import train as engine_train
 from tests.helpers.runs import ROOT, cli_env, emanet, torchrun

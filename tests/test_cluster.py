@@ -19,7 +19,7 @@ import mlflow
 import pytest
 import yaml
 
-from emanet import tracking_server
+from emanet.tracking import server as tracking_server
 from tests.helpers.mlflow_server import free_port
 from tests.helpers.runs import ROOT, run_args
 from tests.helpers.services import Postgres, Slurm

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from emanet.bench_train import synthetic_batches
+from emanet.bench.training import synthetic_batches
 from emanet.config import load_params, resolve
 from emanet.engine.dist import DistContext
 from emanet.engine.train import TrainingStep, train_step

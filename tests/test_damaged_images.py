@@ -23,11 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from emanet.cli import _message
-from emanet.data import catalog
+from emanet.data.archives import catalog
 from emanet.data.classes import palette_png
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.prepare import prepare, read_meta
-from emanet.data.sources import (
+from emanet.data.convert.prepare import prepare, read_meta
+from emanet.data.convert.sources import (
     DataError,
     decode_image,
     drop_stale_extractions,
@@ -37,6 +36,7 @@ from emanet.data.sources import (
     read_id_list,
     read_index_png,
 )
+from emanet.data.loading.dataset import SegmentationDataset
 from emanet.engine import submission
 from tests.helpers.runs import emanet, run_args
 

@@ -6,10 +6,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.prepare import prepare
-from emanet.data.sources import DataError
-from emanet.data.transforms import MEAN, STD, EvalTransform, TrainTransform, multiscale_views, normalize, pad_to_8k1
+from emanet.data.convert.prepare import prepare
+from emanet.data.convert.sources import DataError
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.transforms import (
+    MEAN,
+    STD,
+    EvalTransform,
+    TrainTransform,
+    multiscale_views,
+    normalize,
+    pad_to_8k1,
+)
 
 
 @pytest.fixture(scope="module")

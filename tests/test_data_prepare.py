@@ -15,11 +15,11 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from emanet.data import prepare as prepare_module
+from emanet.data.archives.download import fetch
 from emanet.data.classes import CONTEXT59, VOC_CLASSES, cocostuff_class_names, palette_png
-from emanet.data.download import fetch
-from emanet.data.prepare import OFFICIAL_COUNTS, prepare, read_meta
-from emanet.data.sources import DataError, read_id_list
+from emanet.data.convert import prepare as prepare_module
+from emanet.data.convert.prepare import OFFICIAL_COUNTS, prepare, read_meta
+from emanet.data.convert.sources import DataError, read_id_list
 from tests.helpers.http_server import FolderServer
 
 N = 6  # images per split in the session's synthetic archives
@@ -228,7 +228,7 @@ def test_two_prepares_at_once_do_not_corrupt_the_output(tmp_path, raw_dir):
 
 
 def test_synth_is_reproducible(tmp_path, synth_dir):
-    from emanet.data.synthetic import synthesize
+    from emanet.data.synthetic.archives import synthesize
 
     synthesize(tmp_path / "again", images_per_split=6, seed=0)
     assert (tmp_path / "again" / "manifest.json").read_text() == (synth_dir / "manifest.json").read_text()

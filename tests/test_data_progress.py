@@ -8,8 +8,8 @@ import sys
 import tarfile
 import zipfile
 
-from emanet.data import fetch as fetching
-from emanet.data.fetch import RemoteFile, download, safe_extract
+from emanet.data.archives import transfer as fetching
+from emanet.data.archives.transfer import RemoteFile, download, safe_extract
 
 
 def test_download_and_prepare_commands_log_plain_lines(tmp_path, synth_dir):

@@ -8,8 +8,15 @@ import scipy.io
 from PIL import Image
 
 from emanet.data.classes import palette_png, voc_colormap
-from emanet.data.sources import DataError, check_values, mat_field, read_class_file, read_id_list, read_index_png
-from emanet.data.synthetic import _gtcls
+from emanet.data.convert.sources import (
+    DataError,
+    check_values,
+    mat_field,
+    read_class_file,
+    read_id_list,
+    read_index_png,
+)
+from emanet.data.synthetic.archives import _gtcls
 
 
 def test_palette_pngs_are_read_as_indices_not_colours(tmp_path):

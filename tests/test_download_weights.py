@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from emanet.config import load_params, resolve
-from emanet.data.catalog import WEIGHTS
-from emanet.data.download import fetch
-from emanet.data.fetch import ChecksumError
+from emanet.data.archives.catalog import WEIGHTS
+from emanet.data.archives.download import fetch
+from emanet.data.archives.transfer import ChecksumError
 from emanet.models import build_model
 from tests.helpers.checkpoints import encoding_checkpoint
 from tests.helpers.http_server import FolderServer

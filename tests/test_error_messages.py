@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from emanet.cli import main
-from emanet.data import cocostuff, context
-from emanet.data.sources import DataError
+from emanet.data.convert import cocostuff, context
+from emanet.data.convert.sources import DataError
 from emanet.engine import checkpoint
 from emanet.models.import_weights import read_foreign
 from emanet.models.weights import WeightLoadError, read_model_weights, read_state_dict
@@ -59,8 +59,8 @@ def test_class_names_that_differ_name_the_first_one(tmp_path):
 
 
 def test_context_lists_that_do_not_match_the_annotations_say_where_to_look(tmp_path, raw_dir):
-    from emanet.data import catalog
-    from emanet.data.sources import extracted
+    from emanet.data.archives import catalog
+    from emanet.data.convert.sources import extracted
 
     voc = extracted(raw_dir, catalog.VOC2010.name)
     train = next(voc.rglob("ImageSets/Main/train.txt"))

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from emanet.config import ConfigError, load_params, resolve
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.eval_loader import eval_loader
-from emanet.data.transforms import EvalTransform
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.eval_loader import eval_loader
+from emanet.data.loading.transforms import EvalTransform
 from emanet.engine.evaluate import evaluate, load_trained, predict
 from emanet.engine.inference import Protocol, SharedViewPredictor
 from emanet.engine.reference_eval import reference_matrices, reference_predict

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emanet.data.fetch import ChecksumError, FetchError, RemoteFile, download, safe_extract
+from emanet.data.archives.transfer import ChecksumError, FetchError, RemoteFile, download, safe_extract
 from tests.helpers.http_server import FolderServer
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # several read chunks

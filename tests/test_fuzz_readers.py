@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from emanet.data import cocostuff, context
+from emanet.data.archives.download import read_manifest
+from emanet.data.archives.transfer import FetchError
 from emanet.data.classes import (
     COCOSTUFF_LABELS,
     COCOSTUFF_UNUSED,
@@ -43,11 +44,10 @@ from emanet.data.classes import (
     cocostuff_lut,
     context59_lut,
 )
-from emanet.data.download import read_manifest
-from emanet.data.fetch import FetchError
-from emanet.data.prepare import READERS, read_meta
-from emanet.data.sources import DataError, mat_field, read_class_file, read_id_list, read_index_png
-from emanet.data.synthetic import _gtcls, cocostuff_labels_txt, context_labels_txt
+from emanet.data.convert import cocostuff, context
+from emanet.data.convert.prepare import READERS, read_meta
+from emanet.data.convert.sources import DataError, mat_field, read_class_file, read_id_list, read_index_png
+from emanet.data.synthetic.archives import _gtcls, cocostuff_labels_txt, context_labels_txt
 from emanet.engine import checkpoint
 from emanet.engine.submission import RESULTS_DIR, read_package
 from emanet.models.weights import WeightLoadError, load_backbone_weights, load_model_weights, read_state_dict
@@ -1133,7 +1133,7 @@ _PINS = {"benchmark.tgz": {"sha256": "ab" * 32, "size": 1_419_539_633}}
 @example(b"[]")
 def test_pinned_checksums_give_pins_or_a_fetch_error(tmp_path, data):
     """pinned-checksums.json, kept in the raw folder beside the downloads (and editable by hand)."""
-    from emanet.data.fetch import PINS_FILE, _read_pins
+    from emanet.data.archives.transfer import PINS_FILE, _read_pins
 
     (tmp_path / PINS_FILE).write_bytes(data)
     pins = refused(tmp_path / PINS_FILE, _read_pins, tmp_path, errors=(FetchError,))

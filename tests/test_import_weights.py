@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from emanet.config import ConfigError, load_params, resolve
-from emanet.data.fetch import FetchError
+from emanet.data.archives.transfer import FetchError
 from emanet.engine.evaluate import load_trained, predict
 from emanet.engine.import_run import import_weights
 from emanet.models import build_model, official
@@ -240,7 +240,7 @@ def test_files_that_are_not_a_whole_model_are_named_with_what_they_look_like(tmp
 
 def test_the_released_model_is_fetched_by_hand_and_pinned_on_first_sight(tmp_path, capsys):
     from emanet.cli import main
-    from emanet.data.download import fetch
+    from emanet.data.archives.download import fetch
 
     folder = tmp_path / "weights"
     with pytest.raises(

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 
 from emanet.tracking import Tracker, metrics_from_mlflow, read_run_info, sync_run
-from emanet.tracking_views import VIEW_TAG, View, plan_views, swept, write_views
+from emanet.tracking.views import VIEW_TAG, View, plan_views, swept, write_views
 from tests.helpers.mlflow_server import MlflowServer
 
 EXPERIMENT = "emanet/test/voc"

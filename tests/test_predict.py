@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from emanet.config import load_params, resolve
-from emanet.data.transforms import normalize, pad_to_8k1
+from emanet.data.loading.transforms import normalize, pad_to_8k1
 from emanet.engine.evaluate import predict, responsibilities
 from emanet.engine.predict import class_names, output_stems, predict_images, read_photo
 from emanet.models import build_model, official

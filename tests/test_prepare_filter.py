@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from emanet.data.classes import COCOSTUFF_LABELS
-from emanet.data.prepare import prepare, read_meta
-from emanet.data.sources import DataError, read_id_list
+from emanet.data.convert.prepare import prepare, read_meta
+from emanet.data.convert.sources import DataError, read_id_list
 from tests.helpers.runs import emanet
 
 PERSON = COCOSTUFF_LABELS.index("person")  # stuffthingmaps store labels.txt id - 1

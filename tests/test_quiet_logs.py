@@ -23,7 +23,7 @@ def test_cuda_home_notice_is_dropped_and_other_records_pass(caplog):
 
 
 def test_cli_process_imports_the_pipeline_without_the_notice():
-    """emanet.pipeline imports emanet.bench, which imports torch.utils.benchmark and so cpp_extension."""
+    """emanet.pipeline imports emanet.bench.complexity, which imports torch.utils.benchmark and so cpp_extension."""
     code = (
         "import sys; from emanet import cli; cli.drop_cuda_home_notice(); import emanet.pipeline; "
         "import torch.utils.cpp_extension"

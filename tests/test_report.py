@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from emanet import bench, pipeline
+from emanet import pipeline
+from emanet.bench import complexity as bench
 from emanet.config import ConfigError, load_params
 from emanet.io import atomic_write_json
 from emanet.report import build_report, figures
@@ -251,8 +252,8 @@ def test_predictions_and_responsibilities_name_their_images_and_share_one_scale(
     import torch
 
     from emanet.config import resolve
-    from emanet.data.dataset import SegmentationDataset
-    from emanet.data.transforms import EvalTransform
+    from emanet.data.loading.dataset import SegmentationDataset
+    from emanet.data.loading.transforms import EvalTransform
     from emanet.models import build_model
 
     cfg = resolve(params, "tiny", experiment="ema512")

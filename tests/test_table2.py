@@ -18,12 +18,12 @@ from PIL import Image
 
 from emanet import pipeline
 from emanet.config import ConfigError, load_params
+from emanet.data.archives.transfer import FetchError, RemoteFile, download, file_digests
 from emanet.data.classes import COCO_VOC_IDS, IGNORE, coco_voc_lut, palette_png
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.fetch import FetchError, RemoteFile, download, file_digests
-from emanet.data.prepare import prepare, read_meta
-from emanet.data.sources import DataError, read_id_list, read_index_png
-from emanet.data.synthetic import SERVER_DIR
+from emanet.data.convert.prepare import prepare, read_meta
+from emanet.data.convert.sources import DataError, read_id_list, read_index_png
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.synthetic.archives import SERVER_DIR
 from emanet.engine import submission
 from emanet.engine.metrics import scores
 from emanet.report.tables import build_tables
@@ -97,7 +97,7 @@ def test_prepare_voc_test_keeps_images_without_labels(tmp_path, raw_dir):
 
 
 def test_voc_test_without_the_archive_says_how_to_get_it(tmp_path):
-    from emanet.data.voc import convert_test
+    from emanet.data.convert.voc import convert_test
 
     with pytest.raises(DataError, match="login"):
         convert_test(tmp_path)

@@ -23,11 +23,11 @@ import pytest
 from emanet.commands.data import _manifest_counts
 from emanet.commands.submission import _per_class
 from emanet.config import ConfigError, load_params
-from emanet.data import catalog
-from emanet.data.download import read_manifest
-from emanet.data.fetch import FetchError
-from emanet.data.prepare import prepare, read_meta
-from emanet.data.sources import DataError, extracted, read_class_file, read_id_list
+from emanet.data.archives import catalog
+from emanet.data.archives.download import read_manifest
+from emanet.data.archives.transfer import FetchError
+from emanet.data.convert.prepare import prepare, read_meta
+from emanet.data.convert.sources import DataError, extracted, read_class_file, read_id_list
 from emanet.textfile import TextFileError, read_text_file, text_lines
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from emanet import timings
+from emanet.bench import timings
+from emanet.bench.timings import Job
 from emanet.config import load_params
-from emanet.timings import Job
 from tests.helpers.runs import emanet
 
 BIN = Path(sys.executable).parent
@@ -222,7 +222,7 @@ def test_a_command_execd_after_another_is_not_charged_for_its_cpu(tmp_path):
     """A shell running `(train && evaluate)` execs the last command in its own process, which then carries the
     training's CPU time as waited-for children; the evaluation's record must count only its own."""
     burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
-    record = f"from emanet import timings; timings.record({str(tmp_path)!r}, 'evaluate', timings.started())"
+    record = f"from emanet.bench import timings; timings.record({str(tmp_path)!r}, 'evaluate', timings.started())"
     subprocess.run(
         ["bash", "-c", f"{sys.executable} -c '{burn}' && exec {sys.executable} -c \"{record}\""],
         check=True,

@@ -11,7 +11,7 @@ from emanet.io import atomic_write_json
 
 
 def complexity(args: argparse.Namespace) -> int:
-    from emanet import bench
+    from emanet.bench import complexity as bench
 
     result = bench.complexity(args.backbone, args.size, args.output_stride, args.num_bases, args.stages, args.stem)
     if args.output:
@@ -21,7 +21,7 @@ def complexity(args: argparse.Namespace) -> int:
 
 
 def latency(args: argparse.Namespace) -> int:
-    from emanet import bench
+    from emanet.bench import complexity as bench
 
     result = bench.latency(args.channels, args.size, args.batch, min_run_time=args.min_run_time)
     print(json.dumps(result) if args.json else bench.format_latency(result))
@@ -31,7 +31,7 @@ def latency(args: argparse.Namespace) -> int:
 def pipeline(args: argparse.Namespace) -> int:
     import os
 
-    from emanet import timings
+    from emanet.bench import timings
     from emanet.config import load_params
 
     params = load_params(args.params)

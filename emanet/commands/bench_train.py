@@ -1,4 +1,4 @@
-"""emanet bench train: the training step's speed and memory (:mod:`emanet.bench_train`)."""
+"""emanet bench train: the training step's speed and memory (:mod:`emanet.bench.training`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from emanet.io import atomic_write_json
 
 
 def train(args: argparse.Namespace) -> int:
-    from emanet import bench_train
+    from emanet.bench import training as bench_train
     from emanet.config import load_params, resolve
 
     cfg = resolve(load_params(args.params), args.profile, args.set, args.experiment)

@@ -11,7 +11,7 @@ from emanet.commands.common import add_params_options, need, profile_config, syn
 
 
 def synth(args: argparse.Namespace) -> int:
-    from emanet.data.synthetic import synthesize
+    from emanet.data.synthetic.archives import synthesize
 
     cfg = profile_config(args)
     if cfg is not None and not cfg.sources.synthetic:  # keep the pipelines' stage list the same in every profile
@@ -24,8 +24,8 @@ def synth(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    from emanet.data import download as fetching
-    from emanet.data.catalog import WEIGHTS
+    from emanet.data.archives import download as fetching
+    from emanet.data.archives.catalog import WEIGHTS
 
     cfg = profile_config(args)
     if args.name == "weights":
@@ -52,7 +52,7 @@ def _download_weights(args: argparse.Namespace, cfg) -> int:
     """Every ImageNet checkpoint the profile's experiments need (none for tiny), and a receipt."""
     from emanet import pipeline
     from emanet.config import load_params
-    from emanet.data import download as fetching
+    from emanet.data.archives import download as fetching
 
     if cfg is None:
         raise ValueError("`emanet download weights` needs --params (it downloads what the experiments use)")
@@ -71,8 +71,8 @@ def _download_weights(args: argparse.Namespace, cfg) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    from emanet.data.prepare import OFFICIAL_COUNTS
-    from emanet.data.prepare import prepare as convert
+    from emanet.data.convert.prepare import OFFICIAL_COUNTS
+    from emanet.data.convert.prepare import prepare as convert
 
     cfg = profile_config(args)
     raw_dir = args.raw_dir or (cfg and cfg.sources.raw_dir)
@@ -99,7 +99,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 def _manifest_counts(path: Path, dataset: str) -> dict[str, int]:
     """split -> count of ``dataset`` from an `emanet synth` manifest (UTF-8 JSON); errors name the file."""
-    from emanet.data.sources import DataError
+    from emanet.data.convert.sources import DataError
     from emanet.textfile import read_text_file
 
     try:
@@ -118,9 +118,9 @@ def _manifest_counts(path: Path, dataset: str) -> dict[str, int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from emanet.data.catalog import DATASETS, WEIGHTS
-    from emanet.data.prepare import CONVERTERS
-    from emanet.data.synthetic import SAME_ARCHIVES, WRITERS
+    from emanet.data.archives.catalog import DATASETS, WEIGHTS
+    from emanet.data.convert.prepare import CONVERTERS
+    from emanet.data.synthetic.archives import SAME_ARCHIVES, WRITERS
 
     p = sub.add_parser(
         "synth",

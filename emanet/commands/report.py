@@ -41,7 +41,7 @@ def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
 
 
 def tracking_server(args: argparse.Namespace) -> int:
-    from emanet.tracking_server import serve
+    from emanet.tracking.server import serve
 
     return serve(args.backend_store_uri, Path(args.artifacts_destination), args.host, args.port, args.workers)
 

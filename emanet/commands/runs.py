@@ -19,7 +19,7 @@ def resolve_run(args: argparse.Namespace):
 
 
 def train(args: argparse.Namespace) -> int:
-    from emanet import timings
+    from emanet.bench import timings
 
     since = timings.started()  # before the imports: torch's is part of what a job costs
     from emanet import pipeline
@@ -83,7 +83,7 @@ def set_aside(run_dir: Path, reason: str) -> Path:
 
 def import_weights(args: argparse.Namespace) -> int:
     from emanet import pipeline
-    from emanet.data.fetch import file_digests
+    from emanet.data.archives.transfer import file_digests
     from emanet.engine.import_run import import_conflict
     from emanet.engine.import_run import import_weights as run_import
     from emanet.models.import_weights import read_foreign
@@ -109,7 +109,7 @@ def import_weights(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from emanet import timings
+    from emanet.bench import timings
 
     since = timings.started()  # before the imports: torch's is part of what a job costs
     from emanet import pipeline

@@ -11,8 +11,8 @@ from pathlib import Path
 
 def score(args: argparse.Namespace) -> int:
     """Score a package against ground-truth PNGs, reading it exactly as the server would."""
-    from emanet.data.prepare import read_meta
-    from emanet.data.sources import read_id_list
+    from emanet.data.convert.prepare import read_meta
+    from emanet.data.convert.sources import read_id_list
     from emanet.engine import submission
     from emanet.engine.metrics import scores
 
@@ -29,7 +29,7 @@ def score(args: argparse.Namespace) -> int:
 def record(args: argparse.Namespace) -> int:
     """Store the evaluation server's score of a packaged submission as the run's metrics for ``--protocol``."""
     from emanet.commands.runs import resolve_run
-    from emanet.data.fetch import file_digests
+    from emanet.data.archives.transfer import file_digests
     from emanet.engine.evaluate import sync_to_mlflow, write_metrics
 
     _, cfg, run_dir = resolve_run(args)

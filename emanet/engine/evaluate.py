@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from emanet.config import Config
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.eval_loader import eval_loader
-from emanet.data.fetch import file_digests
-from emanet.data.transforms import pad_to_8k1
+from emanet.data.archives.transfer import file_digests
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.eval_loader import eval_loader
+from emanet.data.loading.transforms import pad_to_8k1
 from emanet.engine import dist as edist
 from emanet.engine import submission
 from emanet.engine.inference import Protocol, SharedViewPredictor

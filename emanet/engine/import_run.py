@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from emanet.config import Config, ConfigError, flatten
-from emanet.data.fetch import file_digests
+from emanet.data.archives.transfer import file_digests
 from emanet.engine import checkpoint
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
@@ -130,7 +130,7 @@ def _record(source: Path, sha256: str, weights: ForeignWeights) -> dict:
 
 def _data_checksum(cfg: Config) -> str | None:
     """The prepared training data's label checksum when it is there (an import needs no data)."""
-    from emanet.data.prepare import read_meta
+    from emanet.data.convert.prepare import read_meta
     from emanet.engine.train import dataset_root
 
     if not (dataset_root(cfg) / "meta.json").is_file():
@@ -141,7 +141,7 @@ def _data_checksum(cfg: Config) -> str | None:
 def _check_classes(cfg: Config, source: Path, num_classes: int) -> None:
     """The classifier's class count must be that of every prepared dataset the run trains or is evaluated
     on (evaluate would refuse the run afterwards); a dataset not prepared yet is checked by evaluate."""
-    from emanet.data.prepare import read_meta
+    from emanet.data.convert.prepare import read_meta
     from emanet.engine.evaluate import eval_root
     from emanet.engine.train import dataset_root
 

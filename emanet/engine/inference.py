@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from emanet.data.transforms import pad_to_8k1, rescale
+from emanet.data.loading.transforms import pad_to_8k1, rescale
 from emanet.models import Segmentor
 
 

@@ -1,7 +1,7 @@
 """The straightforward evaluation: one image, one view, one protocol at a time, decoded in the main process.
 
 This is how ``emanet evaluate`` worked before its views were shared and its images decoded in DataLoader
-workers (:mod:`emanet.engine.inference`, :mod:`emanet.data.eval_loader`). It is kept, unchanged, as the
+workers (:mod:`emanet.engine.inference`, :mod:`emanet.data.loading.eval_loader`). It is kept, unchanged, as the
 reference that the fast path is tested against (``tests/test_evaluate_shared.py``: identical confusion
 matrices on CPU) and timed against (``benchmarks/eval_throughput.py``). Nothing in the pipeline calls it.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.transforms import multiscale_views, pad_to_8k1
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.transforms import multiscale_views, pad_to_8k1
 from emanet.engine.metrics import confusion_matrix
 from emanet.models import Segmentor
 
@@ -50,7 +50,7 @@ def reference_matrices(
     """One confusion matrix per protocol (multi_scale, flip, T_eval or None = as the model was built), each
     protocol a full pass over this rank's images (every W-th from ``rank``), each image decoded again.
 
-    ``dataset`` must return normalised images and labels (:class:`emanet.data.transforms.EvalTransform`).
+    ``dataset`` must return normalised images and labels (:class:`emanet.data.loading.transforms.EvalTransform`).
     The model's T_eval is restored afterwards.
     """
     units = list(model.ema_units())

@@ -30,10 +30,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from emanet.config import Config, ConfigError, flatten
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.fetch import file_digests
-from emanet.data.prepare import read_meta
-from emanet.data.transforms import TrainTransform
+from emanet.data.archives.transfer import file_digests
+from emanet.data.convert.prepare import read_meta
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.transforms import TrainTransform
 from emanet.engine import checkpoint
 from emanet.engine import dist as edist
 from emanet.engine.optim import param_groups, poly_lr, set_lr

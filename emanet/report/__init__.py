@@ -251,8 +251,8 @@ def _figures(
 def _class_names(params: dict, profile: str, experiment: str) -> list[str] | None:
     """The evaluated dataset's classes in label order (its meta.json), or VOC's for a VOC run not prepared here."""
     from emanet.data.classes import VOC_CLASSES
-    from emanet.data.prepare import read_meta
-    from emanet.data.sources import DataError
+    from emanet.data.convert.prepare import read_meta
+    from emanet.data.convert.sources import DataError
 
     cfg = resolve(params, profile, experiment=experiment)
     dataset = cfg.eval.dataset or cfg.data.dataset
@@ -265,8 +265,8 @@ def _class_names(params: dict, profile: str, experiment: str) -> list[str] | Non
 def _model_figures(params: dict, profile: str, run_dir: Path, folder: Path, label: str, mark: str, setting: str):
     import torch
 
-    from emanet.data.dataset import SegmentationDataset
-    from emanet.data.transforms import EvalTransform
+    from emanet.data.loading.dataset import SegmentationDataset
+    from emanet.data.loading.transforms import EvalTransform
     from emanet.engine.evaluate import load_trained
     from emanet.engine.train import dataset_root
 

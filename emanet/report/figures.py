@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from emanet.data.classes import voc_colormap  # noqa: E402
-from emanet.data.transforms import MEAN, STD  # noqa: E402
+from emanet.data.loading.transforms import MEAN, STD  # noqa: E402
 from emanet.io import atomic_write_bytes  # noqa: E402
 from emanet.report.tables import Table  # noqa: E402
 

@@ -3,7 +3,7 @@ plain-text sentences (Markdown list items, HTML ``<li>`` with the text escaped, 
 
 from __future__ import annotations
 
-from emanet import bench
+from emanet.bench import complexity as bench
 from emanet.report.tables import IMPORTED, NOT_PUBLISHED, Table
 
 #: The paper's confidence letters (paper.md §0), in the order of pipeline.CONFIDENCE.

@@ -3,7 +3,8 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from emanet import pipeline, timings
+from emanet import pipeline
+from emanet.bench import timings
 from emanet.config import ConfigError, resolve
 
 

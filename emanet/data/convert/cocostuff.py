@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emanet.data import catalog
+from emanet.data.archives import catalog
 from emanet.data.classes import COCO_VOC_IDS, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, VOC_CLASSES
-from emanet.data.conversion import Conversion
-from emanet.data.sources import DataError, Sample, extracted, listing, locate, read_class_file, read_id_list, stems
+from emanet.data.convert.conversion import Conversion
+from emanet.data.convert.sources import DataError, Sample, extracted, listing, locate, read_class_file, read_id_list, stems
 
 OFFICIAL_COUNTS_10K = {"train": 9000, "test": 1000}
 OFFICIAL_COUNTS_164K = {"train": 118287, "val": 5000}

@@ -24,8 +24,8 @@ for runs with the EMA head: :func:`tracked_params`; MLflow keeps params
 as strings and sorts them as text: 128 < 16 < 256; a metric sorts as a number, the MLflow maintainers'
 advice in mlflow/mlflow#6348). A run lasts from the start to the end of its training, as ``run.json``
 records them, however long it waited for its evaluation. Where a local SQLite store lives (kept relative
-to the run folder in ``run.json``), and following it when the project is moved: :mod:`emanet.tracking_store`.
-Every sync also rewrites the experiment's saved views (:mod:`emanet.tracking_views`): each paper
+to the run folder in ``run.json``), and following it when the project is moved: :mod:`emanet.tracking.store`.
+Every sync also rewrites the experiment's saved views (:mod:`emanet.tracking.views`): each paper
 table's runs sorted by what the table sweeps, with their mIoU columns, linked from the experiment's note.
 """
 
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from emanet.logfilters import drop_records
-from emanet.tracking_store import artifacts_beside, follow_moved_store, guard_uri_filenames, portable_uri, resolved_uri
+from emanet.tracking.store import artifacts_beside, follow_moved_store, guard_uri_filenames, portable_uri, resolved_uri
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def sync_run(run_dir: str | Path, uri: str | None = None) -> str:
             info.update(mlflow_run_id=run_id, tracking_uri=portable_uri(uri, run_dir))
             _write_run_info(run_dir, info)
         experiment_id = _replay(client, run_id, run_dir, info)
-        from emanet.tracking_views import write_views
+        from emanet.tracking.views import write_views
 
         write_views(client, experiment_id, EXPERIMENT_NOTE, NOTE_MARK)
     except TrackingStoreError:

@@ -23,10 +23,10 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from emanet.data import catalog
+from emanet.data.archives import catalog
 from emanet.data.classes import (COCO_VOC_IDS, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, CONTEXT59, CONTEXT_NUM_RAW,
                                  palette_png)
-from emanet.data.scenes import Shape, boundary_band, random_mask, render
+from emanet.data.synthetic.scenes import Shape, boundary_band, random_mask, render
 from emanet.io import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "manifest.json"

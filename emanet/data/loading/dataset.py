@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emanet.data.prepare import read_meta
-from emanet.data.sources import DataError, decode_image, read_id_list, read_index_png
+from emanet.data.convert.prepare import read_meta
+from emanet.data.convert.sources import DataError, decode_image, read_id_list, read_index_png
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emanet.data import cocostuff, context, voc
+from emanet.data.convert import cocostuff, context, voc
 from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, coco_voc_lut, cocostuff_lut, context59_lut, palette_png
-from emanet.data.conversion import Conversion
-from emanet.data.sources import (DataError, Sample, check_values, drop_stale_extractions, image_size, mat_field,
+from emanet.data.convert.conversion import Conversion
+from emanet.data.convert.sources import (DataError, Sample, check_values, drop_stale_extractions, image_size, mat_field,
                                  read_index_png)
 from emanet.io import atomic_write_json, atomic_write_text
 from emanet.progress import progress as progress_report

@@ -1,6 +1,6 @@
 """Learnable synthetic scenes: each class a distinct colour and texture on a varied background.
 
-Used by :mod:`emanet.data.synthetic` to fill archives in the official formats. A class's look depends
+Used by :mod:`emanet.data.synthetic.archives` to fill archives in the official formats. A class's look depends
 only on its train id, so a small network can learn the mapping from appearance to class; backgrounds
 are low-saturation noise and gradients that no class uses.
 """

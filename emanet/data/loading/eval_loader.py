@@ -13,15 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emanet.data.dataset import SegmentationDataset
-from emanet.data.transforms import normalize
+from emanet.data.loading.dataset import SegmentationDataset
+from emanet.data.loading.transforms import normalize
 
 
 class EvalImages(Dataset):
     """(index in the split, normalised float image (3, H, W), uint8 label (H, W) or None for a split
     without labels) for the split positions ``indices`` of ``dataset``.
 
-    Decoding errors are :class:`emanet.data.sources.DataError` naming the file (re-raised from a worker).
+    Decoding errors are :class:`emanet.data.convert.sources.DataError` naming the file (re-raised from a worker).
     """
 
     def __init__(self, dataset: SegmentationDataset, indices: Sequence[int]):

@@ -1,10 +1,10 @@
-"""What a dataset converter hands to :mod:`emanet.data.prepare`."""
+"""What a dataset converter hands to :mod:`emanet.data.convert.prepare`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from emanet.data.sources import Sample
+from emanet.data.convert.sources import Sample
 
 
 @dataclass

@@ -25,8 +25,8 @@ import scipy.io
 import scipy.sparse
 from PIL import Image, UnidentifiedImageError
 
-from emanet.data.fetch import safe_extract
-from emanet.data.matv5 import unsafe_element
+from emanet.data.archives.transfer import safe_extract
+from emanet.data.convert.matv5 import unsafe_element
 from emanet.io import atomic_write_json
 from emanet.textfile import text_lines
 
@@ -52,7 +52,7 @@ class Sample:
     image_id: str
     image: Path
     label: Path | None
-    reader: str | None  # a key of emanet.data.prepare.READERS
+    reader: str | None  # a key of emanet.data.convert.prepare.READERS
 
 
 def read_id_list(path: Path) -> list[str]:
@@ -169,7 +169,7 @@ def mat_field(path: Path, variable: str, field: str | None = None) -> np.ndarray
     Returns the 2-D array as stored (integer, float or logical dtype). Raises DataError naming the file for
     an unreadable, empty, truncated or corrupt file, a v7.3 (HDF5) file, a missing variable or field, and
     a value that is not a non-empty 2-D numeric array (struct, cell, text, sparse, complex, empty, 3-D).
-    A damaged file that would crash scipy's reader (:mod:`emanet.data.matv5`) is refused before it is read."""
+    A damaged file that would crash scipy's reader (:mod:`emanet.data.convert.matv5`) is refused before it is read."""
     raw = _read_bytes(path, "annotation file", REDOWNLOAD)
     crash = unsafe_element(raw)
     if crash:

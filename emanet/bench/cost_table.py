@@ -2,7 +2,7 @@
 
 The plan (``emanet.pipeline``) validates each table row's ``cost`` key against these names when params.yaml is
 loaded, and Snakemake imports the plan in every job it starts: keeping torch out of this module keeps that start-up
-short. ``emanet.bench`` measures the costs.
+short. ``emanet.bench.complexity`` measures the costs.
 """
 
 from __future__ import annotations

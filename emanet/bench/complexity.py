@@ -31,7 +31,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-from emanet.cost_table import HEAD_SPECS, PAPER_TABLE1
+from emanet.bench.cost_table import HEAD_SPECS, PAPER_TABLE1
 from emanet.models.heads import build_head
 from emanet.models.resnet import DilatedResNet
 

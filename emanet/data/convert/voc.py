@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emanet.data import catalog
+from emanet.data.archives import catalog
 from emanet.data.classes import VOC_CLASSES
-from emanet.data.conversion import Conversion
-from emanet.data.sources import DataError, Sample, find_dir, listing, locate, read_id_list, stems
+from emanet.data.convert.conversion import Conversion
+from emanet.data.convert.sources import DataError, Sample, find_dir, listing, locate, read_id_list, stems
 
 OFFICIAL_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "trainaug": 10582}
 OFFICIAL_COUNTS_TEST = {"test": 1456}

@@ -14,8 +14,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from emanet.data.catalog import DATASETS, WEIGHTS, WeightsEntry
-from emanet.data.fetch import FetchError, RemoteFile, download, safe_extract, verify
+from emanet.data.archives.catalog import DATASETS, WEIGHTS, WeightsEntry
+from emanet.data.archives.transfer import FetchError, RemoteFile, download, safe_extract, verify
 from emanet.textfile import read_text_file
 
 

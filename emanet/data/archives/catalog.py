@@ -2,14 +2,14 @@
 
 Sources and digests are those of ``shared/reference/datasets.md`` (datasets) and of the PyTorch-Encoding
 and torchvision model zoos (ImageNet weights). Files without a published checksum are pinned on first
-download (see :func:`emanet.data.fetch.download`).
+download (see :func:`emanet.data.archives.transfer.download`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emanet.data.fetch import RemoteFile
+from emanet.data.archives.transfer import RemoteFile
 
 _OXFORD = ("http://host.robots.ox.ac.uk/pascal/VOC", "https://thor.robots.ox.ac.uk/pascal/VOC")
 _SBD = "Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emanet.data import catalog
+from emanet.data.archives import catalog
 from emanet.data.classes import CONTEXT59, CONTEXT_NUM_RAW
-from emanet.data.conversion import Conversion
-from emanet.data.sources import DataError, Sample, listing, locate, read_class_file, read_id_list, stems
+from emanet.data.convert.conversion import Conversion
+from emanet.data.convert.sources import DataError, Sample, listing, locate, read_class_file, read_id_list, stems
 
 OFFICIAL_COUNTS = {"train": 4998, "val": 5105}
 _VOC_MEMBERS = [f"VOCdevkit/VOC2010/{m}" for m in ("JPEGImages", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt")]

@@ -1,0 +1,1 @@
+"""Getting archives: the catalog of official files, resumable checksummed transfers, the `emanet download` stage."""

@@ -1,0 +1,1 @@
+"""The prepared layout -> tensors: datasets, training augmentation, evaluation loading."""
