@@ -40,10 +40,10 @@ from emanet.data.loading.transforms import EvalTransform
 from emanet.data.synthetic.archives import synthesize
 from emanet.engine.dist import DistContext
 from emanet.engine.evaluate import score
-from emanet.engine.inference import Protocol, SharedViewPredictor
+from emanet.engine.inference import SharedViewPredictor
 from emanet.engine.reference_eval import reference_matrices
 from emanet.models import build_model
-from emanet.pipeline import parse_protocol
+from emanet.protocols import Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 FIG4 = ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
@@ -59,14 +59,14 @@ JOBS = {
 def _before(model, root: Path, split: str, protocols: list[str], scales) -> tuple[float, list]:
     dataset = SegmentationDataset(root, split, EvalTransform())
     start = time.perf_counter()
-    matrices = reference_matrices(model, dataset, [parse_protocol(p) for p in protocols], scales)
+    matrices = reference_matrices(model, dataset, [dataclasses.astuple(Protocol.parse(p)) for p in protocols], scales)
     return time.perf_counter() - start, [m.tolist() for m in matrices]
 
 
 def _after(model, root: Path, split: str, protocols: list[str], scales, workers: int) -> tuple[float, list]:
     dataset = SegmentationDataset(root, split)
     start = time.perf_counter()
-    predictor = SharedViewPredictor(model, [Protocol(*parse_protocol(p)) for p in protocols], scales)
+    predictor = SharedViewPredictor(model, [Protocol.parse(p) for p in protocols], scales)
     matrices = score(predictor, dataset, protocols, CPU, workers, f"after, data.workers={workers}")
     return time.perf_counter() - start, [matrices[p].tolist() for p in protocols]
 

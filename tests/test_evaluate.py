@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emanet.engine.evaluate import predict, protocol_name
+from emanet.engine.evaluate import predict
 from emanet.engine.metrics import confusion_matrix, scores
 from emanet.models import build_model
 
@@ -68,12 +68,6 @@ def test_classes_absent_from_prediction_and_truth_are_not_averaged():
     matrix = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 0]])
     result = scores(matrix, ["a", "b", "never"])
     assert result["miou"] == 1.0 and result["per_class"]["never"] is None
-
-
-def test_protocol_names():
-    assert protocol_name(False, False, None) == "ss"
-    assert protocol_name(True, True, None) == "ms_flip"
-    assert protocol_name(False, False, 5) == "ss_T5"
 
 
 @pytest.mark.parametrize("head", ["ema", "aspp"])

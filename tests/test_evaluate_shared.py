@@ -13,9 +13,10 @@ from emanet.data.loading.dataset import SegmentationDataset
 from emanet.data.loading.eval_loader import eval_loader
 from emanet.data.loading.transforms import EvalTransform
 from emanet.engine.evaluate import evaluate, load_trained, predict
-from emanet.engine.inference import Protocol, SharedViewPredictor
+from emanet.engine.inference import SharedViewPredictor
 from emanet.engine.reference_eval import reference_matrices, reference_predict
 from emanet.models import build_model
+from emanet.protocols import Protocol
 from tests.conftest import ROOT
 
 SCALES = [0.75, 1.0, 1.25]

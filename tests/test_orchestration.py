@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emanet import pipeline
+from emanet import plan
 from emanet.config import load_params
 from tests.helpers.runs import THREADS
 
@@ -104,7 +104,7 @@ def test_both_orchestrators_declare_the_same_stages_and_outputs(root):
     smk_outputs = set(re.findall(r"^\s+output: (.+)$", dry, re.M))
     smk_outputs = {p.strip() for line in smk_outputs for p in line.split(",")}
     assert expanded == smk_outputs
-    assert {f"results/{profile}/runs/{e}/model.pt" for e in pipeline.experiments(params)} <= expanded
+    assert {f"results/{profile}/runs/{e}/model.pt" for e in plan.experiments(params)} <= expanded
 
 
 def test_snakemake_lint_is_clean(root):

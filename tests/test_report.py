@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from emanet import pipeline
+from emanet import plan
 from emanet.bench import complexity as bench
 from emanet.config import ConfigError, load_params
 from emanet.io import atomic_write_json
@@ -60,8 +60,8 @@ def complexity():
 
 
 def _fake_results(results, params, complexity):
-    for name in pipeline.experiments(params):
-        _fake_run(results, name, {p: 0.5 for p in pipeline.protocols(params, name)})
+    for name in plan.experiments(params):
+        _fake_run(results, name, {p: 0.5 for p in plan.protocols(params, name)})
     atomic_write_json(results / "bench/complexity.json", complexity)
 
 
@@ -238,14 +238,13 @@ def test_table_schema_errors_name_the_key(params, mutate, message):
     broken = copy.deepcopy(params)
     mutate(broken)
     with pytest.raises(ConfigError, match=message):
-        pipeline.datasets(broken, "tiny")
+        plan.datasets(broken, "tiny")
 
 
 def test_protocols_come_from_the_tables(params):
-    assert pipeline.protocols(params, "ema512") == ["ss", "ms_flip"]
-    assert pipeline.protocols(params, "r50_t2") == ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
-    assert pipeline.tables_of(params, "ema512") == ["attention", "k_sweep", "table1", "table2_stages"]
-    assert pipeline.parse_protocol("ms_flip_T4") == (True, True, 4)
+    assert plan.protocols(params, "ema512") == ["ss", "ms_flip"]
+    assert plan.protocols(params, "r50_t2") == ["ss"] + [f"ss_T{t}" for t in range(1, 9)]
+    assert plan.tables_of(params, "ema512") == ["attention", "k_sweep", "table1", "table2_stages"]
 
 
 def test_predictions_and_responsibilities_name_their_images_and_share_one_scale(prepared_root, params, monkeypatch):

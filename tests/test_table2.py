@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from emanet import pipeline
+from emanet import plan
 from emanet.config import ConfigError, load_params
 from emanet.data.archives.transfer import FetchError, RemoteFile, download, file_digests
 from emanet.data.classes import COCO_VOC_IDS, IGNORE, coco_voc_lut, palette_png
@@ -135,7 +135,7 @@ def test_bad_finetunes_are_refused_with_the_key_named(change, message):
     params = load_params(ROOT / "params.yaml")
     change(params)
     with pytest.raises(ConfigError, match=message):
-        pipeline.runs(params)
+        plan.runs(params)
 
 
 def test_table2_runs_form_the_papers_chain():
@@ -143,16 +143,16 @@ def test_table2_runs_form_the_papers_chain():
     chain, run = [], "coco_r101_trainval"
     while run:
         chain.append(run)
-        run = pipeline.parent(params, run)
+        run = plan.parent(params, run)
     assert chain == ["coco_r101_trainval", "coco_r101_trainaug", "coco_r101"]
-    configs = pipeline.configs(params, "paper")
+    configs = plan.configs(params, "paper")
     assert [configs[r].data.dataset for r in reversed(chain)] == ["coco_voc", "voc", "voc"]
     assert [configs[r].data.train_split for r in reversed(chain)] == ["train", "trainaug", "trainval"]
     assert all(configs[r].train.iterations == 30000 for r in chain)
     final = configs["coco_r101_trainval"]
     assert (final.eval.dataset, final.eval.split, final.model.backbone) == ("voc_test", "test", "resnet101")
     assert configs["coco_r152_trainval"].model.backbone == "resnet152"
-    assert "ms_flip" in pipeline.protocols(params, "coco_r101_trainval")
+    assert "ms_flip" in plan.protocols(params, "coco_r101_trainval")
 
 
 # --- the evaluation server's format --------------------------------------------------------------------

@@ -1,11 +1,15 @@
-"""The heads Table 1 of the paper compares, and the costs it prints; torch-free.
+"""The costs Table 1 of the paper prints, for the heads the plan declares; torch-free.
 
-The plan (``emanet.pipeline``) validates each table row's ``cost`` key against these names when params.yaml is
-loaded, and Snakemake imports the plan in every job it starts: keeping torch out of this module keeps that start-up
-short. ``emanet.bench.complexity`` measures the costs.
+The heads measured (:data:`HEAD_SPECS`) are declared by the plan (:mod:`emanet.plan.tables`), next to the tables
+schema that validates each row's ``cost`` key; they are re-exported here for ``emanet.bench.complexity``, which
+measures them.
 """
 
 from __future__ import annotations
+
+from emanet.plan.tables import HEAD_SPECS
+
+__all__ = ["HEAD_SPECS", "PAPER_TABLE1"]
 
 #: Table 1 of the paper (README of the official code): params, GMACs, memory as printed.
 PAPER_TABLE1 = {
@@ -13,14 +17,4 @@ PAPER_TABLE1 = {
     "ema512": {"params": 10.0e6, "macs": 43.1e9, "memory": "+22.1M"},
     "ema256": {"params": 4.87e6, "macs": 21.1e9, "memory": "+12.3M"},
     "aspp": {"params": 15.5e6, "macs": 63.4e9, "memory": "+66.0M"},
-}
-
-#: Heads of the cost table: name -> (head kind, C).
-HEAD_SPECS = {
-    "ema512": ("ema", 512),
-    "ema256": ("ema", 256),
-    "fcn": ("fcn", 512),
-    "nonlocal": ("nonlocal", 512),
-    "a2": ("a2", 512),
-    "aspp": ("aspp", 512),
 }

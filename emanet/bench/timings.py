@@ -62,26 +62,26 @@ def job_graph(params: dict, profile: str | None = None) -> dict[Job, tuple[Job, 
     synth <- download[d] <- prepare[d]; synth <- weights; train[e] <- prepare of e's datasets + weights;
     evaluate[e] <- train[e]; finetune[f] <- prepare of f's datasets + its parent's train or finetune;
     report <- every evaluate and finetune + complexity. Errors: :class:`emanet.config.ConfigError` for a bad
-    params file, as :mod:`emanet.pipeline` raises them.
+    params file, as :mod:`emanet.plan` raises them.
     """
-    from emanet import pipeline
+    from emanet import plan
 
-    configs = pipeline.configs(params, profile)
-    experiments, finetunes = pipeline.experiments(params), pipeline.finetunes(params)
+    configs = plan.configs(params, profile)
+    experiments, finetunes = plan.experiments(params), plan.finetunes(params)
 
     def data(run: str) -> tuple[Job, ...]:
         cfg = configs[run]
         return tuple(Job("prepare", d) for d in sorted({cfg.data.dataset, cfg.eval.dataset} - {None}))
 
     graph: dict[Job, tuple[Job, ...]] = {Job("synth"): (), Job("weights"): (Job("synth"),), Job("complexity"): ()}
-    for dataset in pipeline.datasets(params, profile):
+    for dataset in plan.datasets(params, profile):
         graph[Job("download", dataset)] = (Job("synth"),)
         graph[Job("prepare", dataset)] = (Job("download", dataset),)
     for run in experiments:
         graph[Job("train", run)] = (*data(run), Job("weights"))
         graph[Job("evaluate", run)] = (Job("train", run),)
     for run in finetunes:
-        parent = pipeline.parent(params, run)
+        parent = plan.parent(params, run)
         graph[Job("finetune", run)] = (*data(run), Job("finetune" if parent in finetunes else "train", parent))
     graph[Job("report")] = (
         *(Job("evaluate", r) for r in experiments),

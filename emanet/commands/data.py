@@ -50,13 +50,13 @@ def download(args: argparse.Namespace) -> int:
 
 def _download_weights(args: argparse.Namespace, cfg) -> int:
     """Every ImageNet checkpoint the profile's experiments need (none for tiny), and a receipt."""
-    from emanet import pipeline
+    from emanet import plan
     from emanet.config import load_params
     from emanet.data.archives import download as fetching
 
     if cfg is None:
         raise ValueError("`emanet download weights` needs --params (it downloads what the experiments use)")
-    names = pipeline.weights(load_params(args.params), cfg.profile)
+    names = plan.weights(load_params(args.params), cfg.profile)
     folder = Path(cfg.sources.weights_dir)
     paths = [
         p

@@ -22,14 +22,14 @@ def report(args: argparse.Namespace) -> int:
 
 def _from_mlflow(args: argparse.Namespace, params: dict, profile: str) -> int:
     """Print tables rebuilt from mlflow.search_runs alone (metric columns; costs live in the bench file)."""
-    from emanet import pipeline
+    from emanet import plan
     from emanet.config import resolve
     from emanet.report.settings import annotated_tables
     from emanet.report.tables import to_markdown
     from emanet.tracking import default_uri, metrics_from_mlflow
 
     cfg = resolve(params, profile)
-    datasets = args.dataset or sorted({c.data.dataset for c in pipeline.configs(params, profile).values()})
+    datasets = args.dataset or sorted({c.data.dataset for c in plan.configs(params, profile).values()})
     names = [cfg.tracking.experiment.format(profile=profile, dataset=d) for d in datasets]
     runs = metrics_from_mlflow(args.from_mlflow if args.from_mlflow != "-" else default_uri(), names)
     results = Path(args.results or f"results/{profile}")

@@ -22,7 +22,7 @@ def train(args: argparse.Namespace) -> int:
     from emanet.bench import timings
 
     since = timings.started()  # before the imports: torch's is part of what a job costs
-    from emanet import pipeline
+    from emanet import plan
     from emanet.config import ConfigError
     from emanet.engine.train import init_weights, run_identity
     from emanet.engine.train import train as run_training
@@ -38,7 +38,7 @@ def train(args: argparse.Namespace) -> int:
             f"import-weights`), not a trained run: pass --replace-changed to set them aside and "
             f"train, or use another --out"
         )
-    tables = pipeline.tables_of(params, cfg.experiment)
+    tables = plan.tables_of(params, cfg.experiment)
     print(run_training(cfg, run_dir, {"tables": ",".join(tables)} if tables else {}))
     timings.record(run_dir, "train", since)  # DVC keeps no timings: `emanet bench pipeline` reads these
     return 0
@@ -82,7 +82,7 @@ def set_aside(run_dir: Path, reason: str) -> Path:
 
 
 def import_weights(args: argparse.Namespace) -> int:
-    from emanet import pipeline
+    from emanet import plan
     from emanet.data.archives.transfer import file_digests
     from emanet.engine.import_run import import_conflict
     from emanet.engine.import_run import import_weights as run_import
@@ -93,7 +93,7 @@ def import_weights(args: argparse.Namespace) -> int:
     read_foreign(source, args.format)  # an unreadable file fails before any run folder is touched
     if args.replace_changed and import_conflict(run_dir, cfg, file_digests(source, ["sha256"])["sha256"]):
         set_aside(run_dir, "other weights imported")
-    tables = pipeline.tables_of(params, cfg.experiment)
+    tables = plan.tables_of(params, cfg.experiment)
     record = run_import(cfg, run_dir, source, args.format, {"tables": ",".join(tables)} if tables else {})
     same = (
         [f"--profile {args.profile}"] * bool(args.profile)
@@ -112,16 +112,18 @@ def evaluate(args: argparse.Namespace) -> int:
     from emanet.bench import timings
 
     since = timings.started()  # before the imports: torch's is part of what a job costs
-    from emanet import pipeline
-    from emanet.engine.evaluate import SCALES_NOTE, protocol_name
+    from emanet import plan
+    from emanet.engine.evaluate import SCALES_NOTE
     from emanet.engine.evaluate import evaluate as run_evaluation
 
     params, cfg, run_dir = resolve_run(args)
     if args.for_tables:
-        protocols = pipeline.protocols(params, cfg.experiment)
+        protocols = plan.protocols(params, cfg.experiment)
     else:
+        from emanet.protocols import Protocol
+
         stages = [int(v) for v in args.stages.split(",")] if args.stages else [None]
-        protocols = [protocol_name(args.multi_scale, args.flip, t) for t in stages]
+        protocols = [Protocol(args.multi_scale, args.flip, t).name for t in stages]
     scales = [float(v) for v in args.scales.split(",")] if args.scales else None
     results = run_evaluation(
         cfg, run_dir, protocols, scales, args.split, Path(args.save_predictions) if args.save_predictions else None
@@ -169,15 +171,15 @@ def check_params(args: argparse.Namespace) -> int:
     """Every name, run, finetune chain and table of the params file checked, and every run resolved for the
     profile: what DVC needs from a stage of its own, since its ``foreach`` silently drops a stage whose
     name it cannot carry (Snakemake checks the same when it reads the Snakefile)."""
-    from emanet import pipeline
+    from emanet import plan
     from emanet.config import load_params
 
     params = load_params(args.params)
-    pipeline.validate_tables(params)
-    configs = pipeline.configs(params, args.profile)
+    plan.validate(params)
+    configs = plan.configs(params, args.profile)
     print(
-        f"{args.params}: {len(pipeline.experiments(params))} experiments, {len(pipeline.finetunes(params))} "
-        f"finetunes, {len(params.get('tables') or {})} tables, {len(pipeline.datasets(params, args.profile))} "
+        f"{args.params}: {len(plan.experiments(params))} experiments, {len(plan.finetunes(params))} "
+        f"finetunes, {len(params.get('tables') or {})} tables, {len(plan.datasets(params, args.profile))} "
         f"datasets: names and settings valid for profile {next(iter(configs.values())).profile}"
     )
     return 0

@@ -35,23 +35,18 @@ from emanet.data.loading.eval_loader import eval_loader
 from emanet.data.loading.transforms import pad_to_8k1
 from emanet.engine import dist as edist
 from emanet.engine import submission
-from emanet.engine.inference import Protocol, SharedViewPredictor
+from emanet.engine.inference import SharedViewPredictor
 from emanet.engine.metrics import confusion_matrix, metrics_json, scores
 from emanet.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from emanet.models import Segmentor, build_model
 from emanet.models.weights import load_state, read_model_weights
 from emanet.progress import progress
+from emanet.protocols import Protocol
 from emanet.run_record import now, record_evaluation
 from emanet.tracking import git_commit, read_run_info, sync_run
 
 log = logging.getLogger(__name__)
 SCALES_NOTE = "the paper never published its multi-scale test scales; these are ours"
-
-
-def protocol_name(multi_scale: bool, flip: bool, stages: int | None) -> str:
-    """The inverse of :func:`emanet.pipeline.parse_protocol`."""
-    name = ("ms" if multi_scale else "ss") + ("_flip" if flip else "")
-    return name + (f"_T{stages}" if stages is not None else "")
 
 
 def inference_model(
@@ -175,17 +170,15 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
 
 
 def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> dict[str, dict]:
-    from emanet.pipeline import parse_protocol
-
     split = split or cfg.eval.split
     started = now()
-    parsed = {name: parse_protocol(name) for name in protocols}
+    parsed = {name: Protocol.parse(name) for name in protocols}
     dataset = SegmentationDataset(eval_root(cfg), split)
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
     used_scales = list(scales or cfg.eval.scales)
     predictor = SharedViewPredictor(
         model,
-        [Protocol(*p) for p in parsed.values()],
+        list(parsed.values()),
         used_scales,
         batch_views=ctx.device.type == "cuda",
         autocast_dtype=autocast_dtype(cfg, ctx.device),
@@ -195,7 +188,8 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     desc = f"evaluate {cfg.experiment} {dataset.meta['dataset']} {split} {'+'.join(protocols)}{where}"
     matrices = score(predictor, dataset, protocols, ctx, cfg.data.workers, desc, save_predictions, pending)
     results = {}
-    for name, (multi_scale, flip, stages) in parsed.items():
+    for name, protocol in parsed.items():
+        multi_scale, flip, stages = protocol.multi_scale, protocol.flip, protocol.stages
         protocol_scales = used_scales if multi_scale else None
         if not dataset.labelled:
             results[name] = _package(cfg, run_dir, ctx, dataset, pending[name], name, protocol_scales, flip, stages)

@@ -1,10 +1,10 @@
 """Class maps of several evaluation protocols from one image, each forward pass made once and shared.
 
-A protocol (:class:`Protocol`) is single-scale or multi-scale, with or without flip, at a T_eval (the EMA
-unit's EM iterations, Fig. 4's axis). Single-scale (paper.md §5.1): the image padded bottom/right to
-8k+1, logits upsampled bilinearly (``align_corners=True``), argmax over the unpadded region. Averaged
-protocols (MS, flip; §5.2): softmax of every view (each scale, plain and mirrored), resized back to the
-image, mirrored back, summed scale by scale (plain before mirrored), argmax.
+A protocol (:class:`emanet.protocols.Protocol`, where its names' grammar lives) is single-scale or
+multi-scale, with or without flip, at a T_eval (the EMA unit's EM iterations, Fig. 4's axis). Single-scale
+(paper.md §5.1): the image padded bottom/right to 8k+1, logits upsampled bilinearly (``align_corners=True``),
+argmax over the unpadded region. Averaged protocols (MS, flip; §5.2): softmax of every view (each scale, plain
+and mirrored), resized back to the image, mirrored back, summed scale by scale (plain before mirrored), argmax.
 
 What is shared within one image (results are those of each protocol run alone, bit for bit):
 
@@ -28,28 +28,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from emanet.data.loading.transforms import pad_to_8k1, rescale
 from emanet.models import Segmentor
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """One evaluation protocol: ``multi_scale`` (over the predictor's scales), ``flip``, ``stages`` (T_eval,
-    None = as the model was built). Neither multi-scale nor flip is the plain single-scale argmax."""
-
-    multi_scale: bool
-    flip: bool
-    stages: int | None
-
-    @property
-    def averaged(self) -> bool:
-        """Softmax averaged over views (any MS or flip protocol), not the argmax of one view's logits."""
-        return self.multi_scale or self.flip
+from emanet.protocols import Protocol
 
 
 class SharedViewPredictor:

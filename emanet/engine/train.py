@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from emanet.config import Config, ConfigError, flatten
+from emanet.data.archives.catalog import pretrained_path
 from emanet.data.archives.transfer import file_digests
 from emanet.data.convert.prepare import read_meta
 from emanet.data.loading.dataset import SegmentationDataset
@@ -43,7 +44,6 @@ from emanet.io import atomic_write_json, atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
 from emanet.models.weights import load_model_weights
-from emanet.pipeline import pretrained_path
 from emanet.progress import progress
 from emanet.run_record import train_finished, train_started
 from emanet.tracking import Tracker, git_commit, read_run_info

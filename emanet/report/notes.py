@@ -6,7 +6,7 @@ from __future__ import annotations
 from emanet.bench import complexity as bench
 from emanet.report.tables import IMPORTED, NOT_PUBLISHED, Table
 
-#: The paper's confidence letters (paper.md §0), in the order of pipeline.CONFIDENCE.
+#: The paper's confidence letters (paper.md §0), in the order of emanet.plan.tables.CONFIDENCE.
 CONFIDENCE_LETTERS = {
     "R": "the official repository",
     "A": "the author (issues, blog)",

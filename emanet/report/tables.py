@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emanet.pipeline import validate_tables
+from emanet.plan import validate
 
 NOT_PUBLISHED = "n/p"
 #: Beside a value whose run holds imported weights (`emanet import-weights`), not weights trained here.
@@ -203,7 +203,7 @@ def build_tables(
     """Fill every table of params.yaml from ``results_root/runs/*`` and the costs ``complexity`` (read from
     ``results_root/bench`` when not given), or, with ``mlflow_runs``, the metric cells from MLflow alone.
     Settings, marks and notes are added by :func:`emanet.report.settings.annotate`."""
-    validate_tables(params)
+    validate(params)
     bench_file = complexity_file(results_root)
     if complexity is None:
         complexity = read_complexity(results_root)

@@ -61,13 +61,13 @@ def evaluation_identity(cfg: Config, protocols: list[str]) -> dict[str, Any]:
     "protocols": {name: {"multi_scale", "flip", "T_eval", "scales"?}}}``; ``scales`` only for a multi-scale
     protocol. Raises ConfigError for a protocol name outside the grammar.
     """
-    from emanet.pipeline import parse_protocol
+    from emanet.protocols import Protocol
 
     parsed = {}
     for name in sorted(protocols):
-        multi_scale, flip, t_eval = parse_protocol(name)
-        entry: dict[str, Any] = {"multi_scale": multi_scale, "flip": flip, "T_eval": t_eval}
-        if multi_scale:
+        protocol = Protocol.parse(name)
+        entry: dict[str, Any] = {"multi_scale": protocol.multi_scale, "flip": protocol.flip, "T_eval": protocol.stages}
+        if protocol.multi_scale:
             entry["scales"] = list(cfg.eval.scales)
         parsed[name] = entry
     return {

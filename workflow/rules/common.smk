@@ -3,7 +3,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from emanet import pipeline
+from emanet import plan
 from emanet.bench import timings
 from emanet.config import ConfigError, resolve
 
@@ -11,10 +11,10 @@ from emanet.config import ConfigError, resolve
 PROFILE = config["profile"]
 try:  # resolve checks the names first; an error names params.yaml and the key, without a traceback
     BASE = resolve(config, PROFILE)
-    EXPERIMENTS = pipeline.experiments(config)
-    FINETUNES = pipeline.finetunes(config)
-    CONFIGS = pipeline.configs(config, PROFILE)
-    DATASETS = pipeline.datasets(config, PROFILE)
+    EXPERIMENTS = plan.experiments(config)
+    FINETUNES = plan.finetunes(config)
+    CONFIGS = plan.configs(config, PROFILE)
+    DATASETS = plan.datasets(config, PROFILE)
     PRIORITIES = timings.priorities(timings.job_graph(config, PROFILE))
 except ConfigError as error:
     raise WorkflowError(f"params.yaml: {error}") from None

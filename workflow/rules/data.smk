@@ -55,7 +55,7 @@ rule weights:
     params:
         profile=PROFILE,
         emanet=EMANET,
-        needed=pipeline.weights(config, PROFILE),
+        needed=plan.weights(config, PROFILE),
     priority: priority("weights")
     resources:
         **job_resources(),

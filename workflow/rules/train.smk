@@ -43,7 +43,7 @@ rule evaluate:
     params:
         profile=PROFILE,
         emanet=EMANET,
-        protocols=lambda w: pipeline.protocols(config, w.experiment),
+        protocols=lambda w: plan.protocols(config, w.experiment),
         scales=BASE.eval.scales,
     threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 8
     priority: priority("evaluate")
@@ -59,7 +59,7 @@ rule evaluate:
 rule finetune:
     input:
         data=lambda w: run_data(w.finetune),
-        init=lambda w: f"{RESULTS}/runs/{pipeline.parent(config, w.finetune)}/model.pt",
+        init=lambda w: f"{RESULTS}/runs/{plan.parent(config, w.finetune)}/model.pt",
     output:
         f"{RESULTS}/runs/{{finetune}}/model.pt",
         f"{RESULTS}/runs/{{finetune}}/evaluation.json",
@@ -71,7 +71,7 @@ rule finetune:
         profile=PROFILE,
         launcher=launcher,
         config_hash=lambda w: CONFIGS[w.finetune].hash(),
-        protocols=lambda w: pipeline.protocols(config, w.finetune),
+        protocols=lambda w: plan.protocols(config, w.finetune),
         scales=BASE.eval.scales,
     threads: TRAINING_THREADS
     priority: priority("finetune")

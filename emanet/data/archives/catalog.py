@@ -8,7 +8,9 @@ download (see :func:`emanet.data.archives.transfer.download`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from emanet.config import Config, ConfigError
 from emanet.data.archives.transfer import RemoteFile
 
 _OXFORD = ("http://host.robots.ox.ac.uk/pascal/VOC", "https://thor.robots.ox.ac.uk/pascal/VOC")
@@ -129,3 +131,23 @@ WEIGHTS: dict[str, WeightsEntry] = {
     **{f"imagenet-{d}-torchvision": _torchvision(d) for d in _TORCHVISION},
     "emanet-voc-official": OFFICIAL_VOC_MODEL,
 }
+
+
+def weights_name(cfg: Config) -> str:
+    """The :data:`WEIGHTS` entry of the ImageNet checkpoint for ``cfg.model``'s backbone and stem
+    (``imagenet-resnet101``, ``imagenet-resnet50-torchvision``...). Raises ConfigError when the catalog has
+    none for that pair."""
+    name = f"imagenet-{cfg.model.backbone}" + ("" if cfg.model.stem == "deep" else "-torchvision")
+    if name not in WEIGHTS:
+        raise ConfigError(
+            f"model.pretrained=imagenet: no ImageNet checkpoint for {cfg.model.backbone} with the {cfg.model.stem} stem"
+        )
+    return name
+
+
+def pretrained_path(cfg: Config) -> str | None:
+    """``model.pretrained`` as a file path: ``imagenet`` means :func:`weights_name`'s checkpoint file in
+    ``sources.weights_dir``; any other value is already a path (None: no pretrained backbone)."""
+    if cfg.model.pretrained != "imagenet":
+        return cfg.model.pretrained
+    return str(Path(cfg.sources.weights_dir) / WEIGHTS[weights_name(cfg)].checkpoint_name)
