@@ -1,11 +1,12 @@
 """The plan of what runs, derived from params.yaml; torch-free (Snakemake imports it at parse time).
 
-:mod:`emanet.plan.runs`: the experiments, finetunes, their datasets, weights and the protocols the tables need
-of each; :mod:`emanet.plan.tables`: the ``tables`` schema. The plan sits above the engine: the engine imports
-nothing from it (``tests/test_plan.py`` checks), and it imports nothing from the engine or the benchmarks.
+:mod:`emanet.plan.schedule`: the runs (experiments, finetunes), their datasets, weights and the protocols the
+tables need of each (not named ``runs``, which is a function here); :mod:`emanet.plan.tables`: the ``tables``
+schema. The plan sits above the engine: the engine imports nothing from it (``tests/test_plan.py`` checks), and
+it imports nothing from the engine or the benchmarks.
 """
 
-from emanet.plan.runs import (
+from emanet.plan.schedule import (
     configs,
     datasets,
     experiments,

@@ -38,7 +38,7 @@ def validate_tables(params: dict) -> None:
     """Every table of ``params['tables']``: a title, columns with a known source, rows naming known runs
     (keys of ``experiments`` or ``finetunes``) and cost rows. Raises ConfigError naming the key
     (``tables.<name>.rows[<i>].<key>``) and what it expects. The runs themselves are checked by
-    :func:`emanet.plan.runs.validate`."""
+    :func:`emanet.plan.schedule.validate`."""
     runs = {**(params.get("experiments") or {}), **(params.get("finetunes") or {})}
     for name, table in (params.get("tables") or {}).items():
         where = f"tables.{name}"
