@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 _MODEL_AND_LOADING = (
     "emanet/config.py",
     "emanet/models",
-    "emanet/data/dataset.py",
-    "emanet/data/transforms.py",
+    "emanet/data/loading/dataset.py",
+    "emanet/data/loading/transforms.py",
 )
 
 #: stage -> the code that determines its outputs.
@@ -38,12 +38,13 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "evaluate": (
         *_MODEL_AND_LOADING,
-        "emanet/data/eval_loader.py",
+        "emanet/data/loading/eval_loader.py",
         "emanet/engine/dist.py",
         "emanet/engine/evaluate.py",
         "emanet/engine/inference.py",
         "emanet/engine/metrics.py",
         "emanet/engine/submission.py",
+        "emanet/protocols.py",
     ),
     "report": ("emanet/report",),
 }
