@@ -43,7 +43,7 @@ class ParamsError(ConfigError):
 
 @dataclass(frozen=True)
 class EMAConfig:
-    """The EMA unit's switches (paper.md §3.6 and the Fig. 3/4 ablation axes)."""
+    """The EMA unit's switches (docs/reproducing.md#the-ema-head and the Fig. 3/4 ablation axes)."""
 
     num_bases: int
     stages: int
@@ -95,7 +95,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation recipe (paper.md §4); iterations and the batch are global, over all ranks."""
+    """The optimisation recipe (docs/reproducing.md#training-recipe); iterations and the batch are global, over
+    all ranks."""
 
     iterations: int
     batch_size: int

@@ -25,13 +25,14 @@ def test_backbone_matches_table1(table1):
 @pytest.mark.parametrize("head, params, gmacs", [("ema512", 9_996_800, 43.1), ("ema256", 4_867_328, 21.1)])
 def test_ema_overheads_match_table1(table1, head, params, gmacs):
     cost = table1["heads"][head]
-    assert cost["params"] == params  # paper.md §6.2, including the C*K bases buffer
+    assert cost["params"] == params  # docs/reproducing.md#counting-flops-and-parameters, including the C*K bases buffer
     assert cost["macs"] == pytest.approx(gmacs * 1e9, rel=0.01)
     assert cost["params"] == pytest.approx({"ema512": 10.0e6, "ema256": 4.87e6}[head], rel=0.01)
 
 
 def test_em_matrix_products_are_counted(table1):
-    """EMA minus FCN is the EMA unit alone: its 1x1 convs (2C^2 N) plus 7 N C K for T=3 (paper.md §6.2)."""
+    """EMA minus FCN is the EMA unit alone: its 1x1 convs (2C^2 N) plus 7 N C K for T=3
+    (docs/reproducing.md#counting-flops-and-parameters)."""
     n, c, k = 65 * 65, 512, 64
     unit = table1["heads"]["ema512"]["macs"] - table1["heads"]["fcn"]["macs"]
     assert unit == 2 * c * c * n + 6 * n * c * k + n * k * c

@@ -1,4 +1,4 @@
-"""Every converter end to end on `emanet synth` archives, and the traps of datasets.md."""
+"""Every converter end to end on `emanet synth` archives, and the traps of docs/datasets.md#known-traps."""
 
 from __future__ import annotations
 

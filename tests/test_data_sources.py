@@ -69,7 +69,7 @@ def test_class_files_split_on_the_first_colon_space_only(tmp_path):
 
 
 def test_sbd_gtcls_struct_reads_as_documented(tmp_path):
-    """Documented layout (datasets.md §3.3), not verified on an original file."""
+    """Documented layout (docs/datasets.md#sbd-and-trainaug), not verified on an original file."""
     seg = np.array([[0, 0, 3], [3, 3, 0]], dtype=np.uint8)
     path = tmp_path / "2008_000002.mat"
     path.write_bytes(_gtcls(seg))

@@ -35,7 +35,8 @@ def reference_em(x: torch.Tensor, mu0: torch.Tensor, stages: int, norm: str = "l
 
 
 def reference_forward(unit: EMAUnit, x_in: torch.Tensor, train: bool):
-    """The whole unit in float64 from the equations of paper.md §3.3; returns (output, per-image mu)."""
+    """The whole unit in float64 from the equations of docs/reproducing.md#the-ema-head; returns (output,
+    per-image mu)."""
     p = {k: v.double() for k, v in unit.state_dict().items()}
     x_in = x_in.double()
     b, c, h, w = x_in.shape

@@ -12,7 +12,7 @@ from emanet.models.resnet import DilatedResNet, block_dilations
 @pytest.mark.parametrize(
     "output_stride, layer3, layer4",
     [
-        (8, [1] + [2] * 22, [2, 8, 16]),  # paper.md §2.3: (2, 8, 16), not (4, 8, 16)
+        (8, [1] + [2] * 22, [2, 8, 16]),  # docs/reproducing.md#backbone: (2, 8, 16), not (4, 8, 16)
         (16, [1] * 23, [1, 4, 8]),
     ],
 )
@@ -42,7 +42,7 @@ def test_deep_stem_layout_and_parameter_count():
     assert [m.out_channels for m in net.conv1 if isinstance(m, torch.nn.Conv2d)] == [64, 64, 128]
     assert net.layer1[0].conv1.in_channels == 128
     assert net.layer2[0].conv2.stride == (2, 2) and net.layer2[0].conv1.stride == (1, 1), "stride on the 3x3"
-    assert sum(p.numel() for p in net.parameters()) == 42_623_936  # paper.md §2.1: 42.62M
+    assert sum(p.numel() for p in net.parameters()) == 42_623_936  # docs/reproducing.md#backbone: 42.62M
 
 
 def test_torchvision_stem_at_stride_32_equals_torchvision_resnet50():

@@ -1,12 +1,14 @@
 """Cost of the backbone and each head, counted the way Table 1 counts it, and their speed here.
 
-Counting rule (author, EMANet#46; paper.md §6.1): MACs, with k²·C_in·C_out·H·W per convolution and
+Counting rule (author, EMANet#46; docs/reproducing.md#counting-flops-and-parameters): MACs, with
+k²·C_in·C_out·H·W per convolution and
 m·n·p per matrix product, so the EM iterations' bmm/einsum products count too (mmcv's counter misses
 them). ``torch.utils.flop_counter.FlopCounterMode`` applies exactly that rule (it reports 2·MACs) and
 sees every matmul at dispatch level. Everything runs on the ``meta`` device: shapes only, no arithmetic,
 so the ResNet-101 count at 513x513 takes well under a second.
 
-A head's overhead is ``fc0`` + its attention block (paper.md §6.2). Its parameters include the EMA
+A head's overhead is ``fc0`` + its attention block (docs/reproducing.md#counting-flops-and-parameters).
+Its parameters include the EMA
 bases, a buffer that Table 1 counts (C·K). Memory is measured two ways, both in one fp32 inference
 forward of one image:
 

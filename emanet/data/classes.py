@@ -1,4 +1,4 @@
-"""Class lists, label mappings and the VOC colour map (datasets.md §2.3, §2.4, §4.4, §5.4, §6.3)."""
+"""Class lists, label mappings and the VOC colour map (docs/datasets.md: each dataset's classes and labels)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """``emanet evaluate``: single-scale as the official code, and multi-scale + flip, on 1..N processes.
 
-Single-scale (paper.md §5.1): the whole image, batch 1, padded bottom/right to 8k+1, logits upsampled
+Single-scale (docs/reproducing.md#evaluation-protocol):
+the whole image, batch 1, padded bottom/right to 8k+1, logits upsampled
 bilinearly with ``align_corners=True``, argmax over the unpadded region. Multi-scale + flip: softmax
 probabilities averaged over every scale and flip, each resized back to the image (§5.2; the paper never
 published its scales, so they are recorded with the result). One confusion matrix over the whole

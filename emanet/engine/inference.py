@@ -2,7 +2,8 @@
 
 A protocol (:class:`emanet.protocols.Protocol`, where its names' grammar lives) is single-scale or
 multi-scale, with or without flip, at a T_eval (the EMA unit's EM iterations, Fig. 4's axis). Single-scale
-(paper.md §5.1): the image padded bottom/right to 8k+1, logits upsampled bilinearly (``align_corners=True``),
+(docs/reproducing.md#evaluation-protocol):
+the image padded bottom/right to 8k+1, logits upsampled bilinearly (``align_corners=True``),
 argmax over the unpadded region. Averaged protocols (MS, flip; §5.2): softmax of every view (each scale, plain
 and mirrored), resized back to the image, mirrored back, summed scale by scale (plain before mirrored), argmax.
 

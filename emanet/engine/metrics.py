@@ -1,4 +1,5 @@
-"""Confusion matrix and the scores computed from it (one matrix over the whole set, paper.md §5.1)."""
+"""Confusion matrix and the scores computed from it (one matrix over the whole set,
+docs/reproducing.md#evaluation-protocol)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
-    """Split trainable parameters as the official code does (paper.md §4.4).
+    """Split trainable parameters as the official code does (docs/reproducing.md#training-recipe).
 
     1. conv (and linear) weights: lr, weight decay;  2. normalisation weights: lr, no decay;
     3. every bias: 2 x lr, no decay.  Anything else trainable (the EMA bases in ``gradient``

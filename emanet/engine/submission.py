@@ -1,6 +1,6 @@
 """Test-set predictions packaged for the PASCAL VOC evaluation server, and scoring such a package.
 
-The VOC 2012 test labels are not public (datasets.md §2.1): the server takes a tar archive holding
+The VOC 2012 test labels are not public (docs/datasets.md#pascal-voc-2012): the server takes a tar archive holding
 ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``, one indexed PNG (VOC palette) per test image
 (``comp6``: trained with data beyond VOC, here COCO). :func:`package` writes it; :func:`score` reads a
 package back as the server would (exact paths, every id once, one label per pixel) and scores it

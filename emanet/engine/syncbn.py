@@ -1,7 +1,7 @@
 """Synchronised BatchNorm on every device: torch's SyncBatchNorm on CUDA, a gloo version on CPU.
 
-The paper's batch statistics are over the global batch of 16 (paper.md §2.4). torch's
-``nn.SyncBatchNorm`` refuses CPU tensors (environment.md §2), so CPU runs under torchrun would
+The paper's batch statistics are over the global batch of 16 (docs/reproducing.md#backbone). torch's
+``nn.SyncBatchNorm`` refuses CPU tensors (docs/faq.md#syncbn-on-one-gpu-or-on-cpu), so CPU runs under torchrun would
 otherwise normalise each rank's images alone and differ from one process on the same global batch.
 :class:`GlobalBatchNorm2d` computes the statistics from sums all-reduced with
 ``torch.distributed.nn.functional.all_reduce``, which is differentiable, so autograd gives the exact

@@ -1,7 +1,7 @@
 """The attention blocks EMANet is compared with: Non-local (embedded Gaussian) and A² (double attention).
 
 Both are residual blocks over a (B, C, H, W) map with the same interface as the EMA unit, so the heads
-can swap one for another inside the same frame (paper.md §1.8).
+can swap one for another inside the same frame (docs/reproducing.md#non-local-and-a2-comparison).
 """
 
 from __future__ import annotations

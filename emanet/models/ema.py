@@ -1,6 +1,6 @@
 """The Expectation-Maximization Attention unit (EMAU), as the paper and official code define it.
 
-Reimplemented from the description in ``shared/reference/paper.md`` §3 (the official code is GPL-3.0
+Reimplemented from the description in docs/reproducing.md#the-ema-head (the official code is GPL-3.0
 and is not copied). Per image, with features X (N x C) and bases mu (K x C):
 
     E-step   Z      = softmax_k(X mu^T)                      responsibilities, rows sum to 1
@@ -10,7 +10,7 @@ and is not copied). Per image, with features X (N x C) and bases mu (K x C):
     output   relu(BN(W2 relu(Z mu)) + X_in)                  last Z and last mu
 
 In the official mode the EM loop runs without autograd, so ``conv_in`` never receives a gradient
-(paper.md §3.4): it is frozen here, which behaves identically and lets DDP run without
+(docs/reproducing.md#the-ema-head): it is frozen here, which behaves identically and lets DDP run without
 ``find_unused_parameters``. The initial bases are a buffer that the unit itself updates by a moving
 average over the *global* batch in training mode (Eq. 15), all-reduced across DDP ranks.
 """

@@ -2,10 +2,11 @@
 
 Every head is: ``fc0`` (reduce the backbone map to C channels) -> ``block`` (EMA unit, Non-local, A²,
 or nothing for the FCN baseline) -> ``fc1`` (3x3 C -> 256 + BN + ReLU) -> Dropout2d -> 1x1 classifier,
-the official EMANet head layout (paper.md §3.1). DeepLabV3's head puts torchvision's ASPP in ``fc0``.
+the official EMANet head layout (docs/reproducing.md#the-ema-head). DeepLabV3's head puts torchvision's ASPP in ``fc0``.
 
 ``overhead`` is what Table 1 counts as a method's cost on top of the backbone: ``fc0`` plus the block
-(paper.md §6.2); ``fc1`` and the classifier are shared by every method and not counted.
+(docs/reproducing.md#counting-flops-and-parameters);
+``fc1`` and the classifier are shared by every method and not counted.
 """
 
 from __future__ import annotations

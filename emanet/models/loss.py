@@ -13,7 +13,7 @@ def segmentation_loss(
 ) -> torch.Tensor:
     """Cross-entropy of (B, K, H, W) logits against (B, H, W) labels.
 
-    ``all_pixels`` (official, paper.md §4.3): per image, the sum of pixel losses over *all* H x W
+    ``all_pixels`` (official, docs/reproducing.md#training-recipe): per image, the sum of pixel losses over *all* H x W
     pixels with ignored ones counting as zero, divided by H x W, then averaged over the batch; so an
     image's weight shrinks with its fraction of valid pixels. ``valid_pixels`` is PyTorch's usual
     mean over the non-ignored pixels of the batch.

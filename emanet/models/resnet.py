@@ -1,6 +1,6 @@
 """Dilated ResNet backbones: the deep-stem variant EMANet used, and torchvision's stem as an option.
 
-The official EMANet backbone is PyTorch-Encoding's ResNet (paper.md §2.1): a stem of three 3x3 convs
+The official EMANet backbone is PyTorch-Encoding's ResNet (docs/reproducing.md#backbone): a stem of three 3x3 convs
 (3->64->64->128), bottlenecks with the stride on the 3x3 conv, output stride 8 or 16 by dilating
 layer3/layer4, and multi-grid (1, 2, 4) on layer4 with a first-block rule that gives (2, 8, 16) at OS 8.
 
@@ -66,7 +66,7 @@ def block_dilations(num_blocks: int, dilation: int, multi_grid: Sequence[int] | 
 
     The first block of a dilated stage runs at half the stage dilation (1 for stage dilation 1 or 2,
     2 for 4); later blocks use the stage dilation times their multi-grid factor. This gives layer4 =
-    (2, 8, 16) at OS 8 and (1, 4, 8) at OS 16 with multi-grid (1, 2, 4) — paper.md §2.3.
+    (2, 8, 16) at OS 8 and (1, 4, 8) at OS 16 with multi-grid (1, 2, 4) — docs/reproducing.md#backbone.
     """
     grid = list(multi_grid) if multi_grid else [1] * num_blocks
     if len(grid) < num_blocks:

@@ -19,7 +19,7 @@ from emanet.models.weights import load_backbone_weights
 class Segmentor(nn.Module):
     """Backbone features -> head logits -> bilinear upsampling to the input size.
 
-    ``align_corners=True`` as the official code (paper.md §3.1); the logits come back at full
+    ``align_corners=True`` as the official code (docs/reproducing.md#the-ema-head); the logits come back at full
     resolution, ready for the loss or the argmax.
     """
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from emanet.config import ConfigError
 from emanet.protocols import Protocol
 
-#: The paper's confidence letters for a published number (paper.md §0), ``R`` when a row gives none.
+#: The paper's confidence letters for a published number (docs/reproducing.md#confidence-letters), ``R`` when a
+#: row gives none.
 CONFIDENCE = ("R", "A", "S", "D", "U")
 #: What a ``cost:<field>`` column shows, as ``emanet bench complexity`` measures it per cost row.
 COST_FIELDS = ("params", "macs", "activation_bytes", "module_output_bytes")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from emanet.bench import complexity as bench
 from emanet.report.tables import IMPORTED, NOT_PUBLISHED, Table
 
-#: The paper's confidence letters (paper.md §0), in the order of emanet.plan.tables.CONFIDENCE.
+#: The paper's confidence letters (docs/reproducing.md#confidence-letters), in the order of
+#: emanet.plan.tables.CONFIDENCE.
 CONFIDENCE_LETTERS = {
     "R": "the official repository",
     "A": "the author (issues, blog)",
@@ -24,7 +25,7 @@ def general_notes() -> list[str]:
         "the paper's value for the cost columns (FLOPs, memory, params).",
         f"{NOT_PUBLISHED}: the paper published no value. –: nothing of ours is expected (a row not reimplemented). "
         "missing: the run's file is absent (report.json and the HTML tooltip say which).",
-        f"Confidence of the paper's value: {letters}.",
+        f"Confidence of the paper's value (docs/reproducing.md#confidence-letters): {letters}.",
         f"{IMPORTED}: the run holds weights imported with `emanet import-weights`, not weights trained here.",
         "Each of our numbers comes from a run folder under runs/ or from bench/complexity.json; in report.html it "
         "links there and its tooltip gives the MLflow run id; report.json lists both for every cell.",

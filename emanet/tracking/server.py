@@ -1,6 +1,6 @@
 """``emanet tracking-server``: an MLflow server for a lab, on PostgreSQL, health-checked for real.
 
-MLflow's ``/health`` answers before the tracking API is usable (environment.md §3), so readiness is a
+MLflow's ``/health`` answers before the tracking API is usable (docs/faq.md#mlflow-server-readiness), so readiness is a
 real API call (``experiments/search``). The server binds 127.0.0.1 unless told otherwise, stores runs
 in the given backend (PostgreSQL for a lab: ``postgresql://user@host:5432/mlflow``; psycopg2-binary is
 in the dev extra) and artifacts under ``--artifacts-destination`` (shared storage), proxied by the

@@ -3,7 +3,7 @@
 A throwaway PostgreSQL cluster (initdb as the postgres user, loopback, its own socket folder) and a
 single-node Slurm (munged, slurmctld, slurmd on 127.0.0.1 with a generated slurm.conf passed through
 SLURM_CONF). Both need root and Debian's packages; without them the tests are skipped with the reason.
-`.ci/run` installs the packages, so nothing is skipped in CI. Recipes: shared/reference/environment.md.
+`.ci/run` installs the packages, so nothing is skipped in CI. Recipes: docs/faq.md#test-services.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every file the paper profile downloads: URLs (with mirrors), checksums, and what each bundle needs.
 
-Sources and digests are those of ``shared/reference/datasets.md`` (datasets) and of the PyTorch-Encoding
+Sources and digests are those of docs/datasets.md (datasets) and of the PyTorch-Encoding
 and torchvision model zoos (ImageNet weights). Files without a published checksum are pinned on first
 download (see :func:`emanet.data.archives.transfer.download`).
 """

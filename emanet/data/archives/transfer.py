@@ -113,8 +113,8 @@ def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (
 
     A file already in place is verified and kept; if it no longer verifies it is *not* deleted (it was
     verified once, so something changed it) and the error says so. A file without a published checksum
-    is pinned on first download (SHA-256 and size in ``pinned-checksums.json`` beside it, datasets.md §1
-    rule 4) and verified against that pin from then on.
+    is pinned on first download (SHA-256 and size in ``pinned-checksums.json`` beside it,
+    docs/datasets.md#checksums-and-pinning) and verified against that pin from then on.
     """
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)

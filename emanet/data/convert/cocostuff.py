@@ -1,6 +1,7 @@
 """COCO-Stuff -> 171 classes: 10k v1.1 (train 9,000 / test 1,000) and 164k (train 118,287 / val 5,000).
 
-The two releases number their labels differently (datasets.md §5.4, §6.3): 10k v1.1 ``S`` maps use the
+The two releases number their labels differently (docs/datasets.md#coco-stuff-10k,
+docs/datasets.md#coco-stuff-164k): 10k v1.1 ``S`` maps use the
 ``labels.txt`` ids (0 = unlabeled -> 255, 1..182), the 164k PNGs use id − 1 with 255 = unlabeled. Both
 drop the 11 thing ids that have no annotations and keep 171 train ids; class names come from the
 downloaded ``labels.txt``, checked against the known list.
@@ -80,7 +81,8 @@ def convert_164k(raw_dir: Path) -> Conversion:
 
 
 def convert_coco_voc(raw_dir: Path) -> Conversion:
-    """COCO 2017 relabelled to VOC's 21 classes, for Table 2's COCO pre-training (paper.md §1.2).
+    """COCO 2017 relabelled to VOC's 21 classes, for Table 2's COCO pre-training
+    (docs/datasets.md#coco-2017-for-pre-training).
 
     The 164k stuffthingmaps give every pixel a COCO id: the 20 VOC categories take their VOC id, all
     other things and stuff become background, unlabeled stays 255 (``classes.coco_voc_lut``). As in

@@ -1,6 +1,7 @@
 """VOC 2010 + PASCAL Context -> Context-59 (train 4,998 / val 5,105), without the Detail API.
 
-Route A of datasets.md §4.7: each ``trainval/<id>.mat`` ``LabelMap`` (ids 1..459 of ``labels.txt``) is
+The conversion of docs/datasets.md#pascal-context:
+each ``trainval/<id>.mat`` ``LabelMap`` (ids 1..459 of ``labels.txt``) is
 mapped with the official 59-class table; background and the other 400 classes become 255 (the
 Context-59 convention, classes 0..58 in the official 59-class order). The table is checked against
 ``labels.txt`` before anything is converted, and the split must coincide with VOC 2010's

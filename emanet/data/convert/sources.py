@@ -1,6 +1,7 @@
 """Finding official trees (downloaded archives or already-extracted folders) and reading their files.
 
-Every reader follows datasets.md §1: label PNGs as raw indices (``np.array`` of the P or L image, never
+Every reader follows docs/datasets.md#rules-for-every-reader:
+label PNGs as raw indices (``np.array`` of the P or L image, never
 ``convert``), list files with LF or CRLF, with or without a final newline, plain or DeepLab two-column,
 class files split on the first ``": "`` only. Text is read by :mod:`emanet.textfile` (UTF-8, BOM dropped);
 images and label PNGs are decoded fully by :func:`decode_image`, so a truncated or corrupt file is refused

@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 + SBD -> trainaug (10,582) / val (1,449), with VOC labels taking precedence.
 
-trainaug = (VOC train ∪ SBD train ∪ SBD val) − VOC val (datasets.md §3.4). Ids with a VOC
+trainaug = (VOC train ∪ SBD train ∪ SBD val) − VOC val (docs/datasets.md#sbd-and-trainaug). Ids with a VOC
 ``SegmentationClass`` PNG keep it (255 boundary band included); SBD-only ids take ``GTcls.Segmentation``.
 An existing ``SegmentationClassAug/`` beside ``SegmentationClass/`` (grayscale or palette variant)
 replaces SBD: trainaug is then the ids it labels minus VOC val.

@@ -1,13 +1,14 @@
 """Training augmentation as the official code does it, and the evaluation helpers.
 
-Training (paper.md §4.2): ImageNet normalisation, a scale drawn from a discrete set (default
+Training (docs/reproducing.md#training-recipe): ImageNet normalisation, a scale drawn from a discrete set (default
 {0.5, 0.75, ..., 2.0}; image bilinear with ``align_corners=True``, label nearest), padding bottom/right to
 the crop with 0 (the mean colour after normalisation) and 255 (label), a random crop and a random
 horizontal flip. torchvision's v2 functional ops do the padding, cropping and flipping on
 ``tv_tensors.Mask`` labels; all randomness comes from the ``torch.Generator`` passed in, so a sample
 depends only on (seed, epoch, index) and never on which worker loads it.
 
-Evaluation (paper.md §5): pad bottom/right so that H and W are 1 mod 8; multi-scale + flip views.
+Evaluation (docs/reproducing.md#evaluation-protocol):
+pad bottom/right so that H and W are 1 mod 8; multi-scale + flip views.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``emanet synth``: small archives in the exact official formats, for the tiny profile and the tests.
 
 For every archive the paper profile downloads, write one with the official name, folder layout and
-file formats (datasets.md): palette PNGs with the VOC colour map and a 255 boundary band, SBD
+file formats (docs/datasets.md): palette PNGs with the VOC colour map and a 255 boundary band, SBD
 ``GTcls`` structs, Context ``LabelMap`` (459 ids) with its ``labels.txt``, COCO-Stuff-10k ``S`` maps,
 164k stuffthingmaps PNGs, and the list files, including the traps users meet (CRLF lists, a list
 without its final newline, SBD train ids that are VOC val ids). A manifest (name, size, sha256, and
