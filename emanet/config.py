@@ -2,21 +2,26 @@
 
 ``params.yaml`` holds the base configuration (the paper's recipe), named ``profiles`` that override it
 (``tiny`` for CPU, ``paper`` for the real run) and, later, experiments. :func:`resolve` applies
-base <- profile <- ``--set key=value`` overrides, then :func:`from_dict` turns the result into frozen
-dataclasses, rejecting unknown keys, missing keys and wrong types with the dotted key named. Nothing
-downstream reads the YAML again, and no dataclass field has a default: every value is in params.yaml.
+base <- profile <- experiment <- ``--set key=value`` overrides, then :func:`from_dict` turns the result into
+frozen dataclasses, rejecting unknown keys, missing keys, wrong types and values outside a setting's fixed
+choices (the ``Literal`` types below: ``head``, ``norm``, ``amp``...), each with the dotted key named where it
+was written (``experiments.k16.model.ema.norm``, ``profiles.paper.train.amp``). :func:`check_all` does so for
+every run in every profile at once, so a typo fails the pipeline at start, not a training job hours later.
+Nothing downstream reads the YAML again, and no dataclass field has a default: every value is in params.yaml.
 
-Names are checked before anything else (:func:`check_names`): every key of ``experiments``,
-``finetunes``, ``tables``, ``profiles`` (and of ``profiles.<p>.experiments``) and every entry of
-``datasets`` matches :data:`NAME_PATTERN`, since each becomes a DVC stage, a Snakemake wildcard, a folder,
-an MLflow run or a table file; every other key is text, so sorting and dotted keys never meet a number.
+Names are checked before anything else (:func:`emanet.names.check_names`).
+
+The type checks are written here (:func:`_coerce`, about 60 lines) rather than delegated to pydantic:
+pydantic's strict mode refuses a mapping for a dataclass field and its lax mode reads ``1`` as ``true`` and
+``"3"`` as ``3``, so the frozen dataclasses that the rest of the code copies with ``dataclasses.replace``
+would have to become pydantic models, and its errors would still need rewriting to name the key where it was
+written.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 import hashlib
 import json
 import re
@@ -24,21 +29,41 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from emanet.errors import ConfigError, ParamsError
+from emanet.names import NAME_PATTERN, NAME_RULE, NAMED_SECTIONS, check_names, show_key
 from emanet.textfile import read_text_file
 
+__all__ = [
+    "NAME_PATTERN",
+    "NAME_RULE",
+    "NAMED_SECTIONS",
+    "Config",
+    "ConfigError",
+    "ParamsError",
+    "check_all",
+    "check_names",
+    "flatten",
+    "from_dict",
+    "load_params",
+    "resolve",
+]
 
-class ConfigError(ValueError):
-    """Invalid configuration; the message names the file or the dotted key."""
 
-
-class ParamsError(ConfigError):
-    """An error in the parameters' content found while resolving them (an unknown, missing or mistyped key,
-    an unknown profile or experiment, a bad --set): the CLI names the params file (and the --set overrides)
-    it came from, which the resolver does not know."""
+#: The settings with a fixed set of values; the code that branches on each takes its choices from here
+#: (``typing.get_args``), and tests/test_config.py checks that every branch exists.
+Backbone = Literal["resnet_tiny", "resnet50", "resnet101", "resnet152"]
+Stem = Literal["deep", "torchvision"]
+OutputStride = Literal[8, 16, 32]
+Head = Literal["ema", "fcn", "nonlocal", "a2", "aspp"]
+Maintenance = Literal["moving_average", "none", "gradient"]
+Norm = Literal["l2", "layer", "none"]
+LossNormalization = Literal["all_pixels", "valid_pixels"]
+Device = Literal["auto", "cpu", "cuda"]
+Amp = Literal["none", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +74,8 @@ class EMAConfig:
     stages: int
     eval_stages: int | None
     momentum: float
-    maintenance: str
-    norm: str
+    maintenance: Maintenance
+    norm: Norm
     renormalize: bool
 
 
@@ -58,12 +83,12 @@ class EMAConfig:
 class ModelConfig:
     """Backbone and head; ``pretrained`` is a local ImageNet checkpoint or null."""
 
-    backbone: str
-    stem: str
+    backbone: Backbone
+    stem: Stem
     base_width: int
-    output_stride: int
+    output_stride: OutputStride
     multi_grid: list[int] | None
-    head: str
+    head: Head
     head_channels: int
     dropout: float
     bn_momentum: float
@@ -107,14 +132,14 @@ class TrainConfig:
     weight_decay: float
     poly_power: float
     lr_step_every: int
-    loss_normalization: str
+    loss_normalization: LossNormalization
     checkpoint_interval: int
     log_interval: int
     eval_interval: int
     seed: int
-    device: str
+    device: Device
     cpu_threads: int
-    amp: str
+    amp: Amp
     channels_last: bool
     compile: bool
     deterministic: bool
@@ -123,8 +148,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol: the dataset and split, the output stride (None: as trained; the paper trains
-    Fig. 4's models at 16 and tests at 8), and the scales and flip of multi-scale testing.
+    """Evaluation: the dataset and split, the output stride (None: as trained; the paper trains Fig. 4's
+    models at 16 and tests at 8), and the scales of multi-scale testing. Whether a protocol flips is in its
+    name (``ms_flip``: :mod:`emanet.protocols`), not here.
 
     A split without labels (VOC test) is predicted and packaged for the evaluation server instead of
     scored; ``server_labels`` points a local stand-in for that server at ground truth (synthetic only).
@@ -132,9 +158,8 @@ class EvalConfig:
 
     dataset: str | None
     split: str
-    output_stride: int | None
+    output_stride: OutputStride | None
     scales: list[float]
-    flip: bool
     server_labels: str | None
 
 
@@ -182,114 +207,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-#: The one pattern for every name that becomes a DVC stage (``train@<name>``), a Snakemake wildcard, a
-#: folder (``results/<profile>/runs/<name>``), an MLflow run or experiment, or a table file: a lower-case
-#: letter, then lower-case letters, digits and underscores. Excluded on purpose: ``/`` (a folder), ``.``
-#: and ``-`` (``--set`` keys are dotted; set-aside runs are ``<run>.replaced-<hash>``), ``@`` (DVC's
-#: ``stage@item``), ``:`` and spaces (shell commands, Slurm job names), regex characters (Snakemake's
-#: wildcard constraints), upper case (folders that differ only in case collide on macOS and Windows), a
-#: leading digit, and YAML 1.1's words for booleans and null, which an unquoted value reads as non-text.
-NAME_PATTERN = re.compile(r"(?!(?:null|true|false|yes|no|on|off)$)[a-z][a-z0-9_]*")
-NAME_RULE = (
-    "a lower-case letter, then lower-case letters, digits or underscores, and not one of YAML's "
-    "words null, true, false, yes, no, on, off (pattern ^[a-z][a-z0-9_]*$)"
-)
-#: The sections whose keys are names (``datasets`` is a list of names), and what a suggested name starts with.
-NAMED_SECTIONS = {"experiments": "run", "finetunes": "run", "tables": "table", "profiles": "profile"}
-_REFERENCES = {
-    "run": " (and every reference to it: train.init_from, tables' rows, --experiment)",
-    "table": " (and --table)",
-    "profile": " (and `profile:`, --profile)",
-    "dataset": " (and data.dataset)",
-}
-_YAML_READINGS = (
-    (bool, "a boolean"),
-    (int, "an integer"),
-    (float, "a number"),
-    (type(None), "null"),
-    (datetime.date, "a date"),
-)
-
-
-def _shown(value: Any) -> str:
-    """A key as it reads in params.yaml (``2021``, ``true``, ``null``), for dotted keys in messages."""
-    if isinstance(value, str):
-        return value or "''"
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-
-
-def _yaml_kind(value: Any) -> str:
-    """What YAML made of an unquoted key: ``a boolean`` for ``on``, ``an integer`` for ``2021``..."""
-    return next((label for cls, label in _YAML_READINGS if isinstance(value, cls)), type(value).__name__)
-
-
-def _bad_name(where: str, name: Any, prefix: str) -> ConfigError:
-    """The error for a name that breaks NAME_PATTERN, with a suggested replacement."""
-    shown = _shown(name)
-    if isinstance(name, str):
-        what = f"{shown!r} is not a valid name"
-    else:
-        what = f"YAML reads this name as {_yaml_kind(name)}, not text"
-    suggestion = re.sub(r"[^a-z0-9]+", "_", shown.lower()).strip("_")
-    if not NAME_PATTERN.fullmatch(suggestion):
-        suggestion = f"{prefix}_{suggestion}".rstrip("_")
-    return ConfigError(
-        f"{where}: {what}. Names of experiments, finetunes, tables, datasets and profiles become "
-        f"DVC stages, Snakemake wildcards, folders and MLflow runs, so each must be {NAME_RULE}. "
-        f"Rename it, e.g. to {suggestion!r}{_REFERENCES[prefix]}"
-    )
-
-
-def check_names(params: dict, source: str | Path | None = None) -> None:
-    """Check every name in ``params`` against :data:`NAME_PATTERN`, and that every other key is text.
-
-    Names: the keys of ``experiments``, ``finetunes``, ``tables``, ``profiles`` and
-    ``profiles.<p>.experiments``, and the entries of ``datasets``. Raises :class:`ConfigError` naming
-    ``source`` (when given) and the dotted key, e.g. ``params.yaml: experiments.2021: ...``; a section that
-    is not a mapping (``datasets``: not a list) is an error too. Nothing is sorted before these checks, so a
-    key YAML reads as a number, boolean, null or date never reaches a comparison with text.
-    """
-    where = f"{source}: " if source else ""
-    sections = {name: params.get(name) for name in NAMED_SECTIONS}
-    if isinstance(params.get("profiles"), dict):
-        for name, profile in params["profiles"].items():
-            if isinstance(profile, dict) and "experiments" in profile:
-                sections[f"profiles.{_shown(name)}.experiments"] = profile["experiments"]
-    for section, mapping in sections.items():
-        if mapping is None:
-            continue
-        if not isinstance(mapping, dict):
-            raise ConfigError(f"{where}{section}: expected a mapping of name -> settings, got {type(mapping).__name__}")
-        prefix = NAMED_SECTIONS.get(section, "run")
-        for name in mapping:
-            if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
-                raise _bad_name(f"{where}{section}.{_shown(name)}", name, prefix)
-    datasets = params.get("datasets")
-    if datasets is not None:
-        if not isinstance(datasets, list):
-            raise ConfigError(f"{where}datasets: expected a list of dataset names, got {type(datasets).__name__}")
-        for i, name in enumerate(datasets):
-            if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
-                raise _bad_name(f"{where}datasets[{i}]", name, "dataset")
-    _check_keys_are_text(params, where, "")
-
-
-def _check_keys_are_text(node: Any, where: str, dotted: str) -> None:
-    """Every mapping key below ``node`` is a string (YAML reads ``2021:``, ``on:`` or ``~:`` otherwise)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{dotted}{_shown(key)}"
-            if not isinstance(key, str):
-                raise ConfigError(
-                    f"{where}{path}: YAML reads this key as {_yaml_kind(key)}, not text; every key "
-                    f"of params.yaml is a name (a setting, a run, a table): write one there"
-                )
-            _check_keys_are_text(value, where, path + ".")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _check_keys_are_text(value, where, f"{dotted.removesuffix('.')}[{i}].")
-
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key written twice in one mapping (YAML would keep the last silently)."""
 
@@ -307,7 +224,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
-                    f"key {_shown(key)!r} appears twice in one mapping (first on line {first}); "
+                    f"key {show_key(key)!r} appears twice in one mapping (first on line {first}); "
                     f"YAML would keep only the last: rename or merge them",
                     key_node.start_mark,
                 )
@@ -363,7 +280,7 @@ def parse_set(assignments: list[str]) -> dict:
     return nested
 
 
-RESERVED = ("profile", "profiles", "experiments", "finetunes", "tables", "datasets")
+RESERVED = ("profile", "profiles", "experiments", "finetunes", "tables", "figures", "datasets")
 
 
 def resolve(
@@ -375,8 +292,11 @@ def resolve(
     experiment enlarges (a 256-channel head becomes a 32-channel one on CPU) without a second list.
     ``experiment`` names a key of ``experiments`` or of ``finetunes`` (runs that start from another
     run's weights, ``train.init_from``; kept apart so DVC can declare that dependency).
-    Raises :class:`ConfigError` naming the dotted key: a bad name (:func:`check_names`), an unknown
-    profile or experiment, an unknown or missing key, a value of the wrong type.
+    Raises :class:`ConfigError` for a bad name (:func:`check_names`), :class:`ParamsError` for an unknown
+    profile or experiment, an unknown or missing key, a value of the wrong type or outside a setting's
+    choices: every invalid setting at once, one per line, each named where it is written
+    (``experiments.k16.model.ema.norm: expected one of 'l2', 'layer', 'none', got 'l3'``,
+    ``profiles.paper.train.amp: ...``, ``--set model.ema.stages: ...``; a base value by its own key).
     """
     check_names(params)
     profiles = params.get("profiles") or {}
@@ -386,55 +306,168 @@ def resolve(
     experiments = {**(params.get("experiments") or {}), **(params.get("finetunes") or {})}
     if experiment is not None and experiment not in experiments:
         raise ParamsError(f"unknown experiment {experiment!r}; the params define {sorted(experiments)}")
-    base = {k: v for k, v in params.items() if k not in RESERVED}
     profile_overrides = dict(profiles[profile] or {})
     profile_experiments = profile_overrides.pop("experiments", None) or {}
-    merged = deep_merge(base, profile_overrides)
+    layers = [("", {k: v for k, v in params.items() if k not in RESERVED}), (f"profiles.{profile}.", profile_overrides)]
     if experiment is not None:
-        merged = deep_merge(merged, experiments[experiment] or {})
-        merged = deep_merge(merged, profile_experiments.get(experiment) or {})
-    merged = deep_merge(merged, parse_set(overrides or []))
+        section = "experiments" if experiment in (params.get("experiments") or {}) else "finetunes"
+        layers.append((f"{section}.{experiment}.", experiments[experiment] or {}))
+        layers.append((f"profiles.{profile}.experiments.{experiment}.", profile_experiments.get(experiment) or {}))
+    layers.append(("", parse_set(overrides or [])))
+    merged = layers[0][1]
+    for where, layer in layers[1:]:
+        merged = deep_merge(merged, layer, where)
+    if overrides:  # named last, so that a value --set replaces is blamed on --set
+        layers[-1] = ("--set ", layers[-1][1])
     merged["profile"], merged["experiment"] = profile, experiment or "default"
-    return from_dict(Config, merged)
+    problems: list[_Problem] = []
+    config = _build(Config, merged, "", problems)
+    if problems:
+        lines = [problem.render(_written_in(problem.key, layers)) for problem in problems]
+        raise ParamsError(_joined(lines), lines)
+    return config
+
+
+def check_all(params: dict) -> dict[str, dict[str, Config]]:
+    """Resolve every run (each key of ``experiments`` and ``finetunes``) and the base configuration in every
+    profile of ``params``: ``{profile: {run: Config}}``.
+
+    What the pipelines call once at start (Snakemake when it reads the Snakefile, DVC's ``check_params``
+    stage), so that a typo in any run of any profile, the one in use or not, fails there. Raises
+    :class:`ConfigError` for a bad name, :class:`ParamsError` listing every invalid setting once (one per
+    line, named where params.yaml writes it, with the profiles it fails in when not all of them).
+    """
+    check_names(params)
+    profiles = list(params.get("profiles") or {})
+    if params.get("profile") not in profiles:
+        raise ParamsError(f"profile: unknown profile {params.get('profile')!r}; the params define {sorted(profiles)}")
+    runs = [*(params.get("experiments") or {}), *(params.get("finetunes") or {})]
+    failing: dict[str, dict[str, None]] = {}  # problem line -> the profiles it fails in, in order
+    configs: dict[str, dict[str, Config]] = {profile: {} for profile in profiles}
+    for profile in profiles:
+        for run in (None, *runs):
+            try:
+                config = resolve(params, profile, experiment=run)
+            except ParamsError as exc:
+                for line in exc.problems:
+                    failing.setdefault(line, {})[profile] = None
+                continue
+            if run is not None:
+                configs[profile][run] = config
+    if failing:
+        lines = [
+            line if len(where) == len(profiles) or "profiles." in line else f"{line} (in profile {', '.join(where)})"
+            for line, where in failing.items()
+        ]
+        raise ParamsError(_joined(lines), lines)
+    return configs
+
+
+def _joined(lines: list[str]) -> str:
+    """One problem as it is; several as a count and one indented line each."""
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _written_in(key: str, layers: list[tuple[str, dict]]) -> str:
+    """The prefix of the last layer that writes the dotted ``key`` (list indices ignored), ``""`` if none."""
+    parts = re.sub(r"\[\d+\]", "", key).split(".")
+    found = ""
+    for prefix, tree in layers:
+        node: Any = tree
+        for part in parts:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            found = prefix
+    return found
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One invalid setting: its dotted ``key`` in the resolved configuration, what is wrong with it."""
+
+    key: str
+    kind: Literal["value", "unknown", "missing"]
+    detail: str
+
+    def render(self, prefix: str = "") -> str:
+        """The message, with ``prefix`` (where the key is written: ``experiments.k16.``) before the key."""
+        if self.kind == "unknown":
+            return f"unknown key {prefix + self.key!r} {self.detail}"
+        if self.kind == "missing":
+            return f"missing key {prefix + self.key!r}"
+        return f"{prefix}{self.key}: {self.detail}"
 
 
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    """Build dataclass ``cls`` from ``data``, checking keys, types and fixed choices recursively.
+
+    Raises :class:`ParamsError` listing every problem (:func:`resolve` names where each key is written).
+    """
+    problems: list[_Problem] = []
+    built = _build(cls, data, where, problems)
+    if problems:
+        lines = [problem.render() for problem in problems]
+        raise ParamsError(_joined(lines), lines)
+    return built
+
+
+def _build(cls: type, data: Any, where: str, problems: list[_Problem]) -> Any:
+    """``cls`` from the mapping ``data`` (None, with ``problems`` appended, when it is invalid)."""
     if not isinstance(data, dict):
-        raise ParamsError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    missing = sorted(names - set(data))
-    if unknown:
-        raise ParamsError(f"unknown key {where + unknown[0]!r} (allowed here: {sorted(names)})")
-    if missing:
-        raise ParamsError(f"missing key {where + missing[0]!r}")
+        problems.append(_Problem(where.removesuffix(".") or "config", "value", f"expected a mapping, got {data!r}"))
+        return None
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in sorted(set(data) - set(names)):
+        problems.append(_Problem(where + key, "unknown", f"(allowed here: {sorted(names)})"))
+    for key in (n for n in names if n not in data):
+        problems.append(_Problem(where + key, "missing", ""))
     hints = typing.get_type_hints(cls)
-    return cls(**{n: _coerce(data[n], hints[n], f"{where}{n}") for n in names})
+    before = len(problems)
+    values = {n: _coerce(data[n], hints[n], f"{where}{n}", problems) for n in names if n in data}
+    return cls(**values) if len(problems) == before and len(values) == len(names) else None
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def _coerce(value: Any, hint: Any, where: str, problems: list[_Problem]) -> Any:
+    """``value`` checked against the type ``hint`` (an int becomes a float where a float is expected);
+    a problem is appended to ``problems`` (and None returned) when it does not fit."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
+        first: list[_Problem] | None = None
         for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ParamsError(errors[0])
+            attempt: list[_Problem] = []
+            result = _coerce(value, option, where, attempt)
+            if not attempt:
+                return result
+            first = first if first is not None else attempt
+        problems.extend(first or [])
+        return None
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where + ".")
+        return _build(hint, value, where + ".", problems)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if any(value == choice and type(value) is type(choice) for choice in choices):
+            return value
+        shown = ", ".join(repr(choice) for choice in choices)
+        problems.append(_Problem(where, "value", f"expected one of {shown}, got {value!r}"))
+        return None
     if origin is list:
         if not isinstance(value, list):
-            raise ParamsError(f"{where}: expected a list, got {value!r}")
+            problems.append(_Problem(where, "value", f"expected a list, got {value!r}"))
+            return None
         (item,) = typing.get_args(hint)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        before = len(problems)
+        items = [_coerce(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return items if len(problems) == before else None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-        raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
+        problems.append(_Problem(where, "value", f"expected {hint.__name__}, got {value!r}"))
+        return None
     return value
