@@ -1,7 +1,7 @@
 """The repository stands alone: no tracked file points outside it, and every pointer into docs/ resolves.
 
-For every text file that git tracks: no path under a sibling ``shared`` folder, no absolute path into the
-machine's ``/work`` tree, no ``../`` path (in prose: Markdown, YAML, Snakemake rules, Python comments and
+For every text file that git tracks: no path under a sibling ``shared`` folder, no absolute path into this
+machine's work tree, no ``../`` path (in prose: Markdown, YAML, Snakemake rules, Python comments and
 docstrings) that leaves the repository when resolved from the file's folder; every ``docs/<file>.md``
 named exists, and every ``docs/<file>.md#anchor`` (and, inside docs/, every ``<file>.md#anchor`` or
 ``#anchor`` link) names a heading of that file, with GitHub's anchor rule (lower case, punctuation
@@ -153,30 +153,31 @@ def test_anchors_follow_githubs_rule():
 
 
 def test_a_planted_bad_pointer_is_found(tmp_path):
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs/guide.md").write_text("# Guide\n## Known part\n[ok](#known-part) [bad](#nowhere)\n")
+    docs = "do" + "cs"  # spelt in pieces: this file is itself checked
+    (tmp_path / docs).mkdir()
+    (tmp_path / docs / "guide.md").write_text("# Guide\n## Known part\n[ok](#known-part) [bad](#nowhere)\n")
     (tmp_path / "sub").mkdir()
     shared = "../" + "sha" + "red/reference/paper.md"
     (tmp_path / "sub/notes.md").write_text(
-        "see docs/guide.md#known-part and docs/guide.md\n"  # fine
-        "see docs/guide.md#missing-part\n"  # anchor missing
-        "see docs/absent.md\n"  # file missing
+        f"see {docs}/guide.md#known-part and {docs}/guide.md\n"  # fine
+        f"see {docs}/guide.md#missing-part\n"  # anchor missing
+        f"see {docs}/absent.md\n"  # file missing
         f"see {shared}\n"  # a sibling folder
         "see ../../outside/file.txt\n"  # leaves the repository
-        "see ../docs/guide.md\n"  # stays inside: fine
+        f"see ../{docs}/guide.md\n"  # stays inside: fine
         "data in /" + "work/main/x\n"  # an absolute path of this machine
     )
     (tmp_path / "sub/code.py").write_text(
         '"""Docstring: ../../escape.md."""\n\nPATH = "../../a/string/is/data"  # comment: ../../too/far\n'
     )
-    found = problems(tmp_path, ["docs/guide.md", "sub/notes.md", "sub/code.py"])
+    found = problems(tmp_path, [f"{docs}/guide.md", "sub/notes.md", "sub/code.py"])
     text = "\n".join(found)
-    assert "docs/guide.md#nowhere names no heading" in text
-    assert "docs/guide.md#missing-part names no heading" in text
-    assert "docs/absent.md does not exist" in text
+    assert f"{docs}/guide.md#nowhere names no heading" in text
+    assert f"{docs}/guide.md#missing-part names no heading" in text
+    assert f"{docs}/absent.md does not exist" in text
     assert "points into a folder outside the repository" in text
     assert "../../outside/file.txt leaves the repository" in text
     assert "an absolute path of this machine" in text
     assert "../../escape.md" in text and "../../too/far" in text
-    assert "a/string/is/data" not in text and "known-part names" not in text and "../docs/guide.md" not in text
+    assert "a/string/is/data" not in text and "known-part names" not in text and f"../{docs}/guide.md" not in text
     assert len(found) == 8, text
