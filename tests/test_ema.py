@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from emanet.models.ema import EMAUnit
+from tests.helpers.models import bn_momentum, ema_config
 
 EPS = 1e-6
 
@@ -59,7 +60,7 @@ def reference_forward(unit: EMAUnit, x_in: torch.Tensor, train: bool):
 
 
 def _unit(**kwargs) -> EMAUnit:
-    unit = EMAUnit(16, num_bases=8, **kwargs)
+    unit = EMAUnit(16, ema_config(num_bases=8, **kwargs), bn_momentum())
     with torch.no_grad():  # non-trivial BN state so eval mode is a real check
         unit.conv_out[1].running_mean.uniform_(-0.5, 0.5)
         unit.conv_out[1].running_var.uniform_(0.5, 2.0)
@@ -114,7 +115,7 @@ def test_eval_mode_never_updates_bases():
 
 
 def test_initial_bases_are_l2_normalised_buffer():
-    unit = EMAUnit(32, num_bases=64)
+    unit = EMAUnit(32, ema_config(num_bases=64), bn_momentum())
     assert unit.bases.shape == (1, 32, 64)
     assert "bases" in dict(unit.named_buffers())
     torch.testing.assert_close(unit.bases.norm(dim=1), torch.ones(1, 64), atol=1e-5, rtol=0)
@@ -165,7 +166,7 @@ def test_state_dict_round_trip_keeps_bases_and_output():
     unit = _unit().train()
     unit(_input())  # move the bases away from their init
     unit.eval()
-    clone = EMAUnit(16, num_bases=8)
+    clone = EMAUnit(16, ema_config(num_bases=8), bn_momentum())
     clone.load_state_dict(unit.state_dict())
     clone.eval()
     x = _input()
@@ -176,7 +177,7 @@ def test_state_dict_round_trip_keeps_bases_and_output():
 @pytest.mark.parametrize("kwargs", [{"maintenance": "backprop"}, {"norm": "batch"}, {"stages": 0}])
 def test_bad_switches_are_refused(kwargs):
     with pytest.raises(ValueError):
-        EMAUnit(8, **kwargs)
+        EMAUnit(8, ema_config(**kwargs), bn_momentum())
 
 
 def test_responsibilities_sum_to_one_per_pixel():
@@ -250,7 +251,7 @@ def test_gradcheck_through_the_em_iterations_in_float64():
     """``gradient`` maintenance backpropagates through every EM step: the analytical gradients with
     respect to the input, the bases and conv_in agree with finite differences."""
     torch.manual_seed(0)
-    unit = EMAUnit(4, num_bases=3, stages=2, maintenance="gradient").double().eval()
+    unit = EMAUnit(4, ema_config(num_bases=3, stages=2, maintenance="gradient"), bn_momentum()).double().eval()
     x = torch.rand(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     bases = unit.bases.detach().clone().requires_grad_(True)
     weight = unit.conv_in.weight.detach().clone().requires_grad_(True)

@@ -10,6 +10,7 @@ import torch
 from emanet.models import build_model
 from emanet.models.ema import EMAUnit
 from emanet.models.heads import HEADS
+from tests.helpers.models import model_config
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
@@ -59,7 +60,7 @@ def test_eval_stages_sets_the_ema_units_t_eval(tiny_config):
 def test_ema_head_layout_is_the_official_one():
     from emanet.models.heads import build_head
 
-    head = build_head("ema", 2048, 21, 512)
+    head = build_head(model_config(head="ema", head_channels=512), 2048, 21)
     assert head.fc0[0].kernel_size == (3, 3) and head.fc0[0].bias is None and head.fc0[0].out_channels == 512
     assert head.fc1[0].out_channels == 256 and head.dropout.p == 0.1
     assert head.classifier.bias is not None and head.classifier.kernel_size == (1, 1)

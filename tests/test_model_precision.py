@@ -73,9 +73,10 @@ def test_gradcheck_of_the_ema_head_in_float64(tiny_config):
     differences: analytical and numerical gradients of the input agree in float64."""
     from emanet.models.heads import build_head
 
-    ema = dict(dataclasses.asdict(tiny_config.model.ema), maintenance="gradient", num_bases=3, stages=2)
+    ema = dataclasses.replace(tiny_config.model.ema, maintenance="gradient", num_bases=3, stages=2)
+    cfg = dataclasses.replace(tiny_config.model, head="ema", head_channels=4, dropout=0.0, ema=ema)
     torch.manual_seed(0)
-    head = build_head("ema", 6, 3, channels=4, dropout=0.0, ema=ema).double().eval()
+    head = build_head(cfg, 6, 3).double().eval()
     x = torch.rand(1, 6, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(head, (x,), eps=1e-6, atol=1e-5)
 

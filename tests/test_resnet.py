@@ -7,6 +7,7 @@ import torch
 import torchvision
 
 from emanet.models.resnet import DilatedResNet, block_dilations
+from tests.helpers.models import model_config
 
 
 @pytest.mark.parametrize(
@@ -18,7 +19,7 @@ from emanet.models.resnet import DilatedResNet, block_dilations
 )
 def test_resnet101_dilations_follow_the_official_rule(output_stride, layer3, layer4):
     with torch.device("meta"):
-        net = DilatedResNet("resnet101", output_stride)
+        net = DilatedResNet.from_config(model_config(backbone="resnet101", output_stride=output_stride))
     d = net.dilations()
     assert d["layer3"] == layer3 and d["layer4"] == layer4
     assert d["layer1"] == [1] * 3 and d["layer2"] == [1] * 4
@@ -31,14 +32,16 @@ def test_without_multi_grid_later_blocks_use_the_stage_dilation():
 
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_feature_map_size_matches_output_stride(output_stride):
-    net = DilatedResNet("resnet_tiny", output_stride, stem="torchvision", base_width=8).eval()
+    net = DilatedResNet.from_config(
+        model_config(backbone="resnet_tiny", output_stride=output_stride, stem="torchvision", base_width=8)
+    ).eval()
     out = net(torch.randn(1, 3, 129, 129))
     assert out.shape == (1, 8 * 8 * 4, 128 // output_stride + 1, 128 // output_stride + 1)
 
 
 def test_deep_stem_layout_and_parameter_count():
     with torch.device("meta"):
-        net = DilatedResNet("resnet101", 8)
+        net = DilatedResNet.from_config(model_config(backbone="resnet101", output_stride=8))
     assert [m.out_channels for m in net.conv1 if isinstance(m, torch.nn.Conv2d)] == [64, 64, 128]
     assert net.layer1[0].conv1.in_channels == 128
     assert net.layer2[0].conv2.stride == (2, 2) and net.layer2[0].conv1.stride == (1, 1), "stride on the 3x3"
@@ -46,7 +49,9 @@ def test_deep_stem_layout_and_parameter_count():
 
 
 def test_torchvision_stem_at_stride_32_equals_torchvision_resnet50():
-    ours = DilatedResNet("resnet50", 32, multi_grid=None, stem="torchvision").eval()
+    ours = DilatedResNet.from_config(
+        model_config(backbone="resnet50", output_stride=32, multi_grid=None, stem="torchvision")
+    ).eval()
     ref = torchvision.models.resnet50(weights=None).eval()
     ours.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")})
     x = torch.randn(1, 3, 96, 96)
@@ -57,7 +62,7 @@ def test_torchvision_stem_at_stride_32_equals_torchvision_resnet50():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"depth": "resnet18"}, "unknown backbone"),
+        ({"backbone": "resnet18"}, "unknown backbone"),
         ({"output_stride": 4}, "output_stride"),
         ({"stem": "v1c"}, "stem"),
         ({"base_width": 32}, "deep stem"),
@@ -65,4 +70,4 @@ def test_torchvision_stem_at_stride_32_equals_torchvision_resnet50():
 )
 def test_bad_backbone_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        DilatedResNet(**kwargs)
+        DilatedResNet.from_config(model_config(**kwargs))

@@ -18,6 +18,7 @@ average over the *global* batch in training mode (Eq. 15), all-reduced across DD
 from __future__ import annotations
 
 import math
+import typing
 from contextlib import nullcontext
 
 import torch
@@ -25,8 +26,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-MAINTENANCE = ("moving_average", "none", "gradient")
-NORMS = ("l2", "layer", "none")
+from emanet.config import EMAConfig, Maintenance, Norm
+
+MAINTENANCE: tuple[str, ...] = typing.get_args(Maintenance)
+NORMS: tuple[str, ...] = typing.get_args(Norm)
 EPS = 1e-6
 
 
@@ -67,35 +70,26 @@ def _global_batch_mean(mu: torch.Tensor) -> torch.Tensor:
 
 
 class EMAUnit(nn.Module):
-    """EM attention over ``channels``-dimensional features with ``num_bases`` bases.
+    """EM attention over ``channels``-dimensional features, as ``cfg`` (params.yaml's ``model.ema``) sets it.
 
     Args:
-        channels: C, the feature width (512 or 256 in the paper).
-        num_bases: K (64 in the official code).
-        stages: T_train, the EM iterations in training mode (3 officially).
-        momentum: alpha of the moving average mu0 <- alpha*mu0 + (1-alpha)*mean(mu_T).
-        maintenance: how the initial bases evolve — ``moving_average`` (official), ``none`` (fixed
-            random init) or ``gradient`` (a Parameter learned by backprop through the EM loop).
-        norm: normalisation of the bases after each M-step (and at init): ``l2``, ``layer`` or ``none``.
-        eval_stages: T_eval; ``None`` means the same as ``stages``. Settable on a trained model.
-        renormalize: normalise the batch-mean bases before blending (mmsegmentation's variant; the
-            official code does not).
-        bn_momentum: momentum of the output BatchNorm (PyTorch convention; 3e-4 officially).
+        channels: C, the feature width (512 or 256 in the paper; ``model.head_channels``).
+        cfg: ``num_bases`` K; ``stages`` T_train, the EM iterations in training mode; ``eval_stages`` T_eval
+            (``None``: the same as ``stages``; the attribute is settable on a trained model); ``momentum``
+            alpha of the moving average mu0 <- alpha*mu0 + (1-alpha)*mean(mu_T); ``maintenance``, how the
+            initial bases evolve: ``moving_average`` (official), ``none`` (fixed random init) or
+            ``gradient`` (a Parameter learned by backprop through the EM loop); ``norm`` of the bases after
+            each M-step (and at init): ``l2``, ``layer`` or ``none``; ``renormalize`` the batch-mean bases
+            before blending (mmsegmentation's variant; the official code does not).
+        bn_momentum: momentum of the output BatchNorm (PyTorch convention; ``model.bn_momentum``).
+
+    Raises ValueError for a maintenance or norm outside their choices, or stages below 1.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        num_bases: int = 64,
-        stages: int = 3,
-        momentum: float = 0.9,
-        maintenance: str = "moving_average",
-        norm: str = "l2",
-        eval_stages: int | None = None,
-        renormalize: bool = False,
-        bn_momentum: float = 3e-4,
-    ):
+    def __init__(self, channels: int, cfg: EMAConfig, bn_momentum: float):
         super().__init__()
+        num_bases, stages, eval_stages, momentum = cfg.num_bases, cfg.stages, cfg.eval_stages, cfg.momentum
+        maintenance, norm, renormalize = cfg.maintenance, cfg.norm, cfg.renormalize
         if maintenance not in MAINTENANCE:
             raise ValueError(f"maintenance must be one of {MAINTENANCE}, got {maintenance!r}")
         if norm not in NORMS:

@@ -11,13 +11,16 @@ the official EMANet head layout (docs/reproducing.md#the-ema-head). DeepLabV3's 
 
 from __future__ import annotations
 
+import typing
+
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from emanet.config import Head, ModelConfig
 from emanet.models.attention import DoubleAttentionBlock, NonLocalBlock
 from emanet.models.ema import EMAUnit
 
-HEADS = ("ema", "fcn", "nonlocal", "a2", "aspp")
+HEADS: tuple[str, ...] = typing.get_args(Head)
 
 #: ASPP atrous rates scale with the output stride (DeepLabV3: 6/12/18 at OS 16, doubled at OS 8).
 _ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
@@ -59,22 +62,20 @@ class SegHead(nn.Module):
         return self.classifier(self.dropout(self.fc1(self.block(reduced))))
 
 
-def build_head(
-    kind: str,
-    in_channels: int,
-    num_classes: int,
-    channels: int = 512,
-    dropout: float = 0.1,
-    output_stride: int = 8,
-    ema: dict | None = None,
-) -> SegHead:
-    """Build one of :data:`HEADS`; ``ema`` holds :class:`EMAUnit` keyword arguments for ``kind='ema'``."""
+def build_head(cfg: ModelConfig, in_channels: int, num_classes: int) -> SegHead:
+    """The head ``cfg.head`` (one of :data:`HEADS`) on an ``in_channels`` backbone map, for ``num_classes``.
+
+    From ``cfg``: ``head_channels`` (C), ``dropout``, ``output_stride`` (ASPP's rates), ``ema`` and
+    ``bn_momentum`` (the EMA unit's output BatchNorm; :func:`emanet.models.segmentor.build_model` sets every
+    BatchNorm's afterwards). ASPP has no dropout (DeepLabV3's head). Raises ValueError for an unknown head.
+    """
+    kind, channels = cfg.head, cfg.head_channels
     if kind == "aspp":
-        aspp = ASPP(in_channels, list(_ASPP_RATES[output_stride]), out_channels=256)
+        aspp = ASPP(in_channels, list(_ASPP_RATES[cfg.output_stride]), out_channels=256)
         return SegHead(aspp, nn.Identity(), 256, num_classes, dropout=0.0)
     fc0 = conv_bn_relu(in_channels, channels)
     if kind == "ema":
-        block = EMAUnit(channels, **(ema or {}))
+        block = EMAUnit(channels, cfg.ema, cfg.bn_momentum)
     elif kind == "fcn":
         block = nn.Identity()
     elif kind == "nonlocal":
@@ -83,4 +84,4 @@ def build_head(
         block = DoubleAttentionBlock(channels)
     else:
         raise ValueError(f"unknown head {kind!r}; choose one of {HEADS}")
-    return SegHead(fc0, block, channels, num_classes, dropout)
+    return SegHead(fc0, block, channels, num_classes, cfg.dropout)

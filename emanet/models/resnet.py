@@ -10,10 +10,13 @@ Module names follow PyTorch-Encoding (deep stem: ``conv1.{0,1,3,4,6}`` + ``bn1``
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from emanet.config import ModelConfig, Stem
 
 #: Bottleneck counts per stage, by backbone name. ``resnet_tiny`` is the CPU profile's backbone:
 #: the same blocks and dilation rules, one block per stage.
@@ -24,7 +27,7 @@ DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "resnet152": (3, 8, 36, 3),
 }
 
-STEMS = ("deep", "torchvision")
+STEMS: tuple[str, ...] = typing.get_args(Stem)
 
 #: (stride, dilation) of layer3 and layer4 for each supported output stride.
 _STAGE_GEOMETRY = {
@@ -92,17 +95,19 @@ class DilatedResNet(nn.Module):
     """ResNet feature extractor returning layer4's map at the requested output stride.
 
     The classifier is left out: segmentation never uses it, and checkpoints' ``fc.*`` keys are
-    dropped at load time (see :mod:`emanet.models.weights`).
+    dropped at load time (see :mod:`emanet.models.weights`). Every argument is required (params.yaml's
+    ``model`` section holds the values; :meth:`from_config` reads them there): ``depth`` a key of
+    :data:`DEPTHS`, ``output_stride`` 8, 16 or 32, ``multi_grid`` layer4's factors (None: all 1), ``stem``
+    one of :data:`STEMS`, ``base_width`` layer1's bottleneck width (64 with the deep stem). Raises
+    ValueError for a value outside these.
     """
 
-    def __init__(
-        self,
-        depth: str = "resnet101",
-        output_stride: int = 8,
-        multi_grid: Sequence[int] | None = (1, 2, 4),
-        stem: str = "deep",
-        base_width: int = 64,
-    ):
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> DilatedResNet:
+        """The backbone ``cfg`` (params.yaml's ``model``) describes, with freshly initialised weights."""
+        return cls(cfg.backbone, cfg.output_stride, cfg.multi_grid, cfg.stem, cfg.base_width)
+
+    def __init__(self, depth: str, output_stride: int, multi_grid: Sequence[int] | None, stem: str, base_width: int):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"unknown backbone {depth!r}; choose one of {sorted(DEPTHS)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import torch
@@ -55,13 +54,10 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> None:
 
 def build_model(cfg: ModelConfig, num_classes: int) -> Segmentor:
     """Build the configured network and load its ImageNet backbone weights if a file is given."""
-    backbone = DilatedResNet(cfg.backbone, cfg.output_stride, cfg.multi_grid, cfg.stem, cfg.base_width)
+    backbone = DilatedResNet.from_config(cfg)
     if cfg.pretrained:
         load_backbone_weights(backbone, cfg.pretrained)
-    ema = dict(dataclasses.asdict(cfg.ema), bn_momentum=cfg.bn_momentum)
-    head = build_head(
-        cfg.head, backbone.out_channels, num_classes, cfg.head_channels, cfg.dropout, cfg.output_stride, ema
-    )
+    head = build_head(cfg, backbone.out_channels, num_classes)
     model = Segmentor(backbone, head)
     set_bn_momentum(model, cfg.bn_momentum)
     return model

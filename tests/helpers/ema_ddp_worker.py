@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from emanet.models.ema import EMAUnit
+from tests.helpers.models import bn_momentum, ema_config
 
 
 def global_batch() -> torch.Tensor:
@@ -19,7 +20,7 @@ def global_batch() -> torch.Tensor:
 
 def make_unit() -> EMAUnit:
     torch.manual_seed(0)
-    return EMAUnit(16, num_bases=8).train()
+    return EMAUnit(16, ema_config(num_bases=8), bn_momentum()).train()
 
 
 def main(out_dir: str) -> None:
