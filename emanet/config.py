@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import re
 import types
 import typing
@@ -187,13 +185,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def hash(self) -> str:
-        """Short stable hash of everything that determines the result (not the names)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in ("profile", "experiment", "tracking", "sources")}
-        values["data"] = {k: v for k, v in values["data"].items() if k != "workers"}
-        blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

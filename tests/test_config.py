@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emanet.config import Config, ConfigError, load_params, parse_set, resolve
+from emanet.runs.identity import training_identity
 
 
 def test_both_profiles_resolve(root):
@@ -14,7 +15,8 @@ def test_both_profiles_resolve(root):
     assert paper.model.backbone == "resnet101" and paper.model.stem == "deep"
     assert paper.model.bn_momentum == 3e-4 and paper.model.ema.num_bases == 64
     assert resolve(params).profile == params["profile"]
-    assert tiny.hash() != paper.hash() and tiny.hash() == resolve(params, "tiny").hash()
+    assert training_identity(tiny) != training_identity(paper)
+    assert training_identity(tiny) == training_identity(resolve(params, "tiny"))
 
 
 def test_set_overrides_and_parses_values(root):

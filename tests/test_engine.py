@@ -125,7 +125,8 @@ def test_training_learns_well_beyond_the_trivial_miou(tmp_path, prepared_root):
     metrics = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())
     assert metrics["split"] == "val" and metrics["miou"] > trivial_miou(metrics), (metrics["miou"], out)
     assert set(metrics["per_class"]) >= {"background", "person"}
-    assert metrics["config_hash"] and metrics["data_checksum"] and metrics["git_commit"]
+    assert metrics["evaluation_identity"] and metrics["data_checksum"] and metrics["git_commit"]
+    assert metrics["model_sha256"] == json.loads((tmp_path / "runs/ema512/run.json").read_text())["model"]["sha256"]
 
 
 def test_bad_configuration_fails_before_any_work(tmp_path, prepared_root):
@@ -145,17 +146,37 @@ def test_bad_configuration_fails_before_any_work(tmp_path, prepared_root):
 def test_a_run_folder_of_another_configuration_is_refused(tmp_path, prepared_root):
     _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
     proc = emanet(run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"))
-    assert proc.returncode == 2 and "holds a run of another configuration" in proc.stderr
+    assert proc.returncode == 2 and "training settings differ (model.ema.num_bases 64 -> 8)" in proc.stderr
+
+
+def test_an_evaluation_or_logging_change_keeps_the_trained_weights(tmp_path, prepared_root):
+    """Only the training identity decides whether a folder is set aside: new test scales, T_eval, logging
+    cadence or loader workers keep model.pt, and evaluate replaces the metrics with their new identity."""
+    _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
+    run = tmp_path / "runs/ema512"
+    _ok(emanet([*run_args("evaluate", tmp_path, prepared_root, *SHORT), "--multi-scale", "--flip"]))
+    before = json.loads((run / "metrics_ms_flip.json").read_text())
+    model = (run / "model.pt").stat().st_mtime_ns
+    changed = [*SHORT, "eval.scales=[0.75,1.0]", "train.log_interval=7", "data.workers=0", "model.ema.eval_stages=2"]
+    out = _ok(emanet([*run_args("train", tmp_path, prepared_root, *changed), "--replace-changed"])).stdout
+    assert "replaced" not in out and not list(run.parent.glob("ema512.replaced-*"))
+    assert (run / "model.pt").stat().st_mtime_ns == model, "the finished run is not trained again"
+    _ok(emanet([*run_args("evaluate", tmp_path, prepared_root, *changed), "--multi-scale", "--flip"]))
+    after = json.loads((run / "metrics_ms_flip.json").read_text())
+    assert after["scales"] == [0.75, 1.0] and after["evaluation_identity"] != before["evaluation_identity"]
+    recorded = json.loads((run / "run.json").read_text())["evaluations"]["ms_flip"]
+    assert recorded["identity"]["digest"] == after["evaluation_identity"]
+    assert recorded["identity"]["values"]["protocols"]["ms_flip"]["scales"] == [0.75, 1.0]
 
 
 def test_replace_changed_sets_the_old_run_aside_and_trains_afresh(tmp_path, prepared_root):
     _ok(emanet(run_args("train", tmp_path, prepared_root, *SHORT)))
-    old_hash = json.loads((tmp_path / "runs/ema512/run.json").read_text())["config_hash"]
+    old = json.loads((tmp_path / "runs/ema512/run.json").read_text())["identity"]["training"]["digest"]
     out = _ok(
         emanet([*run_args("train", tmp_path, prepared_root, *SHORT, "model.ema.num_bases=8"), "--replace-changed"])
     ).stdout
-    assert "configuration changed" in out
-    kept = tmp_path / f"runs/ema512.replaced-{old_hash}"
+    assert "training settings differ (model.ema.num_bases 64 -> 8)" in out
+    kept = tmp_path / f"runs/ema512.replaced-{old}"
     assert (kept / "model.pt").exists(), "nothing is deleted"
-    assert json.loads((tmp_path / "runs/ema512/run.json").read_text())["config_hash"] != old_hash
+    assert json.loads((tmp_path / "runs/ema512/run.json").read_text())["identity"]["training"]["digest"] != old
     assert weights(tmp_path / "runs/ema512")["head.block.bases"].shape[-1] == 8

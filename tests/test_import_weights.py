@@ -17,6 +17,7 @@ from emanet.engine.import_run import import_weights
 from emanet.models import build_model, official
 from emanet.models.import_weights import read_foreign
 from emanet.models.weights import WeightLoadError, load_model_weights
+from emanet.runs.identity import digest, evaluation_identity, training_identity
 from tests.conftest import ROOT
 from tests.helpers.runs import emanet
 
@@ -116,7 +117,8 @@ def test_an_official_checkpoint_imports_to_identical_tensors_and_predictions(tmp
     for scales, flip in ((None, False), ([0.75, 1.25], True)):
         assert torch.equal(predict(model, image, scales, flip), predict(original, image, scales, flip))
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["imported"]["sha256"] == record["sha256"] and info["config_hash"] == cfg.hash()
+    assert info["imported"]["sha256"] == record["sha256"]
+    assert info["identity"]["training"]["digest"] == digest(training_identity(cfg))
 
 
 def test_emanet_naming_with_a_wrapper_is_read_and_the_format_can_be_forced(tmp_path):
@@ -277,7 +279,7 @@ def test_an_imported_run_is_evaluated_reported_and_kept_from_training(tmp_path, 
     import_weights(cfg, run_dir, source)
     metrics = evaluate(cfg, run_dir, ["ss"])["ss"]
     assert json.loads((run_dir / "metrics.json").read_text())["miou"] == metrics["miou"]
-    assert metrics["config_hash"] == cfg.hash() and metrics["images"] > 0
+    assert metrics["evaluation_identity"] == digest(evaluation_identity(cfg, ["ss"])) and metrics["images"] > 0
     cell = _metric_cell(run_dir, "ss")
     assert cell.text == f"{100 * metrics['miou']:.2f} (imported)" and cell.ours == pytest.approx(100 * metrics["miou"])
     train = [

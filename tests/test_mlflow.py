@@ -42,7 +42,8 @@ def test_training_and_evaluation_are_recorded(tmp_path, prepared_root, server):
     runs = _runs(server.url)
     run = runs[runs["run_id"] == info["mlflow_run_id"]].iloc[0]
     assert run["params.model.ema.num_bases"] == "64" and run["params.train.iterations"] == "20"
-    assert run["tags.config_hash"] == info["config_hash"] and run["tags.data_checksum"] == info["data_checksum"]
+    assert run["tags.training_identity"] == info["identity"]["training"]["digest"]
+    assert run["tags.data_checksum"] == info["data_checksum"]
     assert run["tags.experiment"] == "ema512" and run["tags.git_commit"]
     assert run["status"] == "FINISHED"
     metrics = json.loads((tmp_path / "runs/ema512/metrics.json").read_text())

@@ -136,10 +136,10 @@ def test_snakemake_and_dvc_run_the_pipeline_to_the_same_metrics(tmp_path, root):
         by_smk = json.loads((smk / f"results/tiny/runs/{experiment}/metrics.json").read_text())
         by_dvc = json.loads((dvc / f"results/tiny/runs/{experiment}/metrics.json").read_text())
         assert by_smk["confusion_matrix"] == by_dvc["confusion_matrix"], experiment
-        assert by_smk["config_hash"] == by_dvc["config_hash"]
+        assert by_smk["evaluation_identity"] == by_dvc["evaluation_identity"]
     tarball = "results/tiny/runs/ema512_trainval/submission_ms_flip.tar.gz"
     assert (smk / tarball).read_bytes() == (dvc / tarball).read_bytes()
-    assert json.loads((smk / "results/tiny/runs/ema512_trainval/run.json").read_text())["init_sha256"]
+    assert json.loads((smk / "results/tiny/runs/ema512_trainval/run.json").read_text())["identity"]["init_sha256"]
     start = time.monotonic()
     assert "up to date" in _run([str(BIN / "dvc"), "repro"], dvc)
     assert time.monotonic() - start < 60

@@ -21,7 +21,9 @@ from tests.helpers.runs import ROOT
 
 def _fake_run(results, experiment, protocols):
     run = results / "runs" / experiment
-    atomic_write_json(run / "run.json", {"mlflow_run_id": f"id-{experiment}", "config_hash": "abc"})
+    atomic_write_json(
+        run / "run.json", {"mlflow_run_id": f"id-{experiment}", "identity": {"training": {"digest": "abc"}}}
+    )
     for protocol, miou in protocols.items():
         name = "metrics.json" if protocol == "ss" else f"metrics_{protocol}.json"
         atomic_write_json(
@@ -168,7 +170,7 @@ def test_html_has_contents_provenance_scrolling_tables_and_figures_by_their_tabl
     assert "figures/per_class.png" in page.split("<section id='table1'>")[1].split("</section>")[0]
     header = page.split("<div class='prov'>")[1].split("</div>")[0]
     assert "Profile: tiny." in header and "commit" in header and "UTC" in header
-    assert "<td>ema512</td><td>finished</td><td>–</td><td>abc</td>" in page  # each run's state and config hash
+    assert "<td>ema512</td><td>finished</td><td>–</td><td>abc</td>" in page  # each run's state and training identity
 
 
 class _Captured(Exception):

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from emanet.io import atomic_write_json, read_json_object
+from emanet.runs.folder import TIMINGS
 
 #: the stages in pipeline order (the Snakefile's rules, dvc.yaml's stages less check_params)
 STAGES = ("synth", "download", "weights", "prepare", "complexity", "train", "evaluate", "finetune", "report")
@@ -189,7 +190,7 @@ def record(run_dir: str | Path, command: str, since: Start) -> Path | None:
     own = resource.getrusage(resource.RUSAGE_SELF)
     # ru_maxrss is in KiB on Linux, in bytes on macOS
     rss_mb = own.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    path = Path(run_dir) / "timings.json"
+    path = Path(run_dir) / TIMINGS
     entries = read_json_object(path)
     children_cpu_s = _children_cpu_s() - since.children_cpu_s
     entries[command] = {
@@ -210,7 +211,7 @@ def read_run_folders(runs: str | Path, graph: dict[Job, tuple[Job, ...]]) -> dic
     for job in graph:
         if job.stage not in ("train", "evaluate", "finetune"):
             continue
-        entries = read_json_object(Path(runs) / job.item / "timings.json")
+        entries = read_json_object(Path(runs) / job.item / TIMINGS)
         commands = ("train", "evaluate") if job.stage == "finetune" else (job.stage,)
         parts = [entries.get(c) for c in commands]
         if not all(isinstance(p, dict) and isinstance(p.get("wall_s"), (int, float)) for p in parts):

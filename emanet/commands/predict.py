@@ -11,9 +11,10 @@ from emanet.commands.common import add_params_file_options, add_set_option
 def predict(args: argparse.Namespace) -> int:
     from emanet.config import load_params, resolve
     from emanet.engine.predict import predict_images
+    from emanet.runs.folder import run_dir as run_folder
 
     cfg = resolve(load_params(args.params), args.profile, args.set, args.experiment)
-    run_dir = Path(args.results or f"results/{cfg.profile}") / "runs" / cfg.experiment
+    run_dir = run_folder(args.results or f"results/{cfg.profile}", cfg.experiment)
     scales = None
     if args.multi_scale:
         scales = [float(v) for v in args.scales.split(",")] if args.scales else list(cfg.eval.scales)

@@ -12,10 +12,11 @@ from emanet.io import atomic_write_json
 def resolve_run(args: argparse.Namespace):
     """(params, resolved config, run folder) of ``--experiment`` in ``--profile``."""
     from emanet.config import load_params, resolve
+    from emanet.runs.folder import run_dir
 
     params = load_params(args.params)
     cfg = resolve(params, args.profile, args.set, args.experiment)
-    return params, cfg, Path(args.out or f"results/{cfg.profile}") / "runs" / cfg.experiment
+    return params, cfg, run_dir(args.out or f"results/{cfg.profile}", cfg.experiment)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -24,14 +25,14 @@ def train(args: argparse.Namespace) -> int:
     since = timings.started()  # before the imports: torch's is part of what a job costs
     from emanet import plan
     from emanet.config import ConfigError
-    from emanet.engine.train import init_weights, run_identity
+    from emanet.engine.train import run_identity
     from emanet.engine.train import train as run_training
-    from emanet.tracking import read_run_info
+    from emanet.runs import folder
 
     params, cfg, run_dir = resolve_run(args)
     if args.replace_changed:
-        _set_aside_if_changed(run_dir, run_identity(cfg, init_weights(cfg, run_dir)))
-    imported = read_run_info(run_dir).get("imported")
+        folder.set_aside_if_changed(run_dir, run_identity(cfg, run_dir))
+    imported = folder.read_info(run_dir).get("imported")
     if imported:
         raise ConfigError(
             f"{run_dir} holds weights imported from {imported.get('source')} (`emanet "
@@ -44,49 +45,13 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_aside_if_changed(run_dir: Path, identity: dict) -> None:
-    """Move a run folder of another configuration, one started from other weights, or one holding imported
-    weights (training must not overwrite them) aside (:func:`set_aside`)."""
-    from emanet.tracking import read_run_info
-
-    info = read_run_info(run_dir)
-    old = {key: info.get(key) for key in identity}
-    if not old["config_hash"] or (old == identity and not info.get("imported")):
-        return
-    if info.get("imported"):
-        what = "imported weights"
-    else:
-        what = "configuration" if old["config_hash"] != identity["config_hash"] else "initial weights"
-    set_aside(run_dir, f"{what} changed")
-
-
-def set_aside(run_dir: Path, reason: str) -> Path:
-    """Rename ``run_dir`` to ``<run>.replaced-<its hash>[-<its init digest>][-imported-<digest>][.N]``
-    (nothing is deleted) and say so; return the new place."""
-    from emanet.tracking import read_run_info
-
-    info = read_run_info(run_dir)
-    suffix = str(info.get("config_hash") or "unknown")
-    if info.get("init_sha256"):
-        suffix += f"-{info['init_sha256'][:12]}"
-    if info.get("imported"):
-        suffix += f"-imported-{str(info['imported'].get('sha256'))[:12]}"
-    target = run_dir.with_name(f"{run_dir.name}.replaced-{suffix}")
-    copies = 1
-    while target.exists():  # the same run set aside before (a parent retrained back and forth)
-        copies += 1
-        target = run_dir.with_name(f"{run_dir.name}.replaced-{suffix}.{copies}")
-    run_dir.rename(target)
-    print(f"{run_dir}: {reason}; the old run is kept in {target}")
-    return target
-
-
 def import_weights(args: argparse.Namespace) -> int:
     from emanet import plan
     from emanet.data.archives.transfer import file_digests
     from emanet.engine.import_run import import_conflict
     from emanet.engine.import_run import import_weights as run_import
     from emanet.models.import_weights import read_foreign
+    from emanet.runs.folder import MODEL, set_aside
 
     params, cfg, run_dir = resolve_run(args)
     source = Path(args.source)
@@ -101,7 +66,7 @@ def import_weights(args: argparse.Namespace) -> int:
         + [f"--out {args.out}"] * bool(args.out)
     )
     print(
-        f"{cfg.experiment}: {source} imported into {run_dir / 'model.pt'} ({record['layout']}, "
+        f"{cfg.experiment}: {source} imported into {run_dir / MODEL} ({record['layout']}, "
         f"{record['classes']} classes, sha256 {record['sha256'][:12]}…); evaluate it with "
         f"`emanet evaluate {' '.join([f'--experiment {cfg.experiment}', *same])}`"
     )
@@ -142,8 +107,10 @@ def evaluate(args: argparse.Namespace) -> int:
         if result["scales"] != [1.0]:
             print(f"  scales {result['scales']}, flip {result['flip']}: {SCALES_NOTE}")
     if args.for_tables:
+        from emanet.runs.folder import EVALUATION
+
         atomic_write_json(
-            run_dir / "evaluation.json",
+            run_dir / EVALUATION,
             {n: {k: r[k] for k in ("miou", "submission") if k in r} for n, r in results.items()},
         )
         timings.record(run_dir, "evaluate", since)
@@ -168,13 +135,14 @@ def track_sync(args: argparse.Namespace) -> int:
 
 
 def check_params(args: argparse.Namespace) -> int:
-    """Every name, run, finetune chain and table of the params file checked, and every run resolved for the
-    profile: what DVC needs from a stage of its own, since its ``foreach`` silently drops a stage whose
-    name it cannot carry (Snakemake checks the same when it reads the Snakefile)."""
+    """Every name, run, finetune chain and table of the params file checked, and every run resolved in every
+    profile (:func:`emanet.config.check_all`): what DVC needs from a stage of its own, since its ``foreach``
+    silently drops a stage whose name it cannot carry (Snakemake checks the same when it reads the Snakefile)."""
     from emanet import plan
-    from emanet.config import load_params
+    from emanet.config import check_all, load_params
 
     params = load_params(args.params)
+    check_all(params)
     plan.validate(params)
     configs = plan.configs(params, args.profile)
     print(
@@ -212,8 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--replace-changed",
         action="store_true",
-        help="if the run folder holds another configuration, set it aside and start afresh "
-        "(what the pipelines do when params change)",
+        help="if the run folder holds a run of another training identity or other initial weights (or "
+        "imported weights), set it aside and start afresh; an evaluation-only change keeps it (what the "
+        "pipelines do when params change)",
     )
     p.set_defaults(handler=train)
 

@@ -31,19 +31,22 @@ def record(args: argparse.Namespace) -> int:
     from emanet.commands.runs import resolve_run
     from emanet.data.archives.transfer import file_digests
     from emanet.engine.evaluate import sync_to_mlflow, write_metrics
+    from emanet.runs.folder import submission_path
+    from emanet.runs.identity import digest, evaluation_identity
 
     _, cfg, run_dir = resolve_run(args)
-    summary_path = run_dir / f"submission_{args.protocol}.json"
+    summary_path = submission_path(run_dir, args.protocol, "json")
     if not summary_path.is_file():
         raise FileNotFoundError(
             f"{summary_path}: no packaged submission; run `emanet evaluate --experiment "
             f"{cfg.experiment} --for-tables` first"
         )
     summary = json.loads(summary_path.read_text())
-    if summary["config_hash"] != cfg.hash():
+    now = digest(evaluation_identity(cfg, [args.protocol]))
+    if summary.get("evaluation_identity") != now:
         raise ValueError(
-            f"{summary_path}: packaged for configuration {summary['config_hash']}, the experiment is "
-            f"{cfg.hash()} now: evaluate again and submit the new package"
+            f"{summary_path}: packaged for evaluation identity {summary.get('evaluation_identity', 'unknown')}, "
+            f"the experiment's is {now} now: evaluate again and submit the new package"
         )
     if file_digests(Path(summary["submission"]), ["sha256"])["sha256"] != summary["submission_sha256"]:
         raise ValueError(f"{summary['submission']}: changed since it was packaged; evaluate again")
@@ -60,7 +63,8 @@ def record(args: argparse.Namespace) -> int:
                 "scales",
                 "flip",
                 "experiment",
-                "config_hash",
+                "evaluation_identity",
+                "model_sha256",
                 "submission",
                 "submission_sha256",
             )

@@ -67,10 +67,11 @@ def load(path: Path, model: nn.Module | None = None, optimizer: torch.optim.Opti
 
     Returns the dict of :func:`save`: ``model`` and ``optimizer`` state dicts, ``scaler`` (a dict, empty
     when AMP is off), ``iteration`` (int >= 0), ``rng`` (a list of :func:`rng_state` dicts, one per
-    process) and ``config_hash``. With ``model``, the model state dict must have exactly the model's keys
-    and shapes; with ``optimizer``, the optimizer state must have as many parameter groups, each with as
-    many parameters, as ``optimizer`` (what ``Optimizer.load_state_dict`` would otherwise refuse without
-    naming the file). Raises CheckpointError naming the file when it is missing, truncated, corrupt or not
+    process) and ``training_identity`` (the run's training digest). With ``model``, the model state dict
+    must have exactly the model's keys and shapes; with ``optimizer``, the optimizer state must have as
+    many parameter groups, each with as many parameters, as ``optimizer`` (what
+    ``Optimizer.load_state_dict`` would otherwise refuse without naming the file). Raises CheckpointError
+    naming the file when it is missing, truncated, corrupt or not
     a PyTorch file, lacks any of those entries or holds one of the wrong type, or does not fit ``model`` or
     ``optimizer``.
     """

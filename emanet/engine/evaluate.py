@@ -43,8 +43,9 @@ from emanet.models import Segmentor, build_model
 from emanet.models.weights import load_state, read_model_weights
 from emanet.progress import progress
 from emanet.protocols import Protocol
-from emanet.run_record import now, record_evaluation
-from emanet.tracking import git_commit, read_run_info, sync_run
+from emanet.runs import folder
+from emanet.runs.record import now, record_evaluation
+from emanet.tracking import git_commit, sync_run
 
 log = logging.getLogger(__name__)
 SCALES_NOTE = "the paper never published its multi-scale test scales; these are ours"
@@ -81,7 +82,7 @@ def inference_model(
 def load_trained(cfg: Config, run_dir: Path, num_classes: int, device: torch.device) -> Segmentor:
     """The run's final weights (``model.pt``, a plain state dict, trained or imported) in an eval-mode
     model (:func:`inference_model`)."""
-    weights = run_dir / "model.pt"
+    weights = run_dir / folder.MODEL
     if not weights.is_file():
         raise FileNotFoundError(
             f"{weights}: no trained model; run `emanet train` for this experiment first "
@@ -147,7 +148,9 @@ def evaluate(
 ) -> dict[str, dict]:
     """Score the run's model under each protocol (``ss``, ``ms_flip``, ``ss_T5``...), loading it once.
 
-    Rank 0 writes ``metrics.json`` (``ss``) or ``metrics_<protocol>.json`` per protocol, and returns
+    Rank 0 writes ``metrics.json`` (``ss``) or ``metrics_<protocol>.json`` per protocol (replacing what an
+    earlier evaluation wrote), records in run.json what determined each (its evaluation identity, the
+    model.pt's SHA-256, the code digest: :func:`emanet.runs.folder.evaluation_record`), and returns
     {protocol: metrics}. Predictions are saved for the first protocol only.
     """
     ctx = edist.init(cfg.train.device, cfg.train.cpu_threads)
@@ -177,6 +180,10 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
     dataset = SegmentationDataset(eval_root(cfg), split)
     model = load_trained(cfg, run_dir, dataset.num_classes, ctx.device)
     used_scales = list(scales or cfg.eval.scales)
+    used = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, scales=used_scales, split=split))
+    checksum = dataset.meta["label_checksum"] or dataset.meta["image_checksum"]
+    model_sha = folder.model_sha256(run_dir) if ctx.is_main else None
+    records = {name: folder.evaluation_record(used, name, model_sha, checksum) for name in protocols}
     predictor = SharedViewPredictor(
         model,
         list(parsed.values()),
@@ -193,14 +200,16 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
         multi_scale, flip, stages = protocol.multi_scale, protocol.flip, protocol.stages
         protocol_scales = used_scales if multi_scale else None
         if not dataset.labelled:
-            results[name] = _package(cfg, run_dir, ctx, dataset, pending[name], name, protocol_scales, flip, stages)
+            results[name] = _package(
+                cfg, run_dir, ctx, dataset, pending[name], name, protocol_scales, flip, stages, records[name]
+            )
             continue
         edist.all_reduce_sum(matrices[name])
-        results[name] = _result(cfg, dataset, matrices[name], name, split, protocol_scales, flip, stages)
+        results[name] = _result(cfg, dataset, matrices[name], name, split, protocol_scales, flip, stages, records[name])
         if ctx.is_main:
             write_metrics(run_dir, results[name], default=name == "ss")
     if ctx.is_main:
-        record_evaluation(run_dir, read_run_info(run_dir), list(protocols), started, ctx.device)
+        record_evaluation(run_dir, folder.read_info(run_dir), records, started, ctx.device)
         sync_to_mlflow(run_dir, cfg.tracking.enabled)
     return results
 
@@ -240,7 +249,7 @@ def score(
     return matrices
 
 
-def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages) -> dict:
+def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages, record) -> dict:
     """Package a split without labels, predicted into ``pending``, for the evaluation server
     (``submission_<protocol>``).
 
@@ -248,7 +257,7 @@ def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages
     and the metrics are written as for any split; otherwise the result says where the package is.
     """
     edist.barrier()
-    tarball = run_dir / f"submission_{protocol}.tar.gz"
+    tarball = folder.submission_path(run_dir, protocol, "tar.gz")
     result = {
         "protocol": protocol,
         "split": dataset.split,
@@ -260,7 +269,8 @@ def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages
         "miou": None,
         "server": submission.SERVER_URL,
         "experiment": cfg.experiment,
-        "config_hash": cfg.hash(),
+        "evaluation_identity": record["identity"]["digest"],
+        "model_sha256": record["model_sha256"],
     }
     if ctx.is_main:
         submission.package(pending, dataset.ids, tarball)
@@ -270,7 +280,7 @@ def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages
             matrix = submission.score(
                 tarball, Path(cfg.eval.server_labels), dataset.ids, dataset.num_classes, dataset.meta["ignore_index"]
             )
-            scored = _result(cfg, dataset, matrix, protocol, dataset.split, scales, flip, stages)
+            scored = _result(cfg, dataset, matrix, protocol, dataset.split, scales, flip, stages, record)
             result = {
                 **scored,
                 "submission": str(tarball),
@@ -287,15 +297,18 @@ def _package(cfg, run_dir, ctx, dataset, pending, protocol, scales, flip, stages
                 protocol,
             )
         atomic_write_json(
-            run_dir / f"submission_{protocol}.json", {k: v for k, v in result.items() if k != "confusion_matrix"}
+            folder.submission_path(run_dir, protocol, "json"),
+            {k: v for k, v in result.items() if k != "confusion_matrix"},
         )
     edist.barrier()
     return result
 
 
-def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict:
+def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages, record) -> dict:
     """One protocol's metrics*.json: scores (fractions: ``miou`` 0..1, as MLflow logs them; the report shows
-    percentages), where they were measured, and the confusion matrix (rows = ground truth)."""
+    percentages), where they were measured, the evaluation identity's digest and the SHA-256 of the scored
+    model.pt (``record``: :func:`emanet.runs.folder.evaluation_record`), and the confusion matrix (rows =
+    ground truth)."""
     result = scores(matrix.cpu().numpy(), dataset.classes)
     trained_t = cfg.model.ema.eval_stages or cfg.model.ema.stages
     result.update(
@@ -307,7 +320,8 @@ def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict
         flip=flip,
         output_stride=cfg.eval.output_stride or cfg.model.output_stride,
         eval_stages=(stages or trained_t) if cfg.model.head == "ema" else None,
-        config_hash=cfg.hash(),
+        evaluation_identity=record["identity"]["digest"],
+        model_sha256=record["model_sha256"],
         git_commit=git_commit(),
         data_checksum=dataset.meta["label_checksum"] or dataset.meta["image_checksum"],
         experiment=cfg.experiment,
@@ -319,21 +333,22 @@ def _result(cfg, dataset, matrix, protocol, split, scales, flip, stages) -> dict
 
 
 def write_metrics(run_dir: Path, result: dict, default: bool) -> Path:
-    """``metrics.json`` for the default protocol (SS, T_eval as trained), ``metrics_<protocol>.json`` else."""
-    suffix = "" if default else f"_{result['protocol']}"
+    """``metrics.json`` for the default protocol (SS, T_eval as trained), ``metrics_<protocol>.json`` else
+    (:func:`emanet.runs.folder.metrics_path`), and the per-class CSV beside it; an earlier one is replaced."""
+    protocol = "ss" if default else result["protocol"]
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["class", "iou"])
     writer.writerows([name, "" if iou is None else f"{iou:.6f}"] for name, iou in result["per_class"].items())
-    atomic_write_text(run_dir / f"per_class{suffix}.csv", rows.getvalue())
-    return atomic_write_text(run_dir / f"metrics{suffix}.json", metrics_json(result))
+    atomic_write_text(folder.per_class_path(run_dir, protocol), rows.getvalue())
+    return atomic_write_text(folder.metrics_path(run_dir, protocol), metrics_json(result))
 
 
 def sync_to_mlflow(run_dir: Path, enabled: bool) -> None:
     """Mirror the run folder's new metrics into its MLflow run (the store ``run.json`` names); a failure only
     warns (replay later). Nothing when ``enabled`` (``tracking.enabled``) is false, whatever ``run.json``
     names, or when the run was never tracked (``run.json`` names no store)."""
-    info = read_run_info(run_dir)
+    info = folder.read_info(run_dir)
     if not enabled or not info.get("tracking_uri"):
         return
     try:

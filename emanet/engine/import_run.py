@@ -24,29 +24,26 @@ import yaml
 from emanet.config import Config, ConfigError, flatten
 from emanet.data.archives.transfer import file_digests
 from emanet.engine import checkpoint
-from emanet.io import atomic_write_json, atomic_write_text
+from emanet.io import atomic_write_text
 from emanet.models import build_model
 from emanet.models.import_weights import ForeignWeights, read_foreign
 from emanet.models.weights import WeightLoadError, load_state
-from emanet.tracking import Tracker, git_commit, read_run_info
+from emanet.runs import folder
+from emanet.tracking import Tracker, git_commit
 
 log = logging.getLogger(__name__)
 
 
 def import_conflict(run_dir: Path, cfg: Config, sha256: str) -> str | None:
     """Why ``run_dir`` cannot take weights of this digest for ``cfg`` as it is, or None if it can (no run
-    yet, or the same file imported for the same configuration before: it may be imported again)."""
-    info = read_run_info(run_dir)
-    imported = info.get("imported")
-    if not info:
-        unknown = (run_dir / "model.pt").exists()
-        return f"{run_dir} holds a model.pt of unknown origin (no run.json)" if unknown else None
-    if imported and imported.get("sha256") == sha256 and info.get("config_hash") == cfg.hash():
-        return None
-    if imported:
-        other = "other weights" if imported.get("sha256") != sha256 else "the same weights for another configuration"
-        return f"{run_dir} holds {other}, imported from {imported.get('source')}"
-    return f"{run_dir} holds a trained run (config hash {info.get('config_hash')})"
+    yet, or the same file imported for the same training identity before: it may be imported again);
+    :func:`emanet.runs.folder.import_conflict`."""
+    return folder.import_conflict(run_dir, _identity(cfg)["training"]["digest"], sha256)
+
+
+def _identity(cfg: Config) -> dict:
+    """run.json's ``identity`` of an imported run: the experiment's training identity, no initial weights."""
+    return folder.training_record(cfg, None)
 
 
 def import_weights(
@@ -76,14 +73,15 @@ def import_weights(
         importing=True,
     )
     record = _record(source, sha256, weights)
+    identity = _identity(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
-        run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        run_dir / folder.CONFIG,
+        f"# training identity {identity['training']['digest']}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False),
     )
-    info = read_run_info(run_dir)
+    info = folder.read_info(run_dir)
     info.update(
-        config_hash=cfg.hash(),
-        init_sha256=None,
+        identity=identity,
         init_from=None,
         experiment=cfg.experiment,
         profile=cfg.profile,
@@ -93,14 +91,15 @@ def import_weights(
         imported=record,
         slurm_job_ids=[],
     )
-    atomic_write_json(run_dir / "run.json", info)  # before model.pt: a model.pt is never left unexplained
-    checkpoint.save_object(run_dir / "model.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    folder.write_info(run_dir, info)  # before model.pt: a model.pt is never left unexplained
+    checkpoint.save_object(run_dir / folder.MODEL, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    folder.write_info(run_dir, {**info, "model": folder.model_record(run_dir / folder.MODEL)})
     experiment = cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset)
     run_tags = {
         "experiment": cfg.experiment,
         "profile": cfg.profile,
         "dataset": cfg.data.dataset,
-        "config_hash": cfg.hash(),
+        "training_identity": identity["training"]["digest"],
         "git_commit": info["git_commit"],
         "imported": "true",
         "imported_sha256": sha256,

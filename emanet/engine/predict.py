@@ -43,6 +43,7 @@ from emanet.models import Segmentor
 from emanet.models.import_weights import read_foreign
 from emanet.models.weights import read_model_weights
 from emanet.progress import progress as progress_report
+from emanet.runs.folder import MODEL
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def load_model(
     if weights is not None:
         foreign = read_foreign(weights, format)
         return inference_model(cfg, foreign.state, foreign.num_classes, device, weights, foreign=True)
-    path = run_dir / "model.pt"
+    path = run_dir / MODEL
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no trained or imported model; run `emanet train` or `emanet import-weights "

@@ -1,11 +1,13 @@
 """``emanet train``: the official recipe, iteration-based, on 1..N processes, resumable bit for bit.
 
 One call trains one experiment into ``RUN_DIR`` (``OUT/runs/<experiment>``): ``config.yaml`` and
-``run.json`` (resolved config, its hash, git commit, data checksum; when and where each stage ran,
-:mod:`emanet.run_record`), ``train_log.csv`` (:data:`LOG_FIELDS`; rank 0 also prints them as progress lines),
-``checkpoints/last.pt`` every ``train.checkpoint_interval`` iterations and ``model.pt`` (plain state
-dict) at the end. Rerunning the same command resumes from ``last.pt``; with a different configuration
-in the same folder it refuses. Under torchrun the ranks share the global batch, BatchNorm and the EMA
+``run.json`` (the training identity and initial weights' digest, :mod:`emanet.runs.folder`; the training
+code's digest, git commit, data checksum; when and where each stage ran, :mod:`emanet.runs.record`),
+``train_log.csv`` (:data:`LOG_FIELDS`; rank 0 also prints them as progress lines), ``checkpoints/last.pt``
+every ``train.checkpoint_interval`` iterations and ``model.pt`` (plain state dict) at the end. Rerunning
+the same command resumes from ``last.pt``; with another training identity or other initial weights in the
+same folder it refuses (evaluation and logging settings may change). Under torchrun the ranks share the
+global batch, BatchNorm and the EMA
 bases statistics are global (SyncBN on CUDA, a gloo version on CPU), only rank 0 writes.
 """
 
@@ -31,7 +33,6 @@ from torch.utils.data import DataLoader
 
 from emanet.config import Config, ConfigError, flatten
 from emanet.data.archives.catalog import pretrained_path
-from emanet.data.archives.transfer import file_digests
 from emanet.data.convert.prepare import read_meta
 from emanet.data.loading.dataset import SegmentationDataset
 from emanet.data.loading.transforms import TrainTransform
@@ -40,13 +41,15 @@ from emanet.engine import dist as edist
 from emanet.engine.optim import param_groups, poly_lr, set_lr
 from emanet.engine.sampler import IterationBatchSampler
 from emanet.engine.syncbn import convert_sync_batchnorm
-from emanet.io import atomic_write_json, atomic_write_text
+from emanet.io import atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
 from emanet.models.weights import load_model_weights
 from emanet.progress import progress
-from emanet.run_record import train_finished, train_started
-from emanet.tracking import Tracker, git_commit, read_run_info
+from emanet.runs import folder
+from emanet.runs.code import code_digest
+from emanet.runs.record import train_finished, train_started
+from emanet.tracking import Tracker, git_commit
 
 log = logging.getLogger(__name__)
 #: train_log.csv's columns: per log interval the mean loss over the ranks at its last iteration, the lr,
@@ -79,7 +82,7 @@ def init_weights(cfg: Config, run_dir: Path) -> Path | None:
     """The final weights of ``train.init_from``, a sibling run folder (runs live side by side)."""
     if cfg.train.init_from is None:
         return None
-    path = Path(run_dir).parent / cfg.train.init_from / "model.pt"
+    path = Path(run_dir).parent / cfg.train.init_from / folder.MODEL
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: train.init_from={cfg.train.init_from!r} has no trained model; train that experiment first"
@@ -87,10 +90,21 @@ def init_weights(cfg: Config, run_dir: Path) -> Path | None:
     return path
 
 
-def run_identity(cfg: Config, init: Path | None) -> dict[str, str | None]:
-    """What a run folder must match to be resumed: the config hash and the digest of the initial weights
-    ``init`` (a retrained parent run changes a fine-tuning run's starting point but not its config)."""
-    return {"config_hash": cfg.hash(), "init_sha256": file_digests(init, ["sha256"])["sha256"] if init else None}
+def initial_weights(cfg: Config, run_dir: Path) -> Path | None:
+    """The file the run starts from: ``train.init_from``'s model.pt (:func:`init_weights`), else the
+    pretrained backbone's checkpoint when it is there (None: from scratch, or not downloaded yet)."""
+    init = init_weights(cfg, run_dir)
+    if init is not None:
+        return init
+    pretrained = pretrained_path(cfg)
+    return Path(pretrained) if pretrained and Path(pretrained).is_file() else None
+
+
+def run_identity(cfg: Config, run_dir: Path) -> dict:
+    """What a run folder must match to be resumed (:func:`emanet.runs.folder.training_record`): the training
+    identity and the digest of the initial weights (a retrained parent run changes a fine-tuning run's
+    starting point but not its settings)."""
+    return folder.training_record(cfg, initial_weights(cfg, run_dir))
 
 
 def validate(cfg: Config, world_size: int, device: torch.device) -> dict:
@@ -256,25 +270,24 @@ def train_dataset(cfg: Config) -> SegmentationDataset:
 
 
 def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int, identity: dict) -> None:
-    """config.yaml (resolved) and run.json (hash, commit, data checksum); refuse a foreign run folder."""
-    info = read_run_info(run_dir)
-    if info.get("config_hash") not in (None, cfg.hash()):
+    """config.yaml (resolved) and run.json (identity, code digest, commit, data checksum); refuse a folder of
+    another training identity or other initial weights (:func:`emanet.runs.folder.resume_conflict`)."""
+    info = folder.read_info(run_dir)
+    conflict = folder.resume_conflict(info, identity)
+    if conflict:
         raise ConfigError(
-            f"{run_dir} holds a run of another configuration (hash {info['config_hash']}, now "
-            f"{cfg.hash()}): use another --out or remove the folder"
-        )
-    if info.get("config_hash") and info.get("init_sha256") != identity["init_sha256"]:
-        raise ConfigError(
-            f"{run_dir} started from other weights than {cfg.train.init_from}'s model.pt now "
-            f"(retrained since?): pass --replace-changed or remove the folder"
+            f"{run_dir} cannot be resumed: {conflict}; pass --replace-changed to set it aside, use another "
+            f"--out, or remove the folder"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
-        run_dir / "config.yaml", f"# config hash {cfg.hash()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        run_dir / folder.CONFIG,
+        f"# training identity {identity['training']['digest']}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False),
     )
     slurm = os.environ.get("SLURM_JOB_ID")
     info.update(
-        **identity,
+        identity=identity,
+        code={**(info.get("code") or {}), "train": code_digest("train")},
         init_from=cfg.train.init_from,
         experiment=cfg.experiment,
         profile=cfg.profile,
@@ -284,7 +297,7 @@ def write_run_files(run_dir: Path, cfg: Config, meta: dict, world_size: int, ide
         world_size=world_size,
         slurm_job_ids=sorted(set(info.get("slurm_job_ids", [])) | ({slurm} if slurm else set())),
     )
-    atomic_write_json(run_dir / "run.json", info)
+    folder.write_info(run_dir, info)
 
 
 def _truncate_log(path: Path, last_iteration: int) -> None:
@@ -365,14 +378,19 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
     seed_everything(t.seed, ctx.rank)
     dataset = train_dataset(cfg)
     init = init_weights(cfg, run_dir)
-    identity = run_identity(cfg, init)
+    identity = run_identity(cfg, run_dir)
+    info = folder.read_info(run_dir)
+    if (info.get("train") or {}).get("finished") and (run_dir / folder.MODEL).is_file():
+        if not folder.resume_conflict(info, identity):  # only evaluation or logging settings changed, if any
+            log.info("%s: already trained in %s; its model.pt is kept as it is", cfg.experiment, run_dir)
+            return run_dir / folder.MODEL
     model = build_model(
         dataclasses.replace(cfg.model, pretrained=None if init else pretrained_path(cfg)), dataset.num_classes
     )
     step = TrainingStep.build(cfg, ctx, model, meta["ignore_index"])
     model, optimizer, scaler = step.model, step.optimizer, step.scaler
 
-    last = run_dir / "checkpoints" / "last.pt"
+    last = run_dir / folder.LAST_CHECKPOINT
     if ctx.is_main:
         write_run_files(run_dir, cfg, meta, ctx.world_size, identity)
     edist.barrier()
@@ -389,8 +407,8 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
         log.info("resuming %s from iteration %d", run_dir, start)
     tracker = None
     if ctx.is_main:
-        atomic_write_json(run_dir / "run.json", train_started(read_run_info(run_dir), start, ctx.device))
-        _truncate_log(run_dir / "train_log.csv", start)
+        folder.write_info(run_dir, train_started(folder.read_info(run_dir), start, ctx.device))
+        _truncate_log(run_dir / folder.TRAIN_LOG, start)
         tracker = Tracker(
             run_dir,
             cfg.tracking.enabled,
@@ -398,7 +416,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
             cfg.tracking.experiment.format(profile=cfg.profile, dataset=cfg.data.dataset),
             cfg.experiment,
             flatten(cfg.to_dict()),
-            _tags(cfg, meta, tags),
+            _tags(cfg, meta, identity, tags),
         )
 
     batches = iter(
@@ -453,7 +471,7 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
                     "max_memory_mib": "" if memory is None else f"{memory:.0f}",
                     "val_miou": "" if val_miou is None else f"{val_miou:.6f}",
                 }
-                _append_log(run_dir / "train_log.csv", row)
+                _append_log(run_dir / folder.TRAIN_LOG, row)
                 tracker.log_metrics(
                     {
                         "train/loss": mean_loss.item(),
@@ -486,29 +504,29 @@ def _train(cfg: Config, run_dir: Path, ctx: edist.DistContext, tags: dict[str, s
                     scaler=scaler.state_dict(),
                     iteration=done,
                     rng=rng,
-                    config_hash=cfg.hash(),
+                    training_identity=identity["training"]["digest"],
                 )
         bar.update(1)
         if logged and done % t.log_interval:  # a row off the log interval (validation, the last iteration)
             bar.emit()
         ready = time.perf_counter()
     bar.close()
-    final = run_dir / "model.pt"
+    final = run_dir / folder.MODEL
     if ctx.is_main:
         # the final weights as a plain state dict (loadable with weights_only=True)
         checkpoint.save_object(final, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-        train_finished(run_dir, read_run_info(run_dir))
+        train_finished(run_dir, {**folder.read_info(run_dir), "model": folder.model_record(final)})
         tracker.finish()
     edist.barrier()
     return final
 
 
-def _tags(cfg: Config, meta: dict, extra: dict[str, str]) -> dict[str, str]:
+def _tags(cfg: Config, meta: dict, identity: dict, extra: dict[str, str]) -> dict[str, str]:
     tags = {
         "experiment": cfg.experiment,
         "profile": cfg.profile,
         "dataset": cfg.data.dataset,
-        "config_hash": cfg.hash(),
+        "training_identity": identity["training"]["digest"],
         "git_commit": git_commit(),
         "data_checksum": meta["label_checksum"],
     }

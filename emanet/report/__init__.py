@@ -61,7 +61,7 @@ def build_report(params: dict, profile: str, results_root: Path) -> Path:
         atomic_write_text(out / f"{table.name}.md", to_markdown(table))
         atomic_write_text(out / f"{table.name}.tex", to_latex(table))
     pictures = _figures(params, profile, results_root, tables, out / "figures")
-    info = provenance(profile, results_root, tables)
+    info = provenance(profile, results_root, tables, params)
     notes = general_notes()
     warning = TINY_WARNING if synthetic_mark(params, profile) else ""
     atomic_write_json(
@@ -112,7 +112,7 @@ def _markdown(profile, warning, info, notes, tables, pictures) -> str:
     lines += [f"{line}  " for line in summary_lines(info)] + ["", "Contents:", ""]
     lines += ["- [How to read the tables](#notes)"] + [f"- [{t.title}](#{t.name})" for t in tables]
     lines += (
-        ["- [Runs: commits and config hashes](#runs)", "", "<a id='notes'></a>", "", "## How to read the tables", ""]
+        ["- [Runs: commits and identities](#runs)", "", "<a id='notes'></a>", "", "## How to read the tables", ""]
         + [f"- {line}" for line in notes]
         + [""]
     )
@@ -122,13 +122,13 @@ def _markdown(profile, warning, info, notes, tables, pictures) -> str:
     lines += [
         "<a id='runs'></a>",
         "",
-        "## Runs: commits and config hashes",
+        "## Runs: commits and identities",
         "",
-        "| run | state | trained | config hash | commit | MLflow run |",
+        "| run | state | trained | identity | commit | MLflow run |",
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['experiment']} | {r['state']} | {r['trained'] or '–'} | {r['config_hash'] or '–'} | "
+        f"| {r['experiment']} | {r['state']} | {r['trained'] or '–'} | {r['training_identity'] or '–'} | "
         f"{(r['git_commit'] or '–')[:12]} | {r['mlflow_run_id'] or '–'} |"
         for r in info["runs"]
     ]
@@ -140,7 +140,7 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
     contents = (
         "<li><a href='#notes'>How to read the tables</a></li>"
         + "".join(f"<li><a href='#{t.name}'>{esc(t.title)}</a></li>" for t in tables)
-        + "<li><a href='#runs'>Runs: commits and config hashes</a></li>"
+        + "<li><a href='#runs'>Runs: commits and identities</a></li>"
     )
     sections = []
     for table in tables:
@@ -156,7 +156,7 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
         )
     runs = "".join(
         f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['state'])}</td><td>{esc(r['trained'] or '–')}</td>"
-        f"<td>{esc(r['config_hash'] or '–')}</td><td>{esc((r['git_commit'] or '–')[:12])}</td>"
+        f"<td>{esc(r['training_identity'] or '–')}</td><td>{esc((r['git_commit'] or '–')[:12])}</td>"
         f"<td>{esc(r['mlflow_run_id'] or '–')}</td></tr>"
         for r in info["runs"]
     )
@@ -174,9 +174,9 @@ def _html(profile, warning, info, notes, tables, pictures) -> str:
         + "".join(f"<li>{note_html(line)}</li>" for line in notes)
         + "</ul></section>"
         + "".join(sections)
-        + "<section id='runs'><h2>Runs: commits and config hashes</h2><div class='scroll'><table class='runs'>"
+        + "<section id='runs'><h2>Runs: commits and identities</h2><div class='scroll'><table class='runs'>"
         "<thead><tr>"
-        "<th>run</th><th>state</th><th>trained</th><th>config hash</th><th>commit</th><th>MLflow run</th></tr></thead>"
+        "<th>run</th><th>state</th><th>trained</th><th>identity</th><th>commit</th><th>MLflow run</th></tr></thead>"
         f"<tbody>{runs}</tbody></table></div></section></body></html>"
     )
 

@@ -1,5 +1,7 @@
-"""Where a report comes from: when and at which commit it was made, the profile, and for every run it
-reads the commit, config hash, data checksum and MLflow run id recorded in ``runs/<name>/run.json``."""
+"""Where a report comes from: when and at which commit it was made, the profile, the digests of its code
+and of the params file's tables and figures, and for every run it reads the commit, training identity,
+data checksum, MLflow run id and when each protocol was evaluated, as ``runs/<name>/run.json`` records
+them (``emanet status`` compares these with the run folders and code now)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,22 @@ from pathlib import Path
 
 from emanet.io import read_json_object
 from emanet.report.tables import Table
+from emanet.runs import folder
+from emanet.runs.code import code_digest
+from emanet.runs.status import evaluated_at, report_settings_digest
 from emanet.tracking import git_commit
 
 
-def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
-    """{"profile", "made_utc", "report_commit", "run_commits": [...], "runs": [{experiment, ...}]}.
+def provenance(profile: str, results_root: Path, tables: list[Table], params: dict | None = None) -> dict:
+    """{"profile", "made_utc", "report_commit", "code": {"report"}, "settings_digest", "run_commits": [...],
+    "runs": [{experiment, ...}]}.
 
     ``runs`` lists each experiment the tables read, in table order, with what its run.json records
-    (missing keys as None; ``trained``: when training finished; ``state``: finished, unfinished (training or
-    evaluation not done) or not made).
-    ``report_commit`` is the commit of the emanet code making the report, wherever it runs from.
+    (missing keys as None; ``trained``: when training finished; ``training_identity``: its digest;
+    ``evaluated``: {protocol: when evaluated}; ``state``: finished, unfinished (training or evaluation not
+    done) or not made). ``report_commit`` is the commit of the emanet code making the report, wherever it
+    runs from; ``code.report`` the digest of the report code (:func:`emanet.runs.code.code_digest`) and
+    ``settings_digest`` that of ``params``' tables and figures (None without ``params``).
     """
     runs, seen = [], set()
     for table in tables:
@@ -25,14 +33,15 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
             if not row.experiment or row.experiment in seen:
                 continue
             seen.add(row.experiment)
-            info = read_json_object(results_root / "runs" / row.experiment / "run.json")
+            info = read_json_object(folder.run_dir(results_root, row.experiment) / folder.RUN_INFO)
             state = "not made" if not info else ("finished" if info.get("finished", True) else "unfinished")
             runs.append(
                 {
                     "experiment": row.experiment,
                     "made": bool(info),
                     "state": state,
-                    "config_hash": info.get("config_hash"),
+                    "training_identity": folder.recorded_training(info)[0],
+                    "evaluated": evaluated_at(info),
                     "git_commit": info.get("git_commit"),
                     "data_checksum": info.get("data_checksum"),
                     "mlflow_run_id": info.get("mlflow_run_id"),
@@ -44,6 +53,8 @@ def provenance(profile: str, results_root: Path, tables: list[Table]) -> dict:
         "profile": profile,
         "made_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "report_commit": git_commit(Path(__file__).resolve().parent),
+        "code": {"report": code_digest("report")},
+        "settings_digest": report_settings_digest(params) if params is not None else None,
         "run_commits": commits,
         "runs": runs,
     }
@@ -53,10 +64,10 @@ def summary_lines(info: dict) -> list[str]:
     """The provenance header as plain sentences (report.md and report.html say the same)."""
     made = [r for r in info["runs"] if r["made"]]
     finished = sum(r["state"] == "finished" for r in made)
-    hashes = sorted({r["config_hash"] for r in made if r["config_hash"]})
+    hashes = sorted({r["training_identity"] for r in made if r["training_identity"]})
     commits = ", ".join(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in info["run_commits"]) or "none"
     return [
         f"Profile: {info['profile']}. Made {info['made_utc']} by emanet at commit {info['report_commit']}.",
         f"Runs: {finished} of {len(info['runs'])} finished ({len(made) - finished} unfinished), at commit(s) "
-        f"{commits}; {len(hashes)} distinct config hashes (each run's is listed at the end).",
+        f"{commits}; {len(hashes)} distinct training identities (each run's is listed at the end).",
     ]

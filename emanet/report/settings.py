@@ -13,6 +13,7 @@ from pathlib import Path
 from emanet.config import flatten, resolve
 from emanet.io import read_json_object
 from emanet.report.tables import Table, build_tables, read_complexity
+from emanet.runs.folder import RUN_INFO, run_dir
 
 
 def synthetic_mark(params: dict, profile: str) -> str:
@@ -27,7 +28,7 @@ def synthetic_mark(params: dict, profile: str) -> str:
 
 def run_params(params: dict, profile: str, results_root: Path, experiment: str) -> dict:
     """The flat config (``model.backbone``, ``train.crop_size``, ...) a run was made with, or would be."""
-    made = read_json_object(results_root / "runs" / experiment / "run.json").get("params")
+    made = read_json_object(run_dir(results_root, experiment) / RUN_INFO).get("params")
     if isinstance(made, dict) and "model.backbone" in made:
         return made
     return flatten(resolve(params, profile, experiment=experiment).to_dict())
@@ -123,8 +124,14 @@ def annotated_tables(
     params: dict, profile: str, results_root: Path, mlflow_runs: dict[str, dict] | None = None
 ) -> list[Table]:
     """Every table of params.yaml filled (:func:`emanet.report.tables.build_tables`, metric cells from
-    ``mlflow_runs`` when given) and annotated (:func:`annotate`), the cost file read once for both."""
+    ``mlflow_runs`` when given) and annotated (:func:`annotate`), the cost file read once for both; cells
+    read from stale run folders marked (:func:`emanet.report.staleness.mark_stale`)."""
     complexity = read_complexity(results_root)
     tables = build_tables(params, results_root, mlflow_runs, complexity)
     annotate(tables, params, profile, results_root, complexity)
+    if mlflow_runs is None:  # values from the run folders: marked where their run is stale
+        from emanet.report.staleness import mark_stale
+        from emanet.runs.status import status
+
+        mark_stale(tables, status(params, profile, results_root))
     return tables

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emanet.plan import validate
+from emanet.runs import folder
 
 NOT_PUBLISHED = "n/p"
 #: Beside a value whose run holds imported weights (`emanet import-weights`), not weights trained here.
@@ -127,8 +128,8 @@ def _format_cost(field_name: str, value: float, head: bool) -> str:
 
 
 def _metric_cell(run_dir: Path, protocol: str) -> Cell:
-    path = run_dir / ("metrics.json" if protocol == "ss" else f"metrics_{protocol}.json")
-    package = run_dir / f"submission_{protocol}.json"
+    path = folder.metrics_path(run_dir, protocol)
+    package = folder.submission_path(run_dir, protocol, "json")
     packaged = json.loads(package.read_text()) if package.exists() else None
     if not path.exists():
         if packaged:  # a test split: the score comes from the evaluation server
@@ -146,7 +147,7 @@ def _metric_cell(run_dir: Path, protocol: str) -> Cell:
             source=str(run_dir),
             missing=f"{path} scores an earlier package than {packaged['submission']}: submit it again",
         )
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    info = folder.read_info(run_dir)
     value = 100.0 * metrics["miou"]
     return Cell(
         ours=value,
@@ -226,7 +227,7 @@ def build_tables(
                     elif mlflow_runs is not None:
                         cell = mlflow_cell(mlflow_runs, experiment, value)
                     else:
-                        cell = _metric_cell(results_root / "runs" / experiment, value)
+                        cell = _metric_cell(folder.run_dir(results_root, experiment), value)
                 else:
                     cell = _cost_cell(complexity, row_spec.get("cost"), value, bench_file)
                 cell.paper = (row_spec.get("paper") or {}).get(column["key"])

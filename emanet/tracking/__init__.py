@@ -244,14 +244,16 @@ def store_failure(exc: BaseException, uri: str, run_dir: Path | str) -> Tracking
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The run folder's run.json (:func:`emanet.runs.folder.read_info`)."""
+    from emanet.runs.folder import read_info
+
+    return read_info(run_dir)
 
 
 def _write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    from emanet.io import atomic_write_json
+    from emanet.runs.folder import write_info
 
-    atomic_write_json(run_dir / "run.json", info)
+    write_info(run_dir, info)
 
 
 def _client(uri: str):

@@ -5,7 +5,8 @@ and cuDNN versions torch was built with (None on a CPU build) and, on CUDA, the 
 Training keeps ``train``: ``started`` (first start), ``finished`` (None until the final weights are
 written) and ``sessions``, one per start or resume, each with its start, end, first iteration and
 environment. Each evaluation protocol keeps ``evaluations.<protocol>`` with its start, end and
-environment (the protocols of one ``emanet evaluate`` share one pass, so one start and end).
+environment (the protocols of one ``emanet evaluate`` share one pass, so one start and end), and what
+determined its numbers (:func:`emanet.runs.folder.evaluation_record`).
 Times are ISO 8601 in UTC, to the second.
 """
 
@@ -15,11 +16,12 @@ import datetime
 import platform
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from emanet.runs.folder import RUN_INFO, write_info
 
-from emanet.io import atomic_write_json
+if TYPE_CHECKING:
+    import torch
 
 RUN_FOLDER_DOC = "docs/run-folder.md"  # in the emanet repository: what each file of a run folder is
 
@@ -31,6 +33,8 @@ def now() -> str:
 
 def environment(device: torch.device | None = None) -> dict[str, Any]:
     """Host, OS, Python, torch, CUDA/cuDNN build versions and, for a CUDA ``device``, the GPU's name."""
+    import torch
+
     cuda = device is not None and device.type == "cuda"
     return {
         "host": socket.gethostname(),
@@ -65,20 +69,21 @@ def train_finished(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
     if train.get("sessions"):
         train["sessions"] = [*train["sessions"][:-1], {**train["sessions"][-1], "finished": stamp}]
     info = {**info, "train": train}
-    atomic_write_json(run_dir / "run.json", info)
+    write_info(run_dir, info)
     return info
 
 
 def record_evaluation(
-    run_dir: Path, info: dict[str, Any], protocols: list[str], started: str, device: torch.device
+    run_dir: Path, info: dict[str, Any], records: dict[str, dict[str, Any]], started: str, device: torch.device
 ) -> dict[str, Any]:
-    """Write ``evaluations.<protocol>`` for each of ``protocols`` (evaluated in one pass: ``started``, now
-    as ``finished``, the environment) into ``run_dir/run.json``; return the new dict. A folder without a
-    run.json (weights placed there by hand) gets none."""
-    if not (run_dir / "run.json").is_file():
+    """Write ``evaluations.<protocol>`` for each protocol of ``records`` (evaluated in one pass:
+    ``started``, now as ``finished``, the environment, and the protocol's record of
+    :func:`emanet.runs.folder.evaluation_record`) into ``run_dir/run.json``; return the new dict. A folder
+    without a run.json (weights placed there by hand) gets none."""
+    if not (run_dir / RUN_INFO).is_file():
         return info
     done = {"started": started, "finished": now(), "environment": environment(device)}
-    evaluations = {**(info.get("evaluations") or {}), **{protocol: done for protocol in protocols}}
+    evaluations = {**(info.get("evaluations") or {}), **{p: {**done, **r} for p, r in records.items()}}
     info = {**info, "evaluations": evaluations, "readme": RUN_FOLDER_DOC}
-    atomic_write_json(run_dir / "run.json", info)
+    write_info(run_dir, info)
     return info
