@@ -166,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check every name and run of a params file (exit 2 naming the key)",
         description="Loads the params file, checks every name (experiments, finetunes, tables, "
         "profiles, datasets) against the one pattern, every finetune chain and table, "
-        "and resolves every run for the profile. DVC runs it as a stage of its own.",
+        "and resolves every run in every profile (each setting's type and choices). DVC runs it as a stage "
+        "of its own.",
     )
     add_params_file_options(p)
     p.set_defaults(handler=check_params)

@@ -5,11 +5,12 @@ from snakemake.exceptions import WorkflowError
 
 from emanet import plan
 from emanet.bench import timings
-from emanet.config import ConfigError, resolve
+from emanet.config import ConfigError, check_all, resolve
 
 
 PROFILE = config["profile"]
-try:  # resolve checks the names first; an error names params.yaml and the key, without a traceback
+try:  # names first, then every run in every profile (a typo anywhere fails here, naming params.yaml and the key)
+    check_all(config)
     BASE = resolve(config, PROFILE)
     EXPERIMENTS = plan.experiments(config)
     FINETUNES = plan.finetunes(config)
