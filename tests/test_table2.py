@@ -246,7 +246,7 @@ def test_finetune_starts_from_its_parent_and_notices_a_retrained_parent(tmp_path
     assert not torch.equal(parent["head.block.bases"], child["head.block.bases"])  # moved: it was trained on
     info = json.loads((tmp_path / "out/runs/ema512_ft/run.json").read_text())
     assert info["init_from"] == "ema512"
-    assert info["init_sha256"] == file_digests(tmp_path / "out/runs/ema512/model.pt", ["sha256"])["sha256"]
+    assert info["identity"]["init_sha256"] == file_digests(tmp_path / "out/runs/ema512/model.pt", ["sha256"])["sha256"]
 
     _ok(
         emanet(
@@ -255,9 +255,9 @@ def test_finetune_starts_from_its_parent_and_notices_a_retrained_parent(tmp_path
         )
     )
     refused = emanet(_args("train", tmp_path, prepared_root, params, "train.lr=0.0"))
-    assert refused.returncode == 2 and "started from other weights" in refused.stderr
+    assert refused.returncode == 2 and "started from other initial weights" in refused.stderr
     moved = _ok(emanet(_args("train", tmp_path, prepared_root, params, "train.lr=0.0") + ["--replace-changed"]))
-    assert "initial weights changed" in moved.stdout
+    assert "it started from other initial weights" in moved.stdout
     assert list((tmp_path / "out/runs").glob("ema512_ft.replaced-*"))
 
 

@@ -9,9 +9,8 @@
   or a finetune's parent ``model.pt``) is not part of it: both orchestrators see those files as inputs,
   and ``run.json`` records their digest (``emanet status`` compares it).
 * The **evaluation identity** (:func:`evaluation_identity`) is the training identity's digest plus the
-  evaluated dataset, split, output stride and default T_eval, and each protocol's parsed settings; the test
-  scales enter
-  only for multi-scale protocols, so editing them leaves single-scale-only runs alone.
+  evaluated dataset, split, output stride and default T_eval (EMA heads only: no other head reads it), and
+  each protocol's parsed settings; the test scales enter only for multi-scale protocols, so editing them leaves single-scale-only runs alone.
 
 Neither holds names (profile, experiment), locations (``sources``, ``data.root``) or tracking: renaming a
 run or moving the data does not make it another run. :func:`digest` is the short hash of an identity,
@@ -75,7 +74,7 @@ def evaluation_identity(cfg: Config, protocols: list[str]) -> dict[str, Any]:
         "dataset": cfg.eval.dataset or cfg.data.dataset,
         "split": cfg.eval.split,
         "output_stride": cfg.eval.output_stride or cfg.model.output_stride,
-        "eval_stages": cfg.model.ema.eval_stages,
+        "eval_stages": cfg.model.ema.eval_stages if cfg.model.head == "ema" else None,  # read by EMA units alone
         "server_labels": cfg.eval.server_labels,
         "protocols": parsed,
     }
