@@ -254,13 +254,21 @@ def test_a_damaged_file_in_a_dataloader_worker_reaches_the_user_by_name(damaged_
     assert shown.startswith(f"{path}: ") and "Traceback" not in shown and "\n" not in shown, shown
 
 
-def test_report_figures_name_the_damaged_file(damaged_root, tmp_path):
-    from emanet.report.figures import qualitative
+def test_the_report_figures_samples_name_the_damaged_file(damaged_root, tmp_path):
+    """``emanet evaluate`` writes the images the report draws (samples.npz): a damaged one is named."""
+    import torch
+
+    from emanet.config import load_params, resolve
+    from emanet.engine.samples import SAMPLES, write_samples
+    from emanet.models import build_model
+    from tests.helpers.runs import ROOT
 
     path = _damage(_prepared_file(damaged_root, "val", "images"), "truncated")
+    dataset = SegmentationDataset(damaged_root, "val")
+    model = build_model(resolve(load_params(ROOT / "params.yaml"), "tiny", experiment="fcn").model, dataset.num_classes)
     with pytest.raises(DataError, match=f"{path}: JPEG image data cannot be decoded"):
-        qualitative(None, SegmentationDataset(damaged_root, "val"), tmp_path / "qualitative.png", "fcn")
-    assert not (tmp_path / "qualitative.png").exists()
+        write_samples(model.eval(), dataset, tmp_path, torch.device("cpu"))
+    assert not (tmp_path / SAMPLES).exists()
 
 
 @pytest.mark.slow

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import html as htmllib
 import json
 import re
 
+import numpy as np
 import pytest
 
 from emanet import plan
@@ -16,6 +18,7 @@ from emanet.io import atomic_write_json
 from emanet.report import build_report, figures
 from emanet.report.figures import png_text
 from emanet.report.tables import build_tables, to_html, to_latex, to_markdown
+from emanet.runs.folder import SAMPLES
 from tests.helpers.runs import ROOT
 
 
@@ -212,7 +215,7 @@ def test_fig4_keeps_its_scale_to_our_values_and_points_at_the_papers(tmp_path, m
     fig4 = {t.name: t for t in build_tables(params, tmp_path)}["fig4"]
     _capture(monkeypatch)
     with pytest.raises(_Captured) as caught:
-        figures.fig4(fig4, tmp_path / "fig4.png")
+        figures.lines(fig4, tmp_path / "fig4.png", "Fig. 4 analogue")
     ax = caught.value.args[0].axes[0]
     low, high = ax.get_ylim()
     assert 40 < low < 41 and 48 < high < 60  # the paper's 78.52 does not stretch the axis
@@ -254,25 +257,139 @@ def test_predictions_and_responsibilities_name_their_images_and_share_one_scale(
 
     from emanet.config import resolve
     from emanet.data.loading.dataset import SegmentationDataset
-    from emanet.data.loading.transforms import EvalTransform
+    from emanet.engine.samples import BASES, samples
     from emanet.models import build_model
 
     cfg = resolve(params, "tiny", experiment="ema512")
-    dataset = SegmentationDataset(prepared_root / "voc", "val", EvalTransform())
+    dataset = SegmentationDataset(prepared_root / "voc", "val")
     model = build_model(cfg.model, dataset.num_classes).eval()
+    arrays = samples(model, dataset, torch.device("cpu"))
+    assert list(arrays["ids"]) == dataset.ids[:3] and len(arrays["bases"]) == BASES
+    assert arrays["responsibilities_0"].shape == (BASES, *arrays["image_0"].shape[:2])
     _capture(monkeypatch)
     with pytest.raises(_Captured) as caught:
-        figures.qualitative(model, dataset, prepared_root / "unused.png", "ema512", count=2)
+        figures.qualitative(arrays, prepared_root / "unused.png", "Qualitative predictions of ema512")
     fig, title = caught.value.args
-    assert title == "Qualitative predictions of ema512 (single scale)"  # the PNG alone says whose they are
     titles = [ax.get_title() for ax in fig.axes]
-    assert f"{dataset.ids[0]}: image" in titles and f"{dataset.ids[1]}: image" in titles
+    assert all(f"{dataset.ids[i]}: image" in titles for i in range(3))
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend and all(re.fullmatch(r"\d+ \w+", text) for text in legend)
-    images = [(dataset.ids[i], dataset[i][0]) for i in range(2)]
-    with torch.no_grad(), pytest.raises(_Captured) as caught:
-        figures.responsibilities(model, images, prepared_root / "unused.png", bases=3)
+    with pytest.raises(_Captured) as caught:
+        figures.responsibilities(arrays, prepared_root / "unused.png", "Responsibilities")
     fig = caught.value.args[0]
     limits = {ax.images[0].get_clim() for ax in fig.axes if ax.images and ax.get_title().startswith("basis")}
     assert len(limits) == 1 and next(iter(limits))[0] == 0.0  # one scale for every map of both images
+    assert sum(ax.get_title() == dataset.ids[1] for ax in fig.axes) == 1  # two images, one row each
     assert any(ax.get_ylabel().startswith("responsibility Z") for ax in fig.axes)  # the colour bar
+
+
+# Figures declared in params.yaml (emanet/plan/figures.py), drawn from run folders only.
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: p["tables"].update(maintenance=p["tables"].pop("fig3")), "figures.fig3.table: 'fig3' is not a key"),
+        (lambda p: p["figures"]["per_class"].update(experiment="nope"), "figures.per_class.experiment: 'nope' is not"),
+        (lambda p: p["figures"]["per_class"].update(experiment="fcn", table="fig3"), "figures.per_class.experiment"),
+        (lambda p: p["figures"]["fig3"].update(column="ms_flip"), "figures.fig3.column: 'ms_flip' is not a column"),
+        (lambda p: p["figures"]["fig3"].update(group_by="model.ema.nope"), "figures.fig3.group_by"),
+        (lambda p: p["figures"]["fig3"].update(kind="pie"), "figures.fig3.kind: expected one of"),
+        (lambda p: p["figures"]["fig3"].pop("column"), "missing key 'figures.fig3.column'"),
+        (lambda p: p["figures"]["fig4"].update(column="t1"), "unknown key 'figures.fig4.column'"),
+        (lambda p: p["figures"]["fig4"].update(table="table1"), "tables.table1.columns.0. .metric:ss. has no"),
+        (lambda p: p["figures"]["predictions"].update(title="{run}"), "figures.predictions.title: {run} is not"),
+        (lambda p: p["figures"]["per_class"].update(protocol="sss"), "figures.per_class.protocol"),
+        (lambda p: p["figures"].update(training_table1=p["figures"]["fig3"]), "figures.training_table1: a figure"),
+    ],
+)
+def test_figure_schema_errors_name_the_key(params, mutate, message):
+    broken = copy.deepcopy(params)
+    mutate(broken)
+    with pytest.raises(ConfigError, match=message):
+        plan.validate(broken)
+
+
+def test_a_renamed_table_keeps_its_figure_when_the_figure_follows(tmp_path, params, complexity):
+    renamed = copy.deepcopy(params)
+    renamed["tables"] = {("maintenance" if k == "fig3" else k): v for k, v in params["tables"].items()}
+    renamed["figures"]["fig3"]["table"] = "maintenance"
+    plan.validate(renamed)
+    _fake_results(tmp_path, renamed, complexity)
+    page = build_report(renamed, "tiny", tmp_path).read_text()
+    section = page.split("<section id='maintenance'>")[1].split("</section>")[0]
+    assert "figures/fig3.png" in section and "Fig. 3 analogue" in section
+
+
+def test_bar_colours_come_from_the_rows_settings(tmp_path, params, complexity, monkeypatch):
+    _fake_results(tmp_path, params, complexity)
+    drawn = {}
+    original = figures.bars
+
+    def bars(table, column, path, title, groups=None, legend="", mark="", setting=""):
+        drawn.update(column=column, groups=groups, legend=legend)
+        return original(table, column, path, title, groups, legend, mark, setting)
+
+    monkeypatch.setattr(figures, "bars", bars)
+    build_report(params, "tiny", tmp_path)
+    assert drawn["column"] == "ss" and drawn["legend"] == "bar colour: bases maintained by"
+    assert drawn["groups"] == ["moving average"] * 3 + ["fixed random"] * 3 + ["back-propagation"] * 3
+
+
+def _fake_samples(run, classes=("background", "aeroplane", "bicycle")):
+    """A samples.npz as emanet.engine.samples writes it: 2 images, 3 bases, an EMA head."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "ids": np.array(["2007_000001", "2007_000002"]),
+        "classes": np.array(classes),
+        "split": np.array("val"),
+        "labelled": np.array(True),
+        "bases": np.array([5, 0, 2]),
+    }
+    for i in range(2):
+        arrays[f"image_{i}"] = rng.integers(0, 255, (9, 13, 3), dtype=np.uint8)
+        arrays[f"label_{i}"] = rng.integers(0, 3, (9, 13), dtype=np.uint8)
+        arrays[f"prediction_{i}"] = rng.integers(0, 3, (9, 13), dtype=np.uint8)
+        arrays[f"responsibilities_{i}"] = rng.random((3, 9, 13), dtype=np.float32)
+    np.savez_compressed(run / SAMPLES, **arrays)
+
+
+def test_the_report_draws_run_figures_from_the_run_folder_without_model_code(tmp_path, params, complexity, monkeypatch):
+    import emanet.engine.evaluate
+    import emanet.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report built a model")
+
+    monkeypatch.setattr(emanet.models, "build_model", refuse)
+    monkeypatch.setattr(emanet.engine.evaluate, "load_trained", refuse)
+    _fake_results(tmp_path, params, complexity)
+    run = tmp_path / "runs/ema512"
+    (run / "model.pt").write_bytes(b"not a model: the report must not read it")
+    _fake_samples(run, classes=("background", "person"))
+    page = build_report(params, "tiny", tmp_path).read_text()
+    table1 = page.split("<section id='table1'>")[1].split("</section>")[0]
+    for name in ("per_class", "predictions", "responsibilities"):
+        assert f"figures/{name}.png" in table1, name
+    assert "Predictions of EMANet (512), val images by id" in table1
+    assert png_text(tmp_path / "report/figures/predictions.png")["Title"] == (
+        "Qualitative predictions of ema512 (single scale)"
+    )
+
+
+def test_run_figures_wait_for_the_samples_file(tiny_report):
+    made = {p.name for p in (tiny_report / "figures").iterdir()}
+    assert "per_class.png" in made and not {"predictions.png", "responsibilities.png"} & made
+
+
+def test_the_report_imports_nothing_from_the_engine_or_the_models():
+    for path in sorted((ROOT / "emanet/report").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("emanet.engine", "emanet.models", "torch")), f"{path}: imports {name}"

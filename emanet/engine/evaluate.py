@@ -209,6 +209,10 @@ def _evaluate(cfg, run_dir, ctx, protocols, scales, split, save_predictions) -> 
         if ctx.is_main:
             write_metrics(run_dir, results[name], default=name == "ss")
     if ctx.is_main:
+        if split == cfg.eval.split:  # what the report's run figures draw (emanet.engine.samples)
+            from emanet.engine.samples import write_samples
+
+            write_samples(model, dataset, run_dir, ctx.device)
         record_evaluation(run_dir, folder.read_info(run_dir), records, started, ctx.device)
         sync_to_mlflow(run_dir, cfg.tracking.enabled)
     return results

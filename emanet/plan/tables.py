@@ -12,6 +12,7 @@ name (:data:`HEAD_SPECS`), so the plan imports nothing from the benchmarks.
 from __future__ import annotations
 
 from emanet.config import ConfigError
+from emanet.plan.figures import validate_figures
 from emanet.protocols import Protocol
 
 #: The paper's confidence letters for a published number (docs/reproducing.md#confidence-letters), ``R`` when a
@@ -55,6 +56,7 @@ def validate_tables(params: dict) -> None:
             keys.add(column["key"])
         for i, row in enumerate(table["rows"]):
             _check_row(row, f"{where}.rows[{i}]", keys, runs)
+    validate_figures(params)  # the figures name tables, columns and rows: checked after them
 
 
 def metric_protocols(table: dict) -> list[str]:

@@ -13,13 +13,15 @@ import html
 import logging
 from pathlib import Path
 
-from emanet.config import resolve
 from emanet.io import atomic_write_json, atomic_write_text
+from emanet.plan.figures import DEFAULT_TEXT, RUN_KINDS
 from emanet.report import figures
 from emanet.report.notes import general_notes
 from emanet.report.provenance import provenance, summary_lines
 from emanet.report.settings import annotated_tables, describe_runs, run_params, synthetic_mark
 from emanet.report.tables import Table, note_html, to_html, to_latex, to_markdown
+from emanet.runs.folder import SAMPLES, metrics_path
+from emanet.runs.folder import run_dir as runs_folder
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,6 @@ TINY_WARNING = (
     "synthetic images in the official formats. They exercise the whole pipeline and are NOT comparable "
     "to the paper's."
 )
-#: The run whose figures (per-class IoU, predictions, responsibilities) sit beside Table 1.
-MAIN_RUN = ("table1", "ema512")
 _CSS = """
 body{font-family:sans-serif;max-width:1400px;margin:auto;padding:0 12px;line-height:1.35}
 h2{border-bottom:1px solid #ccc;margin-top:1.6em}
@@ -193,25 +193,22 @@ def _figure_style(path: Path) -> str:
 def _figures(
     params: dict, profile: str, results_root: Path, tables: list[Table], folder: Path
 ) -> dict[str, list[tuple[str, Path]]]:
-    """Make every figure whose inputs exist; return {table name: [(caption, path), ...]}."""
+    """Make every figure whose inputs exist; return {table name: [(caption, path), ...]}.
+
+    Beside each table: its declared table figures (params.yaml's ``figures``, kinds bars and lines), its
+    training curves, then its declared run figures (per_class, predictions, responsibilities), each in the
+    order declared. A run figure is skipped (logged) while its run has no metrics file or ``samples.npz``.
+    """
     made: dict[str, list[tuple[str, Path]]] = {t.name: [] for t in tables}
     mark = synthetic_mark(params, profile)
     by_name = {t.name: t for t in tables}
     runs = results_root / "runs"
-    if "fig3" in by_name:
-        made["fig3"].append(
-            (
-                "Fig. 3 analogue: bases maintenance (bar colour) and normalisation",
-                figures.fig3(by_name["fig3"], folder / "fig3.png", mark, by_name["fig3"].setting),
+    declared = [(name, spec) for name, spec in (params.get("figures") or {}).items() if spec["table"] in by_name]
+    for name, spec in declared:
+        if spec["kind"] not in RUN_KINDS:
+            made[spec["table"]] += _table_figure(
+                name, spec, by_name[spec["table"]], params, profile, results_root, folder, mark
             )
-        )
-    if "fig4" in by_name:
-        made["fig4"].append(
-            (
-                "Fig. 4 analogue: T_train x T_eval",
-                figures.fig4(by_name["fig4"], folder / "fig4.png", mark, by_name["fig4"].setting),
-            )
-        )
     for table in tables:
         curves = {r.label: r.experiment for r in table.rows if r.experiment}
         path = (
@@ -228,59 +225,75 @@ def _figures(
         )
         if path is not None:
             made[table.name].append(("Training loss of this table's runs", path))
-    home, experiment = MAIN_RUN
-    if home not in made:
-        return made
-    label = next((r.label for r in by_name[home].rows if r.experiment == experiment), experiment)
-    setting = describe_runs({label: run_params(params, profile, results_root, experiment)})
-    metrics = runs / experiment / "metrics.json"
-    if metrics.exists():
-        made[home].append(
-            (
-                f"Per-class IoU of {label} (label order; absent classes marked)",
-                figures.per_class(
-                    metrics, folder / "per_class.png", _class_names(params, profile, experiment), mark, setting
-                ),
+    for name, spec in declared:
+        if spec["kind"] in RUN_KINDS:
+            made[spec["table"]] += _run_figure(
+                name, spec, by_name[spec["table"]], params, profile, results_root, folder, mark
             )
-        )
-    if (runs / experiment / "model.pt").exists():
-        made[home] += _model_figures(params, profile, runs / experiment, folder, label, mark, setting)
     return made
 
 
-def _class_names(params: dict, profile: str, experiment: str) -> list[str] | None:
-    """The evaluated dataset's classes in label order (its meta.json), or VOC's for a VOC run not prepared here."""
+def _table_figure(name, spec, table, params, profile, results_root, folder, mark) -> list[tuple[str, Path]]:
+    """A bars or lines figure of ``table`` (params.yaml's ``figures.<name>``): [(caption, path)]."""
+    title, caption = spec.get("title", table.title), spec.get("caption", table.title)
+    path = folder / f"{name}.png"
+    if spec["kind"] == "lines":
+        return [(caption, figures.lines(table, path, title, mark, table.setting))]
+    groups = None
+    if spec.get("group_by"):
+        names = spec.get("groups") or {}
+        values = [
+            run_params(params, profile, results_root, row.experiment).get(spec["group_by"]) if row.experiment else None
+            for row in table.rows
+        ]
+        groups = [str(names.get(value, value)) for value in values]
+    drawn = figures.bars(table, spec["column"], path, title, groups, spec.get("legend", ""), mark, table.setting)
+    return [(caption, drawn)]
+
+
+def _run_figure(name, spec, table, params, profile, results_root, folder, mark) -> list[tuple[str, Path]]:
+    """A figure of one run (params.yaml's ``figures.<name>``: per_class from its metrics file, predictions and
+    responsibilities from its ``samples.npz``): [(caption, path)], or [] while its inputs are missing."""
+    kind, experiment = spec["kind"], spec["experiment"]
+    run_dir = runs_folder(results_root, experiment)
+    label = next((r.label for r in table.rows if r.experiment == experiment), experiment)
+    setting = describe_runs({label: run_params(params, profile, results_root, experiment)})
+    samples_file = run_dir / SAMPLES
+    samples = figures.read_samples(samples_file) if samples_file.is_file() else None
+    split = (
+        str(samples["split"])
+        if samples is not None
+        else run_params(params, profile, results_root, experiment).get("eval.split")
+    )
+    default_title, default_caption = DEFAULT_TEXT[kind]
+    words = {"label": label, "experiment": experiment, "split": split}
+    title = spec.get("title", default_title).format(**words)
+    caption = spec.get("caption", default_caption).format(**words)
+    path = folder / f"{name}.png"
+    if kind == "per_class":
+        protocol = spec.get("protocol", "ss")
+        metrics = metrics_path(run_dir, protocol)
+        if not metrics.is_file():
+            log.info("figure %s: %s not made yet", name, metrics)
+            return []
+        classes = [str(c) for c in samples["classes"]] if samples is not None else _class_names(metrics)
+        return [(caption, figures.per_class(metrics, path, classes, mark, setting, title))]
+    if samples is None:
+        log.info("figure %s: %s not made yet (`emanet evaluate` writes it)", name, samples_file)
+        return []
+    if kind == "predictions":
+        return [(caption, figures.qualitative(samples, path, title, mark, setting))]
+    if "bases" not in samples:
+        log.warning("figure %s: %s holds no responsibility maps (the run's model has no EMA head)", name, samples_file)
+        return []
+    return [(caption, figures.responsibilities(samples, path, title, mark, setting))]
+
+
+def _class_names(metrics: Path) -> list[str] | None:
+    """VOC's classes in label order for a VOC run whose samples.npz (which names its classes) is not made yet,
+    else None (the metrics file's order): metrics.json lists its classes sorted by name."""
     from emanet.data.classes import VOC_CLASSES
-    from emanet.data.convert.prepare import read_meta
-    from emanet.data.convert.sources import DataError
+    from emanet.io import read_json_object
 
-    cfg = resolve(params, profile, experiment=experiment)
-    dataset = cfg.eval.dataset or cfg.data.dataset
-    try:
-        return list(read_meta(Path(cfg.data.root) / dataset)["classes"])
-    except DataError:
-        return list(VOC_CLASSES) if dataset in ("voc", "coco_voc", "voc_test") else None
-
-
-def _model_figures(params: dict, profile: str, run_dir: Path, folder: Path, label: str, mark: str, setting: str):
-    import torch
-
-    from emanet.data.loading.dataset import SegmentationDataset
-    from emanet.data.loading.transforms import EvalTransform
-    from emanet.engine.evaluate import load_trained
-    from emanet.engine.train import dataset_root
-
-    cfg = resolve(params, profile, experiment=run_dir.name)
-    dataset = SegmentationDataset(dataset_root(cfg), cfg.eval.split, EvalTransform())
-    model = load_trained(cfg, run_dir, dataset.num_classes, torch.device("cpu"))
-    images = [(dataset.ids[i], dataset[i][0]) for i in range(min(2, len(dataset)))]
-    return [
-        (
-            f"Predictions of {label}, {cfg.eval.split} images by id",
-            figures.qualitative(model, dataset, folder / "predictions.png", run_dir.name, mark=mark, setting=setting),
-        ),
-        (
-            "Fig. 5 analogue: responsibility maps of distinct bases, one colour scale",
-            figures.responsibilities(model, images, folder / "responsibilities.png", mark=mark, setting=setting),
-        ),
-    ]
+    dataset = read_json_object(metrics).get("dataset")
+    return list(VOC_CLASSES) if dataset in ("voc", "coco_voc", "voc_test") else None

@@ -1,5 +1,8 @@
-"""The report's figures as PNG: Fig. 3 and Fig. 4 analogues, training curves, per-class IoU,
-qualitative predictions and the paper's Fig. 5 analogue (responsibility maps of a few bases).
+"""The report's figures as PNG, from tables and run folders only (no model is built here): bars and lines of a
+table (the paper's Fig. 3 and Fig. 4 analogues), training curves, per-class IoU, and from a run's
+``samples.npz`` (:mod:`emanet.engine.samples`, written by ``emanet evaluate``) its qualitative predictions and
+the paper's Fig. 5 analogue (responsibility maps of a few bases). params.yaml's ``figures`` declares which
+(:mod:`emanet.plan.figures`).
 
 Every figure states the setting it was made with (a footer) and, for synthetic data, carries the mark
 three ways: a title suffix, a diagonal watermark, and the PNG text chunk ``Warning`` (the setting is in
@@ -19,12 +22,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from emanet.data.classes import voc_colormap  # noqa: E402
-from emanet.data.loading.transforms import MEAN, STD  # noqa: E402
 from emanet.io import atomic_write_bytes  # noqa: E402
+from emanet.protocols import Protocol  # noqa: E402
 from emanet.report.tables import Table  # noqa: E402
 
 #: Distinct colours for up to 20 lines (tab10, then tab20's light shades).
@@ -72,18 +74,31 @@ def _save(fig, path: Path, title: str, mark: str = "", setting: str = "") -> Pat
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _maintenance(label: str) -> str:
-    return label.split(" / ")[0]
-
-
-def fig3(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
-    """SS mIoU per maintenance / normalisation pair; colour = how the bases are maintained."""
+def bars(
+    table: Table,
+    column: str,
+    path: Path,
+    title: str,
+    groups: list[str] | None = None,
+    legend: str = "",
+    mark: str = "",
+    setting: str = "",
+) -> Path:
+    """One horizontal bar per row of ``table``: its value in column ``column`` (a key; the axis says the
+    column's label), a missing value said as such. ``groups``: each row's group (e.g. how its run maintains
+    the bases), one colour per group in order of appearance, listed in a legend titled ``legend``; None: one
+    colour, no legend."""
     labels = [r.label for r in table.rows]
-    values = [r.cells["ss"].ours for r in table.rows]
-    kinds = list(dict.fromkeys(_maintenance(lbl) for lbl in labels))
-    colour = {kind: _COLOURS[i] for i, kind in enumerate(kinds)}
+    values = [r.cells[column].ours for r in table.rows]
+    axis = next(c["label"] for c in table.columns if c["key"] == column)
+    kinds = list(dict.fromkeys(groups)) if groups else []
+    colour = {kind: _COLOURS[i % len(_COLOURS)] for i, kind in enumerate(kinds)}
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(labels) + 1.6))
-    ax.barh(range(len(values)), [v or 0.0 for v in values], color=[colour[_maintenance(lbl)] for lbl in labels])
+    ax.barh(
+        range(len(values)),
+        [v or 0.0 for v in values],
+        color=[colour[g] for g in groups] if groups else _COLOURS[0],
+    )
     for i, value in enumerate(values):
         if value is None:
             ax.text(0, i, " missing (no metrics file)", va="center", fontsize=7, color="#666666")
@@ -91,23 +106,29 @@ def fig3(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
             ax.text(value, i, f" {value:.1f}", va="center", fontsize=7)
     ax.set_yticks(range(len(values)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("SS mIoU (%)")
+    ax.set_xlabel(axis)
     ax.set_xlim(0, max([v for v in values if v is not None], default=1.0) * 1.12)
-    ax.legend(
-        handles=[Patch(color=colour[k], label=k) for k in kinds],
-        title="bar colour: bases maintained by",
-        fontsize=7,
-        title_fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-    )
-    return _save(fig, path, "Fig. 3 analogue: maintenance / normalisation of the bases", mark, setting)
+    if kinds:
+        ax.legend(
+            handles=[Patch(color=colour[k], label=k) for k in kinds],
+            title=legend,
+            fontsize=7,
+            title_fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
+    return _save(fig, path, title, mark, setting)
 
 
-def fig4(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
-    """SS mIoU over T_eval, one line per T_train (table order); the paper's points as stars, or, when
-    outside our values' range, as an arrow at the axis edge with the value written beside it."""
-    xs = [int(c["key"][1:]) for c in table.columns]
+def lines(table: Table, path: Path, title: str, mark: str = "", setting: str = "") -> Path:
+    """mIoU over T_eval (each column's protocol, ``ss_T<n>``: x = n), one line per row (table order, e.g. one
+    per T_train); the paper's points as stars, or, when outside our values' range, as an arrow at the axis
+    edge with the value written beside it. Raises ValueError for a column without an evaluation T."""
+    protocols = [Protocol.parse(c["source"].partition(":")[2]) for c in table.columns]
+    if any(p.stages is None for p in protocols):
+        raise ValueError(f"tables.{table.name}: a lines figure needs metric:<protocol>_T<n> columns only")
+    xs = [p.stages for p in protocols]
+    multi_scale = protocols[0].multi_scale
     ours = [v for row in table.rows for c in table.columns if (v := row.cells[c["key"]].ours) is not None]
     low, high = (min(ours), max(ours)) if ours else (0.0, 100.0)
     pad = max(0.5, 0.08 * (high - low))
@@ -148,13 +169,13 @@ def fig4(table: Table, path: Path, mark: str = "", setting: str = "") -> Path:
     ax.set_ylim(low, high)
     ax.set_xticks(xs)
     ax.set_xlabel("T_eval (EM iterations at evaluation)")
-    ax.set_ylabel("SS mIoU (%)")
+    ax.set_ylabel("MS+Flip mIoU (%)" if multi_scale else "SS mIoU (%)")
     labels = [h.get_label() for h in handles]
     if star is not None:
         handles.append(star)
         labels.append("paper (★ in range, ▲▼ off scale)")
     ax.legend(handles, labels, fontsize=7, loc="best")
-    return _save(fig, path, "Fig. 4 analogue: EM iterations, T_train (lines) x T_eval", mark, setting)
+    return _save(fig, path, title, mark, setting)
 
 
 def training_curves(
@@ -197,10 +218,15 @@ def training_curves(
 
 
 def per_class(
-    metrics_file: Path, path: Path, classes: list[str] | None = None, mark: str = "", setting: str = ""
+    metrics_file: Path,
+    path: Path,
+    classes: list[str] | None = None,
+    mark: str = "",
+    setting: str = "",
+    title: str | None = None,
 ) -> Path:
-    """IoU per class in label order (``classes``, the dataset's meta.json; default the file's order), the
-    value written at each bar.
+    """IoU per class in label order (``classes``, the dataset's class list; default the file's order), the
+    value written at each bar. ``title``: default "Per-class IoU, <run folder> (label order)".
 
     A class absent from the split's ground truth gets no bar: "absent (no pixels)" when nothing was
     predicted either (IoU null in metrics.json), "no ground-truth pixels, N predicted" when the
@@ -238,42 +264,43 @@ def per_class(
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xlim(0, 108)
     ax.set_xlabel("IoU (%)")
-    return _save(fig, path, f"Per-class IoU, {metrics_file.parent.name} (label order)", mark, setting)
-
-
-def _denormalize(image: torch.Tensor) -> np.ndarray:
-    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
-    return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    return _save(fig, path, title or f"Per-class IoU, {metrics_file.parent.name} (label order)", mark, setting)
 
 
 def _colour(label: np.ndarray) -> np.ndarray:
     return voc_colormap()[label.astype(np.uint8)]
 
 
-@torch.no_grad()
-def qualitative(model, dataset, path: Path, run: str, count: int = 3, mark: str = "", setting: str = "") -> Path:
-    """Image, ground truth and single-scale prediction of the first ``count`` images by the model of run
-    ``run`` (named in the title, so the PNG on its own says whose predictions it shows), titled with their
-    ids, with a legend of the classes they show (white: ignored pixels)."""
-    from emanet.engine.evaluate import predict
+def read_samples(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a run's ``samples.npz`` (:mod:`emanet.engine.samples` lists them), read without pickles.
+    Raises ValueError naming the file when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable samples file ({error}); run `emanet evaluate` again") from None
 
-    shown = min(count, len(dataset))
-    fig, axes = plt.subplots(shown, 3, figsize=(7, 2.4 * shown), squeeze=False)
+
+def qualitative(samples: dict[str, np.ndarray], path: Path, title: str, mark: str = "", setting: str = "") -> Path:
+    """Image, ground truth and single-scale prediction of each image of a run's ``samples`` (:func:`read_samples`),
+    titled with their ids, with a legend of the classes they show (white: ignored pixels). ``title`` should name
+    the run, so the PNG on its own says whose predictions it shows."""
+    ids = [str(i) for i in samples["ids"]]
+    names = [str(c) for c in samples["classes"]]
+    fig, axes = plt.subplots(len(ids), 3, figsize=(7, 2.4 * len(ids)), squeeze=False)
     seen: set[int] = set()
-    names = dataset.meta["classes"]
-    for row in range(shown):
-        image, label = dataset[row]
-        pred = predict(model, image, None, False)
-        seen |= set(np.unique(label.numpy()).tolist()) | set(np.unique(pred.numpy()).tolist())
-        image_id = dataset.ids[row]
-        for ax, content, title in zip(
+    for row, image_id in enumerate(ids):
+        label, pred = samples.get(f"label_{row}"), samples[f"prediction_{row}"]
+        seen |= set(np.unique(pred).tolist()) | (set() if label is None else set(np.unique(label).tolist()))
+        for ax, content, caption in zip(
             axes[row],
-            (_denormalize(image), _colour(label.numpy()), _colour(pred.numpy())),
-            (f"{image_id}: image", "ground truth", "prediction"),
+            (samples[f"image_{row}"], None if label is None else _colour(label), _colour(pred)),
+            (f"{image_id}: image", "ground truth" if label is not None else "no ground truth", "prediction"),
             strict=True,
         ):
-            ax.imshow(content)
-            ax.set_title(title, fontsize=8)
+            if content is not None:
+                ax.imshow(content)
+            ax.set_title(caption, fontsize=8)
             ax.axis("off")
     colours = voc_colormap() / 255.0
     handles = [
@@ -292,45 +319,29 @@ def qualitative(model, dataset, path: Path, run: str, count: int = 3, mark: str 
         title="colours: class (label index)",
         title_fontsize=7,
     )
-    return _save(fig, path, f"Qualitative predictions of {run} (single scale)", mark, setting)
+    return _save(fig, path, title, mark, setting)
 
 
-def _distinct_bases(maps: torch.Tensor, count: int, alike: float = 0.95) -> list[int]:
-    """The most used bases, skipping one whose map is nearly a copy (cosine > ``alike``) of one chosen."""
-    flat = maps.flatten(1)
-    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    chosen: list[int] = []
-    order = flat.sum(1).argsort(descending=True).tolist()
-    for k in order:
-        if all(float(unit[k] @ unit[j]) <= alike for j in chosen):
-            chosen.append(k)
-        if len(chosen) == count:
-            return chosen
-    return chosen + [k for k in order if k not in chosen][: count - len(chosen)]
-
-
-@torch.no_grad()
-def responsibilities(
-    model, images: list[tuple[str, torch.Tensor]], path: Path, bases: int = 4, mark: str = "", setting: str = ""
-) -> Path:
-    """Fig. 5 analogue: the last E-step's responsibilities Z (0..1) of the most used, mutually distinct
-    bases, one row per (image id, normalised image), on one colour scale with a colour bar."""
-    from emanet.engine.evaluate import responsibilities as responsibility_maps
-
-    maps = [responsibility_maps(model, image) for _, image in images]
-    chosen = _distinct_bases(torch.cat([m.flatten(1) for m in maps], dim=1), bases)
-    vmax = max(float(m[chosen].max()) for m in maps)
+def responsibilities(samples: dict[str, np.ndarray], path: Path, title: str, mark: str = "", setting: str = "") -> Path:
+    """Fig. 5 analogue: the last E-step's responsibilities Z (0..1) of the bases a run's ``samples`` keep (the
+    most used, mutually distinct ones), one row per image (its id, the image, then one map per basis), on one
+    colour scale with a colour bar. Raises ValueError when the samples hold none (a model without an EMA head)."""
+    if "bases" not in samples:
+        raise ValueError("these samples hold no responsibility maps: the run's model has no EMA head")
+    chosen = [int(k) for k in samples["bases"]]
+    maps = [samples[f"responsibilities_{j}"] for j in range(len(samples["ids"])) if f"responsibilities_{j}" in samples]
+    vmax = max(float(m.max()) for m in maps)
     fig, axes = plt.subplots(
-        len(images), len(chosen) + 1, figsize=(2.2 * (len(chosen) + 1) + 0.6, 2.3 * len(images)), squeeze=False
+        len(maps), len(chosen) + 1, figsize=(2.2 * (len(chosen) + 1) + 0.6, 2.3 * len(maps)), squeeze=False
     )
     shown = None
-    for row, ((image_id, image), m) in enumerate(zip(images, maps, strict=True)):
-        axes[row][0].imshow(_denormalize(image))
-        axes[row][0].set_title(image_id, fontsize=8)
-        for ax, k in zip(axes[row][1:], chosen, strict=True):
-            shown = ax.imshow(m[k].numpy(), cmap="viridis", vmin=0.0, vmax=vmax)
+    for row, m in enumerate(maps):
+        axes[row][0].imshow(samples[f"image_{row}"])
+        axes[row][0].set_title(str(samples["ids"][row]), fontsize=8)
+        for ax, k, basis in zip(axes[row][1:], chosen, m, strict=True):
+            shown = ax.imshow(basis, cmap="viridis", vmin=0.0, vmax=vmax)
             ax.set_title(f"basis {k}", fontsize=8)
         for ax in axes[row]:
             ax.axis("off")
     fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="responsibility Z (shared scale)")
-    return _save(fig, path, "Responsibilities Z of the most used distinct bases (Fig. 5 analogue)", mark, setting)
+    return _save(fig, path, title, mark, setting)

@@ -43,10 +43,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "emanet/engine/evaluate.py",
         "emanet/engine/inference.py",
         "emanet/engine/metrics.py",
+        "emanet/engine/samples.py",
         "emanet/engine/submission.py",
         "emanet/protocols.py",
     ),
-    "report": ("emanet/report",),
+    "report": ("emanet/report", "emanet/plan/figures.py"),
 }
 
 

@@ -4,7 +4,8 @@ Every other module names a run folder's files through this one (docs/run-folder.
 
 * :data:`MODEL` (``model.pt``, the final weights), :data:`CONFIG` (``config.yaml``), :data:`RUN_INFO`
   (``run.json``), :data:`LAST_CHECKPOINT` (``checkpoints/last.pt``), :data:`TRAIN_LOG`,
-  :data:`EVALUATION` (``evaluation.json``), :data:`TIMINGS` (``timings.json``), and per protocol
+  :data:`EVALUATION` (``evaluation.json``), :data:`TIMINGS` (``timings.json``), :data:`SAMPLES`
+  (``samples.npz``, what the report's run figures draw: :mod:`emanet.engine.samples`), and per protocol
   :func:`metrics_path` (``metrics.json`` for ``ss``, ``metrics_<protocol>.json`` else),
   :func:`per_class_path` and :func:`submission_path`.
 * ``run.json`` records the training identity (:func:`training_record`: ``identity.training.digest`` and
@@ -37,6 +38,7 @@ LAST_CHECKPOINT = "checkpoints/last.pt"
 TRAIN_LOG = "train_log.csv"
 EVALUATION = "evaluation.json"
 TIMINGS = "timings.json"
+SAMPLES = "samples.npz"
 #: ``<run><SET_ASIDE><digest>...``: a run folder moved aside by ``--replace-changed``.
 SET_ASIDE = ".replaced-"
 #: What a reader shows for a key an older run.json does not hold.
