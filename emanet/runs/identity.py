@@ -10,7 +10,8 @@
   and ``run.json`` records their digest (``emanet status`` compares it).
 * The **evaluation identity** (:func:`evaluation_identity`) is the training identity's digest plus the
   evaluated dataset, split, output stride and default T_eval (EMA heads only: no other head reads it), and
-  each protocol's parsed settings; the test scales enter only for multi-scale protocols, so editing them leaves single-scale-only runs alone.
+  each protocol's parsed settings; the test scales enter only for multi-scale protocols, so editing them
+  leaves single-scale-only runs alone.
 
 Neither holds names (profile, experiment), locations (``sources``, ``data.root``) or tracking: renaming a
 run or moving the data does not make it another run. :func:`digest` is the short hash of an identity,
