@@ -393,3 +393,29 @@ def test_the_report_imports_nothing_from_the_engine_or_the_models():
                 continue
             for name in names:
                 assert not name.startswith(("emanet.engine", "emanet.models", "torch")), f"{path}: imports {name}"
+
+
+def test_evaluate_writes_the_samples_the_report_draws(tmp_path, prepared_root, params):
+    """samples.npz holds the configured split's first images with the model's own single-scale predictions."""
+    import torch
+
+    from emanet.config import resolve
+    from emanet.data.loading.dataset import SegmentationDataset
+    from emanet.data.loading.transforms import EvalTransform
+    from emanet.engine.evaluate import evaluate, load_trained, predict
+    from emanet.models import build_model
+
+    cfg = resolve(params, "tiny", [f"data.root={prepared_root}", "tracking.enabled=false"], "ema512")
+    run_dir = tmp_path / "runs/ema512"
+    run_dir.mkdir(parents=True)
+    torch.save(build_model(cfg.model, num_classes=21).state_dict(), run_dir / "model.pt")
+    evaluate(cfg, run_dir, ["ss"])
+    arrays = figures.read_samples(run_dir / SAMPLES)
+    dataset = SegmentationDataset(prepared_root / "voc", "val", EvalTransform())
+    model = load_trained(cfg, run_dir, 21, torch.device("cpu"))
+    assert list(arrays["ids"]) == dataset.ids[:3] and str(arrays["split"]) == "val"
+    for i in range(3):
+        image, label = dataset[i]
+        assert np.array_equal(arrays[f"prediction_{i}"], predict(model, image, None, False).numpy())
+        assert np.array_equal(arrays[f"label_{i}"], label.numpy())
+    assert set(arrays) >= {"bases", "responsibilities_0", "responsibilities_1"} and "responsibilities_2" not in arrays
