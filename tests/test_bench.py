@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from emanet.bench import complexity as bench
+from emanet.bench.cost_table import memory_explanation
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_module_output_memory_reproduces_the_backbone_and_deeplabv3_rows(table1)
     assert table1["backbone"]["module_output_bytes"] / mib == pytest.approx(2603, abs=1)
     assert table1["heads"]["aspp"]["module_output_bytes"] / mib == pytest.approx(66.0, abs=0.1)
     assert table1["heads"]["ema512"]["module_output_bytes"] / mib > 1.5 * 22.1
-    explanation = " ".join(bench.memory_explanation(table1))
+    explanation = " ".join(memory_explanation(table1))
     assert "2.603G and +66.0M here" in explanation and "22.10M and 12.27M here" in explanation
 
 

@@ -7,6 +7,8 @@ import copy
 import html as htmllib
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -393,6 +395,14 @@ def test_the_report_imports_nothing_from_the_engine_or_the_models():
                 continue
             for name in names:
                 assert not name.startswith(("emanet.engine", "emanet.models", "torch")), f"{path}: imports {name}"
+
+
+def test_importing_the_report_loads_neither_torch_nor_the_model_code():
+    """The direct imports above are not enough: a module the report imports could pull torch in (the notes
+    once reached the FLOP counter, emanet.bench.complexity, for two torch-free functions)."""
+    probe = "import sys, emanet.report; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('emanet.engine', 'emanet.models', 'emanet.bench.complexity'))))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_evaluate_writes_the_samples_the_report_draws(tmp_path, prepared_root, params):

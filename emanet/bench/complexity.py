@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-from emanet.bench.cost_table import HEAD_SPECS, PAPER_TABLE1
+from emanet.bench.cost_table import HEAD_SPECS, MIB, PAPER_TABLE1, in_table1_setting, memory_explanation
 from emanet.config import EMAConfig, ModelConfig
 from emanet.models.heads import build_head
 from emanet.models.resnet import DilatedResNet
@@ -190,13 +190,6 @@ def _pct(ours: float, paper: float) -> str:
     return f"{100.0 * (ours - paper) / paper:+.2f}%"
 
 
-def in_table1_setting(result: dict) -> bool:
-    """Whether a :func:`complexity` result was counted in Table 1's setting (resnet101, 513x513, OS 8, K=64,
-    T=3), the only one the paper's costs can be compared with."""
-    s = result["setting"]
-    return (s["backbone"], s["size"], s["output_stride"], s["num_bases"], s["stages"]) == ("resnet101", 513, 8, 64, 3)
-
-
 def _notes(result: dict) -> list[str]:
     """What explains the differences from Table 1 (only meaningful in Table 1's own setting)."""
     if not in_table1_setting(result):
@@ -212,30 +205,6 @@ def _notes(result: dict) -> list[str]:
             "- DeeplabV3's row is torchvision's ASPP at rates (12, 24, 36); fcn/nonlocal/a2 are not in Table 1.",
         ]
     )
-
-
-MIB = 2**20
-
-
-def memory_explanation(result: dict) -> list[str]:
-    """Why Table 1's memory column mixes two measures, with this run's numbers (Table 1's setting only)."""
-    heads, backbone = result["heads"], result["backbone"]
-    if "module_output_bytes" not in backbone:
-        return ["Memory: this complexity.json predates the module-output measure; rerun `emanet bench complexity`."]
-    mib = {k: heads[k]["module_output_bytes"] / MIB for k in heads}
-    values = {k: heads[k]["activation_bytes"] / 4e6 for k in heads}
-    return [
-        "Memory: Table 1 does not state its method, and its rows use two. Its backbone (2.603G) and DeeplabV3 "
-        f"(+66.0M) rows are torchstat's total memory in MiB (each module's output, fp32): "
-        f"{backbone['module_output_bytes'] / MIB / 1000:.3f}G and +{mib['aspp']:.1f}M here. Its EMANet rows "
-        f"(+22.1M, +12.3M) are the fp32 values newly allocated by the head's forward: {values['ema512']:.2f}M and "
-        f"{values['ema256']:.2f}M here, where torchstat's rule gives +{mib['ema512']:.1f}M and +{mib['ema256']:.1f}M.",
-        f"Under one measure DeeplabV3 needs {mib['aspp'] / mib['ema512']:.1f}x EMANet (512)'s memory (torchstat: "
-        f"{mib['aspp']:.1f} vs {mib['ema512']:.1f} MiB) or {values['aspp'] / values['ema512']:.2f}x (allocations: "
-        f"{values['aspp']:.1f}M vs {values['ema512']:.1f}M values), not the 3x the paper's column suggests.",
-        "torchstat sees modules only: the EM iterations and our EMA unit's conv_in (a function call) are not in "
-        "its figure; the official unit's conv1 module would add one C x 65 x 65 map.",
-    ]
 
 
 def format_complexity(result: dict) -> str:

@@ -3,7 +3,7 @@ plain-text sentences (Markdown list items, HTML ``<li>`` with the text escaped, 
 
 from __future__ import annotations
 
-from emanet.bench import complexity as bench
+from emanet.bench.cost_table import in_table1_setting, memory_explanation
 from emanet.report.tables import IMPORTED, NOT_PUBLISHED, Table
 
 #: The paper's confidence letters (docs/reproducing.md#confidence-letters), in the order of
@@ -49,9 +49,9 @@ def table_notes(table: Table, complexity: dict | None) -> list[str]:
             "Memory (this column): bytes newly allocated by one fp32 inference forward; heads in millions of "
             "fp32 values, the backbone in bytes (`emanet bench complexity` explains)."
         ]
-    if not bench.in_table1_setting(complexity):
+    if not in_table1_setting(complexity):
         return [
             "The costs were counted outside Table 1's setting (resnet101, 513x513, OS 8, K=64, T=3): "
             "their Δ compares different things; rerun `emanet bench complexity` with its defaults."
         ]
-    return bench.memory_explanation(complexity)
+    return memory_explanation(complexity)
