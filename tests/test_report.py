@@ -401,7 +401,8 @@ def test_importing_the_report_loads_neither_torch_nor_the_model_code():
     """The direct imports above are not enough: a module the report imports could pull torch in (the notes
     once reached the FLOP counter, emanet.bench.complexity, for two torch-free functions)."""
     heavy = "('torch', 'emanet.engine', 'emanet.models', 'emanet.bench.complexity')"
-    probe = f"import sys, emanet.report; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith({heavy})))"
+    loaded = f"sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith({heavy}))"
+    probe = f"import sys, emanet.report; print({loaded})"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
