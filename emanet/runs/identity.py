@@ -4,7 +4,8 @@
   weights: ``model``; ``data`` less where the prepared data lies (``root``) and how many loader processes
   read it (``workers``); ``train`` less the cadence of logging, checkpoints and validation during training
   (``log_interval``, ``checkpoint_interval``, ``eval_interval``); ``model`` less ``ema.eval_stages`` (the
-  EM iterations at test time, T_eval, which training never reads). ``train.cpu_threads`` stays in: CPU
+  EM iterations at test time, T_eval, which training never reads), and less all of ``model.ema`` for a head
+  other than ``ema``, which never reads it. ``train.cpu_threads`` stays in: CPU
   floating-point sums depend on the thread count. The digest of the initial weights (ImageNet checkpoint,
   or a finetune's parent ``model.pt``) is not part of it: both orchestrators see those files as inputs,
   and ``run.json`` records their digest (``emanet status`` compares it).
@@ -40,7 +41,10 @@ NOT_TRAINING = (
 def training_identity(cfg: Config) -> dict[str, Any]:
     """``{"model": {...}, "data": {...}, "train": {...}}``: the settings that determine ``model.pt``."""
     values = cfg.to_dict()
-    return {section: _without(values[section], section) for section in ("model", "data", "train")}
+    identity = {section: _without(values[section], section) for section in ("model", "data", "train")}
+    if cfg.model.head != "ema":  # only the EMA unit reads model.ema (emanet/models/heads.py): not another head's
+        del identity["model"]["ema"]
+    return identity
 
 
 def _without(tree: dict[str, Any], where: str) -> dict[str, Any]:
