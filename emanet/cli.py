@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 
-from emanet.commands import bench, data, predict, report, runs, status, submission
+from emanet.commands import bench, configure, data, predict, report, runs, status, submission
 from emanet.config import ConfigError, ParamsError
 from emanet.data.archives.transfer import FetchError
 from emanet.data.convert.sources import DataError
 from emanet.logfilters import drop_records
 
-GROUPS = (data, runs, status, predict, submission, bench, report)
+GROUPS = (data, configure, runs, status, predict, submission, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

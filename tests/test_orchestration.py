@@ -88,10 +88,13 @@ def test_both_orchestrators_declare_the_same_stages_and_outputs(root):
     rules = set(
         re.findall(r"^(\w+)\s+\d+$", _run([str(BIN / "snakemake"), "-n", "--forceall", "--quiet", "rules"], root), re.M)
     ) - {"all", "total"}
-    assert set(dvc) - {"check_params"} == rules  # DVC's own name check; Snakemake checks when it parses
+    # configure: Snakemake runs it when it parses the Snakefile; evaluate_finetune: the evaluate rule's finetunes
+    assert set(dvc) - {"configure", "evaluate_finetune"} == rules
     profile = params["profile"]
     expanded = set()
-    for _name, stage in dvc.items():
+    for name, stage in dvc.items():
+        if name == "configure":  # its folder holds files Snakemake writes when it parses, not a rule's outputs
+            continue
         items = params[stage["foreach"][2:-1]] if "foreach" in stage else [None]
         body = stage.get("do", stage)
         for item in items:
@@ -105,6 +108,34 @@ def test_both_orchestrators_declare_the_same_stages_and_outputs(root):
     smk_outputs = {p.strip() for line in smk_outputs for p in line.split(",")}
     assert expanded == smk_outputs
     assert {f"results/{profile}/runs/{e}/model.pt" for e in plan.experiments(params)} <= expanded
+
+
+def test_dvc_stages_depend_on_exactly_the_code_and_identity_files_of_their_stage(root):
+    """Each stage's code dependencies are emanet.runs.code.STAGE_CODE's list for it (what run.json's code digest
+    covers, and `emanet status` compares), its identity a file of the configure step, and no params section
+    (an edit of a cadence or of another profile would rerun it)."""
+    from emanet.runs.code import STAGE_CODE
+
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    code_of = {"train": "train", "finetune": "train", "evaluate": "evaluate", "evaluate_finetune": "evaluate"}
+    identity_of = {"train": "train.json", "finetune": "train.json", "evaluate": "evaluate.json"}
+    identity_of |= {"evaluate_finetune": "evaluate.json"}
+    for name, stage in {**code_of, "report": "report"}.items():
+        body = dvc[name].get("do", dvc[name])
+        deps = body["deps"]
+        assert [d for d in deps if d.startswith("emanet/")] == list(STAGE_CODE[stage]), name
+        assert "params" not in body, name
+        config = "results/${profile}/configs/" + ("report.json" if name == "report" else "${key}/" + identity_of[name])
+        assert config in deps, name
+    assert all((root / path).exists() for paths in STAGE_CODE.values() for path in paths)
+    assert dvc["configure"]["always_changed"] is True
+    assert dvc["configure"]["outs"] == [{"results/${profile}/configs": {"cache": False, "persist": True}}]
+    assert all(
+        stage.get("do", stage)["cmd"].startswith(
+            ("workflow/emanet ", "mkdir -p data/${profile}/synth && workflow/emanet ")
+        )
+        for stage in dvc.values()
+    )
 
 
 def test_snakemake_lint_is_clean(root):

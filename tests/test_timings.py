@@ -86,7 +86,8 @@ GRAPH = {
     Job("evaluate", "a"): (Job("train", "a"),),
     Job("evaluate", "b"): (Job("train", "b"),),
     Job("finetune", "c"): (Job("train", "b"),),
-    Job("report"): (Job("evaluate", "a"), Job("evaluate", "b"), Job("finetune", "c")),
+    Job("evaluate", "c"): (Job("finetune", "c"),),
+    Job("report"): (Job("evaluate", "a"), Job("evaluate", "b"), Job("evaluate", "c")),
 }
 
 
@@ -98,6 +99,7 @@ def test_the_summary_gives_stages_the_slowest_jobs_and_the_critical_path(tmp_pat
         Job("evaluate", "a"): 5.0,
         Job("evaluate", "b"): 2.0,
         Job("finetune", "c"): 40.0,
+        Job("evaluate", "c"): 0.0,
     }
     for job, wall in walls.items():
         _write_bench(tmp_path, job, wall, cpu="NA" if job == Job("synth") else str(wall / 2))
@@ -106,10 +108,16 @@ def test_the_summary_gives_stages_the_slowest_jobs_and_the_critical_path(tmp_pat
     assert read[Job("synth")].cpu_s is None and read[Job("synth")].max_rss_mb == 100.0
     summary = timings.summarise(GRAPH, read, cores=2, source="test")
     # b's chain (1 + 10 + 40) is longer than a's (1 + 30 + 5) though a's training is the slower
-    assert [r["job"] for r in summary["critical_path"]["jobs"]] == ["synth", "train b", "finetune c", "report"]
+    assert [r["job"] for r in summary["critical_path"]["jobs"]] == [
+        "synth",
+        "train b",
+        "finetune c",
+        "evaluate c",
+        "report",
+    ]
     assert summary["critical_path"]["wall_s"] == 51.0
     assert summary["lower_bound_s"] == max(51.0, 88.0 / 2)
-    assert summary["missing"] == ["report"] and summary["measured"] == 6 and summary["jobs"] == 7
+    assert summary["missing"] == ["report"] and summary["measured"] == 7 and summary["jobs"] == 8
     stages = {r["stage"]: r for r in summary["stages"]}
     assert list(stages) == ["synth", "train", "evaluate", "finetune"]  # pipeline order
     assert stages["train"]["wall_s"] == 40.0 and stages["train"]["jobs"] == 2 and stages["train"]["max_wall_s"] == 30.0
@@ -117,7 +125,10 @@ def test_the_summary_gives_stages_the_slowest_jobs_and_the_critical_path(tmp_pat
     assert abs(sum(r["share"] for r in stages.values()) - 1) < 1e-9
     assert [r["job"] for r in summary["slowest"]][:3] == ["finetune c", "train a", "train b"]
     text = timings.format_summary(summary)
-    assert "Critical path (51.0 s): synth (1.0 s) -> train b (10.0 s) -> finetune c (40.0 s) -> report (– s)" in text
+    assert (
+        "Critical path (51.0 s): synth (1.0 s) -> train b (10.0 s) -> finetune c (40.0 s) -> evaluate c (0.0 s) "
+        "-> report (– s)" in text
+    )
     assert "| train | 2 | 40.0 | 45 % | 20.0 | 30.0 | 20.0 |" in text
 
 
@@ -140,7 +151,7 @@ def test_a_file_that_is_not_a_benchmark_is_named(tmp_path):
         timings.read_benchmarks(tmp_path)
 
 
-def test_run_folders_record_train_and_evaluate_and_a_finetune_is_both(tmp_path, monkeypatch):
+def test_run_folders_record_train_and_evaluate_and_a_finetune_is_its_training(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     for run in ("a", "c"):
         timings.record(runs / run, "train", timings.started().earlier(3.0))
@@ -150,9 +161,9 @@ def test_run_folders_record_train_and_evaluate_and_a_finetune_is_both(tmp_path, 
     monkeypatch.setenv("RANK", "1")
     assert timings.record(runs / "b", "train", timings.started()) is None and not (runs / "b").exists()
     read = timings.read_run_folders(runs, GRAPH)
-    assert set(read) == {Job("train", "a"), Job("finetune", "c")}  # evaluate a not recorded, b not at all
+    assert set(read) == {Job("train", "a"), Job("finetune", "c"), Job("evaluate", "c")}  # not a's evaluate, nor b
     c = json.loads((runs / "c/timings.json").read_text())
-    assert read[Job("finetune", "c")].wall_s == pytest.approx(c["train"]["wall_s"] + c["evaluate"]["wall_s"])
+    assert read[Job("finetune", "c")].wall_s == pytest.approx(c["train"]["wall_s"])  # its evaluate is a job apart
 
 
 def test_bench_pipeline_prints_the_summary_or_says_what_is_missing(tmp_path, root):

@@ -61,40 +61,41 @@ def job_graph(params: dict, profile: str | None = None) -> dict[Job, tuple[Job, 
     """Every job of the pipeline for ``profile`` -> the jobs it needs, as the Snakefile's rules declare them.
 
     synth <- download[d] <- prepare[d]; synth <- weights; train[e] <- prepare of e's datasets + weights;
-    evaluate[e] <- train[e]; finetune[f] <- prepare of f's datasets + its parent's train or finetune;
-    report <- every evaluate and finetune + complexity. Errors: :class:`emanet.config.ConfigError` for a bad
-    params file, as :mod:`emanet.plan` raises them.
+    finetune[f] <- prepare of f's training dataset + its parent's train or finetune; evaluate[r] <- prepare of
+    r's evaluation dataset + train[r] or finetune[r]; report <- every evaluate + complexity.
+    Errors: :class:`emanet.config.ConfigError` for a bad params file, as :mod:`emanet.plan` raises them.
     """
     from emanet import plan
 
     configs = plan.configs(params, profile)
     experiments, finetunes = plan.experiments(params), plan.finetunes(params)
 
-    def data(run: str) -> tuple[Job, ...]:
-        cfg = configs[run]
-        return tuple(Job("prepare", d) for d in sorted({cfg.data.dataset, cfg.eval.dataset} - {None}))
+    def trained_on(run: str) -> Job:
+        return Job("prepare", configs[run].data.dataset)
+
+    def evaluated_on(run: str) -> Job:
+        return Job("prepare", configs[run].eval.dataset or configs[run].data.dataset)
+
+    def trained_by(run: str) -> Job:
+        return Job("finetune" if run in finetunes else "train", run)
 
     graph: dict[Job, tuple[Job, ...]] = {Job("synth"): (), Job("weights"): (Job("synth"),), Job("complexity"): ()}
     for dataset in plan.datasets(params, profile):
         graph[Job("download", dataset)] = (Job("synth"),)
         graph[Job("prepare", dataset)] = (Job("download", dataset),)
     for run in experiments:
-        graph[Job("train", run)] = (*data(run), Job("weights"))
-        graph[Job("evaluate", run)] = (Job("train", run),)
+        graph[Job("train", run)] = (trained_on(run), Job("weights"))
     for run in finetunes:
-        parent = plan.parent(params, run)
-        graph[Job("finetune", run)] = (*data(run), Job("finetune" if parent in finetunes else "train", parent))
-    graph[Job("report")] = (
-        *(Job("evaluate", r) for r in experiments),
-        *(Job("finetune", r) for r in finetunes),
-        Job("complexity"),
-    )
+        graph[Job("finetune", run)] = (trained_on(run), trained_by(plan.parent(params, run)))
+    for run in (*experiments, *finetunes):
+        graph[Job("evaluate", run)] = tuple(dict.fromkeys((evaluated_on(run), trained_by(run))))
+    graph[Job("report")] = (*(Job("evaluate", r) for r in (*experiments, *finetunes)), Job("complexity"))
     return graph
 
 
-#: what a job of each stage weighs when ordering the jobs (:func:`priorities`): a training or an evaluation one
-#: unit, a finetune (training and evaluation in one job) two, the data and report stages nothing
-WORK = {"train": 1, "evaluate": 1, "finetune": 2}
+#: what a job of each stage weighs when ordering the jobs (:func:`priorities`): a training (train, finetune) or
+#: an evaluation one unit, the data and report stages nothing
+WORK = {"train": 1, "evaluate": 1, "finetune": 1}
 
 
 def priorities(graph: dict[Job, tuple[Job, ...]], work: dict[str, int] | None = None) -> dict[Job, int]:
@@ -205,14 +206,14 @@ def record(run_dir: str | Path, command: str, since: Start) -> Path | None:
 def read_run_folders(runs: str | Path, graph: dict[Job, tuple[Job, ...]]) -> dict[Job, Timing]:
     """``timings.json`` of each run folder under ``runs`` -> the graph's train, evaluate and finetune jobs.
 
-    A finetune job is its run's train plus its evaluate (one job in both pipelines). A run without the file,
-    or a finetune without both entries, is left out."""
+    A finetune job is its run's ``train`` entry (``emanet train`` of a finetune; its evaluation is an evaluate
+    job, as for an experiment). A run without the file or without the job's entry is left out."""
     timings = {}
     for job in graph:
         if job.stage not in ("train", "evaluate", "finetune"):
             continue
         entries = read_json_object(Path(runs) / job.item / TIMINGS)
-        commands = ("train", "evaluate") if job.stage == "finetune" else (job.stage,)
+        commands = ("train",) if job.stage == "finetune" else (job.stage,)
         parts = [entries.get(c) for c in commands]
         if not all(isinstance(p, dict) and isinstance(p.get("wall_s"), (int, float)) for p in parts):
             continue

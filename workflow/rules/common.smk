@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from emanet import plan
 from emanet.bench import timings
 from emanet.config import ConfigError, check_all, resolve
+from emanet.runs.configure import configs_dir, configure
 
 
 PROFILE = config["profile"]
@@ -17,10 +18,15 @@ try:  # names first, then every run in every profile (a typo anywhere fails here
     CONFIGS = plan.configs(config, PROFILE)
     DATASETS = plan.datasets(config, PROFILE)
     PRIORITIES = timings.priorities(timings.job_graph(config, PROFILE))
+    # The configure step: each run's training and evaluation identity as a file, rewritten only when it
+    # changes, so each rule below depends on exactly its identity (emanet/runs/configure.py). At parse time,
+    # so `snakemake -n` sees an edit; idempotent, and safe when a cluster's jobs parse this file at once.
+    configure(config, PROFILE)
 except ConfigError as error:
     raise WorkflowError(f"params.yaml: {error}") from None
 RUNS = EXPERIMENTS + FINETUNES
 RESULTS = f"results/{PROFILE}"
+CONFIGURED = configs_dir(PROFILE).as_posix()
 RAW = BASE.sources.raw_dir
 PREPARED = BASE.data.root
 WEIGHTS_RECEIPT = f"{BASE.sources.weights_dir}/receipt.json"
@@ -64,10 +70,14 @@ def priority(stage):
 PREPARE_THREADS = 2 if GPUS else 1
 
 
-def run_data(run):
-    """The prepared datasets a run trains and evaluates on."""
-    cfg = CONFIGS[run]
-    return sorted({f"{PREPARED}/{d}" for d in (cfg.data.dataset, cfg.eval.dataset) if d})
+def trained_on(run):
+    """The prepared dataset a run trains on."""
+    return f"{PREPARED}/{CONFIGS[run].data.dataset}"
+
+
+def evaluated_on(run):
+    """The prepared dataset a run is evaluated on."""
+    return f"{PREPARED}/{CONFIGS[run].eval.dataset or CONFIGS[run].data.dataset}"
 
 
 def launcher(wildcards, threads):
@@ -82,6 +92,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     experiment="|".join(EXPERIMENTS),
     finetune="|".join(FINETUNES),
+    run="|".join(RUNS),
 
 
 localrules:

@@ -21,6 +21,7 @@ rule complexity:
 
 rule report:
     input:
+        f"{CONFIGURED}/report.json",
         expand(f"{RESULTS}/runs/{{run}}/evaluation.json", run=RUNS),
         f"{RESULTS}/bench/complexity.json",
     output:
@@ -32,7 +33,6 @@ rule report:
     params:
         profile=PROFILE,
         emanet=EMANET,
-        tables=config["tables"],
     priority: priority("report")
     resources:
         **job_resources(),

@@ -1,6 +1,9 @@
 # One training and one evaluation per run; a run shared by several tables trains once. A finetune
-# (Table 2's COCO -> trainaug -> trainval chain) starts from its parent's model.pt and is trained and
-# evaluated in one job, as in dvc.yaml (whose foreach cannot give a dependency to some items only).
+# (Table 2's COCO -> trainaug -> trainval chain) starts from its parent's model.pt; it is trained by the
+# finetune rule and evaluated by the evaluate rule, so an evaluation edit never retrains it (as in dvc.yaml).
+# Each rule depends on exactly its identity: the configure step (common.smk, at parse time) rewrites
+# results/<profile>/configs/<run>/train.json or evaluate.json only when that identity changes, so an edit
+# of a cadence, a location or another profile reruns nothing (README, "What reruns").
 # A job with N GPUs runs one torchrun with N processes inside one Slurm task (tasks=0 stops the Slurm
 # executor from adding --ntasks-per-gpu, which would start the script once per GPU). Resources come from
 # job_resources (common.smk): what the job needs; the site's values come from the profile, for every job.
@@ -8,7 +11,8 @@
 
 rule train:
     input:
-        data=lambda w: run_data(w.experiment),
+        config=f"{CONFIGURED}/{{experiment}}/train.json",
+        data=lambda w: trained_on(w.experiment),
         weights=WEIGHTS_RECEIPT,
     output:
         f"{RESULTS}/runs/{{experiment}}/model.pt",
@@ -19,7 +23,6 @@ rule train:
     params:
         profile=PROFILE,
         launcher=launcher,
-        config_hash=lambda w: CONFIGS[w.experiment].hash(),
     threads: TRAINING_THREADS
     priority: priority("train")
     resources:
@@ -33,18 +36,18 @@ rule train:
 
 rule evaluate:
     input:
-        f"{RESULTS}/runs/{{experiment}}/model.pt",
+        config=f"{CONFIGURED}/{{run}}/evaluate.json",
+        model=f"{RESULTS}/runs/{{run}}/model.pt",
+        data=lambda w: evaluated_on(w.run),
     output:
-        f"{RESULTS}/runs/{{experiment}}/evaluation.json",
+        f"{RESULTS}/runs/{{run}}/evaluation.json",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{experiment}}.tsv",
+        f"{RESULTS}/benchmarks/evaluate/{{run}}.tsv",
     log:
-        f"{RESULTS}/logs/evaluate_{{experiment}}.log",
+        f"{RESULTS}/logs/evaluate_{{run}}.log",
     params:
         profile=PROFILE,
         emanet=EMANET,
-        protocols=lambda w: plan.protocols(config, w.experiment),
-        scales=BASE.eval.scales,
     threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 8
     priority: priority("evaluate")
     resources:
@@ -52,17 +55,17 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} {params.emanet} evaluate --experiment {wildcards.experiment} "
+        "OMP_NUM_THREADS={threads} {params.emanet} evaluate --experiment {wildcards.run} "
         "--profile {params.profile} --for-tables > {log} 2>&1"
 
 
 rule finetune:
     input:
-        data=lambda w: run_data(w.finetune),
+        config=f"{CONFIGURED}/{{finetune}}/train.json",
+        data=lambda w: trained_on(w.finetune),
         init=lambda w: f"{RESULTS}/runs/{plan.parent(config, w.finetune)}/model.pt",
     output:
         f"{RESULTS}/runs/{{finetune}}/model.pt",
-        f"{RESULTS}/runs/{{finetune}}/evaluation.json",
     benchmark:
         f"{RESULTS}/benchmarks/finetune/{{finetune}}.tsv",
     log:
@@ -70,9 +73,6 @@ rule finetune:
     params:
         profile=PROFILE,
         launcher=launcher,
-        config_hash=lambda w: CONFIGS[w.finetune].hash(),
-        protocols=lambda w: plan.protocols(config, w.finetune),
-        scales=BASE.eval.scales,
     threads: TRAINING_THREADS
     priority: priority("finetune")
     resources:
@@ -80,6 +80,5 @@ rule finetune:
     conda:
         "../../environment.yml"
     shell:
-        "(OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.finetune} "
-        "--profile {params.profile} --replace-changed && OMP_NUM_THREADS={threads} {params.launcher} "
-        "evaluate --experiment {wildcards.finetune} --profile {params.profile} --for-tables) > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.finetune} "
+        "--profile {params.profile} --replace-changed > {log} 2>&1"
