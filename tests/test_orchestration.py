@@ -19,7 +19,7 @@ from emanet.config import load_params
 from tests.helpers.runs import THREADS
 
 BIN = Path(sys.executable).parent
-PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "params.yaml", "environment.yml", "emanet")
+PIPELINE_FILES = ("Snakefile", "workflow", "profiles", "dvc.yaml", ".dvcignore", "params.yaml", "environment.yml", "emanet")
 KEEP = ("ema512", "fcn")
 #: a Table 2-like chain: ema512's weights fine-tuned on trainval, then VOC test packaged and scored
 FINETUNE = {
