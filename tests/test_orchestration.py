@@ -19,7 +19,16 @@ from emanet.config import load_params
 from tests.helpers.runs import THREADS
 
 BIN = Path(sys.executable).parent
-PIPELINE_FILES = ("Snakefile", "workflow", "profiles", "dvc.yaml", ".dvcignore", "params.yaml", "environment.yml", "emanet")
+PIPELINE_FILES = (
+    "Snakefile",
+    "workflow",
+    "profiles",
+    "dvc.yaml",
+    ".dvcignore",
+    "params.yaml",
+    "environment.yml",
+    "emanet",
+)
 KEEP = ("ema512", "fcn")
 #: a Table 2-like chain: ema512's weights fine-tuned on trainval, then VOC test packaged and scored
 FINETUNE = {
@@ -31,8 +40,9 @@ FINETUNE = {
 }
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
-    """Run an orchestrator with one thread per job whatever the host sets (CPU results depend on it)."""
+def _run(cmd: list[str], cwd: Path, timeout: float = 900, stderr: bool = True) -> str:
+    """Run an orchestrator with one thread per job whatever the host sets (CPU results depend on it); its
+    output (stdout, then stderr unless ``stderr`` is false)."""
     env = dict(
         os.environ,
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -47,7 +57,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
     )
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr if stderr else proc.stdout
 
 
 def _copy_project(root: Path, dest: Path) -> Path:
