@@ -9,7 +9,7 @@ import sys
 from emanet.commands import bench, configure, data, predict, report, runs, status, submission
 from emanet.config import ConfigError, ParamsError
 from emanet.data.archives.transfer import FetchError
-from emanet.data.convert.sources import DataError
+from emanet.data.files import DataError
 from emanet.logfilters import drop_records
 
 GROUPS = (data, configure, runs, status, predict, submission, bench, report)

@@ -25,17 +25,11 @@ from torch.utils.data import DataLoader
 from emanet.cli import _message
 from emanet.data.archives import catalog
 from emanet.data.classes import palette_png
-from emanet.data.convert.prepare import prepare, read_meta
-from emanet.data.convert.sources import (
-    DataError,
-    decode_image,
-    drop_stale_extractions,
-    extracted,
-    image_size,
-    mat_field,
-    read_id_list,
-    read_index_png,
-)
+from emanet.data.convert.labels import mat_field
+from emanet.data.convert.prepare import prepare
+from emanet.data.convert.sources import drop_stale_extractions, extracted
+from emanet.data.files import DataError, decode_image, image_size, read_id_list, read_index_png
+from emanet.data.layout import read_meta
 from emanet.data.loading.dataset import SegmentationDataset
 from emanet.engine import submission
 from tests.helpers.runs import emanet, run_args

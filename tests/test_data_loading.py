@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from emanet.data.convert.prepare import prepare
-from emanet.data.convert.sources import DataError
+from emanet.data.files import DataError
 from emanet.data.loading.dataset import SegmentationDataset
 from emanet.data.loading.transforms import (
     MEAN,

@@ -15,11 +15,12 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from emanet.data.archives.download import fetch
+from emanet.data.archives.download import fetch_named
 from emanet.data.classes import CONTEXT59, VOC_CLASSES, cocostuff_class_names, palette_png
 from emanet.data.convert import prepare as prepare_module
-from emanet.data.convert.prepare import OFFICIAL_COUNTS, prepare, read_meta
-from emanet.data.convert.sources import DataError, read_id_list
+from emanet.data.convert.prepare import OFFICIAL_COUNTS, prepare
+from emanet.data.files import DataError, read_id_list
+from emanet.data.layout import read_meta
 from tests.helpers.http_server import FolderServer
 
 N = 6  # images per split in the session's synthetic archives
@@ -37,7 +38,7 @@ def _counts(synth_dir: Path, dataset: str) -> dict[str, int]:
 def test_download_over_http_then_prepare(tmp_path, synth_dir, dataset):
     raw = tmp_path / "raw"
     with FolderServer(synth_dir) as server:
-        fetch(dataset, raw, [server.url], synth_dir / "manifest.json", progress=False)
+        fetch_named(dataset, raw, [server.url], synth_dir / "manifest.json", progress=False)
     root = prepare(dataset, raw, tmp_path / "prepared", _counts(synth_dir, dataset), workers=1, progress=False)
     meta = read_meta(root)
     assert meta["counts"] == _counts(synth_dir, dataset) and meta["counts_checked"]

@@ -9,7 +9,7 @@ import tarfile
 import zipfile
 
 from emanet.data.archives import transfer as fetching
-from emanet.data.archives.transfer import RemoteFile, download, safe_extract
+from emanet.data.archives.transfer import RemoteFile, fetch_file, safe_extract
 
 
 def test_download_and_prepare_commands_log_plain_lines(tmp_path, synth_dir):
@@ -59,8 +59,8 @@ def test_hashing_and_extraction_report_progress(tmp_path, monkeypatch, capsys):
     archive = tmp_path / "a.tgz"
     _tar(archive, {"top/x.bin": b"x" * 300_000, "top/sub/y.bin": b"y" * 10, "other/z.bin": b"z"}, "w:gz")
     entry = RemoteFile("a.tgz", (archive.as_uri(),))
-    got = download(entry, tmp_path / "raw", progress=True)
-    download(entry, tmp_path / "raw", progress=True)  # pinned on first use: verified (hashed) the second time
+    got = fetch_file(entry, tmp_path / "raw", progress=True)
+    fetch_file(entry, tmp_path / "raw", progress=True)  # pinned on first use: verified (hashed) the second time
     safe_extract(got, tmp_path / "out", members=["top"])
     archive_zip = tmp_path / "b.zip"
     with zipfile.ZipFile(archive_zip, "w") as zf:

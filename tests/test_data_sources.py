@@ -8,14 +8,8 @@ import scipy.io
 from PIL import Image
 
 from emanet.data.classes import palette_png, voc_colormap
-from emanet.data.convert.sources import (
-    DataError,
-    check_values,
-    mat_field,
-    read_class_file,
-    read_id_list,
-    read_index_png,
-)
+from emanet.data.convert.labels import check_values, mat_field
+from emanet.data.files import DataError, read_class_file, read_id_list, read_index_png
 from emanet.data.synthetic.archives import _gtcls
 
 

@@ -14,7 +14,7 @@ import torch
 
 from emanet.config import load_params, resolve
 from emanet.data.archives.catalog import WEIGHTS
-from emanet.data.archives.download import fetch
+from emanet.data.archives.download import fetch_named
 from emanet.data.archives.transfer import ChecksumError
 from emanet.models import build_model
 from tests.helpers.checkpoints import encoding_checkpoint
@@ -78,7 +78,7 @@ def test_member_is_checked_against_the_model_zoo_sha1(tmp_path, zoo):
     files = [f for f in json.loads(manifest.read_text())["files"] if f["name"].endswith(".zip")]
     manifest.write_text(json.dumps({"files": files}))  # pin the zip only: the .pth must match the zoo
     with pytest.raises(ChecksumError, match=r"resnet50-25c4b509\.pth: sha1 mismatch: expected 25c4b50959ef"):
-        fetch("imagenet-resnet50", tmp_path / "weights", [served.as_uri()], manifest, progress=False)
+        fetch_named("imagenet-resnet50", tmp_path / "weights", [served.as_uri()], manifest, progress=False)
     assert not (tmp_path / "weights" / "resnet50-25c4b509.pth").exists()
 
 

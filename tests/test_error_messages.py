@@ -9,7 +9,7 @@ import torch
 
 from emanet.cli import main
 from emanet.data.convert import cocostuff, context
-from emanet.data.convert.sources import DataError
+from emanet.data.files import DataError
 from emanet.engine import checkpoint
 from emanet.models.import_weights import read_foreign
 from emanet.models.weights import WeightLoadError, read_model_weights, read_state_dict

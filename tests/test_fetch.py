@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emanet.data.archives.transfer import ChecksumError, FetchError, RemoteFile, download, safe_extract
+from emanet.data.archives.transfer import ChecksumError, FetchError, RemoteFile, fetch_file, safe_extract
 from tests.helpers.http_server import FolderServer
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # several read chunks
@@ -35,9 +35,9 @@ def served(tmp_path) -> Path:
 
 
 def test_file_url_mirror_downloads_and_verifies(tmp_path, served):
-    path = download(_entry(), tmp_path / "raw", [served.as_uri()], progress=False)
+    path = fetch_file(_entry(), tmp_path / "raw", [served.as_uri()], progress=False)
     assert path.read_bytes() == PAYLOAD and not (tmp_path / "raw" / "archive.tar.part").exists()
-    assert download(_entry(), tmp_path / "raw", [], progress=False) == path, "verified copy is reused"
+    assert fetch_file(_entry(), tmp_path / "raw", [], progress=False) == path, "verified copy is reused"
 
 
 def test_http_download_resumes_with_a_range_request(tmp_path, served):
@@ -45,7 +45,7 @@ def test_http_download_resumes_with_a_range_request(tmp_path, served):
     raw.mkdir()
     (raw / "archive.tar.part").write_bytes(PAYLOAD[:1_000_000])  # an interrupted earlier attempt
     with FolderServer(served) as server:
-        path = download(_entry(), raw, [server.url], progress=False)
+        path = fetch_file(_entry(), raw, [server.url], progress=False)
     assert path.read_bytes() == PAYLOAD
     assert server.log == [{"path": "/archive.tar", "range": "bytes=1000000-"}]
 
@@ -55,24 +55,24 @@ def test_resume_of_a_complete_part_file_gets_416_and_finishes(tmp_path, served):
     raw.mkdir()
     (raw / "archive.tar.part").write_bytes(PAYLOAD)
     with FolderServer(served) as server:
-        assert download(_entry(), raw, [server.url], progress=False).read_bytes() == PAYLOAD
+        assert fetch_file(_entry(), raw, [server.url], progress=False).read_bytes() == PAYLOAD
 
 
 def test_mirrors_are_tried_in_order(tmp_path, served):
     empty = tmp_path / "empty"
     empty.mkdir()
     with FolderServer(empty) as dead, FolderServer(served) as good:
-        path = download(_entry(), tmp_path / "raw", [dead.url, good.url], progress=False)
+        path = fetch_file(_entry(), tmp_path / "raw", [dead.url, good.url], progress=False)
     assert path.read_bytes() == PAYLOAD and dead.log and good.log
 
 
 def test_checksum_mismatch_names_file_and_digests_and_keeps_verified_files(tmp_path, served):
     raw = tmp_path / "raw"
-    download(_entry(), raw, [served.as_uri()], progress=False)
+    fetch_file(_entry(), raw, [served.as_uri()], progress=False)
     wrong = _entry("archive.tar", sha256="0" * 64)
     (raw / "archive.tar").rename(raw / "kept.tar")
     with pytest.raises(FetchError) as err:
-        download(wrong, raw, [served.as_uri()], progress=False)
+        fetch_file(wrong, raw, [served.as_uri()], progress=False)
     message = str(err.value)
     assert "archive.tar" in message and "0" * 64 in message and hashlib.sha256(PAYLOAD).hexdigest() in message
     assert not (raw / "archive.tar.part").exists() and not (raw / "archive.tar").exists()
@@ -81,27 +81,27 @@ def test_checksum_mismatch_names_file_and_digests_and_keeps_verified_files(tmp_p
 
 def test_a_verified_file_that_changed_is_reported_not_deleted(tmp_path, served):
     raw = tmp_path / "raw"
-    path = download(_entry(), raw, [served.as_uri()], progress=False)
+    path = fetch_file(_entry(), raw, [served.as_uri()], progress=False)
     path.write_bytes(b"tampered")
     with pytest.raises(ChecksumError, match="archive.tar: sha256 mismatch"):
-        download(_entry(), raw, [served.as_uri()], progress=False)
+        fetch_file(_entry(), raw, [served.as_uri()], progress=False)
     assert path.read_bytes() == b"tampered"
 
 
 def test_files_without_published_checksum_are_pinned_on_first_download(tmp_path, served):
     raw = tmp_path / "raw"
     bare = RemoteFile("archive.tar", ())
-    download(bare, raw, [served.as_uri()], progress=False)
+    fetch_file(bare, raw, [served.as_uri()], progress=False)
     pins = json.loads((raw / "pinned-checksums.json").read_text())
     assert pins["archive.tar"] == {"sha256": hashlib.sha256(PAYLOAD).hexdigest(), "size": len(PAYLOAD)}
     (raw / "archive.tar").write_bytes(PAYLOAD[:-1])
     with pytest.raises(ChecksumError, match="size mismatch"):
-        download(bare, raw, [], progress=False)
+        fetch_file(bare, raw, [], progress=False)
 
 
 def test_all_sources_failing_lists_each(tmp_path):
     with pytest.raises(FetchError, match=r"no source gave a verified copy:\n.*nowhere.*\n.*unreachable"):
-        download(_entry(), tmp_path / "raw", [(tmp_path / "nowhere").as_uri()], progress=False, timeout=2)
+        fetch_file(_entry(), tmp_path / "raw", [(tmp_path / "nowhere").as_uri()], progress=False, timeout=2)
 
 
 # --- extraction ---------------------------------------------------------------------------------------

@@ -44,9 +44,10 @@ from emanet.data.classes import (
     cocostuff_lut,
     context59_lut,
 )
-from emanet.data.convert import cocostuff, context
-from emanet.data.convert.prepare import READERS, read_meta
-from emanet.data.convert.sources import DataError, mat_field, read_class_file, read_id_list, read_index_png
+from emanet.data.convert import cocostuff, context, labels
+from emanet.data.convert.labels import mat_field
+from emanet.data.files import DataError, read_class_file, read_id_list, read_index_png
+from emanet.data.layout import read_meta
 from emanet.data.synthetic.archives import _gtcls, cocostuff_labels_txt, context_labels_txt
 from emanet.engine import checkpoint
 from emanet.engine.submission import RESULTS_DIR, read_package
@@ -422,6 +423,8 @@ def test_a_missing_label_png_is_a_data_error_naming_it(tmp_path):
         read_index_png(tmp_path / "absent.png")
 
 
+#: Every label reader by its function name (a Sample holds the function itself, not the name).
+READERS = {reader.__name__: reader for reader in labels.LABEL_READERS}
 _PNG_READERS = {  # reader -> (raw values it accepts, lookup to train ids)
     "voc_png": ([*range(21), IGNORE], np.array([*range(256)], dtype=np.uint8)),
     "cocostuff164k_png": ([*range(182), IGNORE], cocostuff_lut(first_id=0)),
@@ -548,6 +551,10 @@ _BASE_MATS = [
         }
     ),
 ]
+
+
+def test_every_label_reader_is_fuzzed():
+    assert sorted([*_PNG_READERS, *_MAT_READERS]) == sorted(READERS)
 
 
 @given(st.sampled_from(sorted(_MAT_READERS)), st.data())

@@ -242,7 +242,7 @@ def test_files_that_are_not_a_whole_model_are_named_with_what_they_look_like(tmp
 
 def test_the_released_model_is_fetched_by_hand_and_pinned_on_first_sight(tmp_path, capsys):
     from emanet.cli import main
-    from emanet.data.archives.download import fetch
+    from emanet.data.archives.download import fetch_named
 
     folder = tmp_path / "weights"
     with pytest.raises(
@@ -250,7 +250,7 @@ def test_the_released_model_is_fetched_by_hand_and_pinned_on_first_sight(tmp_pat
         match=r"(?s)emanet-voc-official\.pth: .*Google Drive.*XiaLiPKU/EMANet.*save it as "
         r"emanet-voc-official\.pth in sources\.weights_dir",
     ):
-        fetch("emanet-voc-official", folder, progress=False)
+        fetch_named("emanet-voc-official", folder, progress=False)
     folder.mkdir(exist_ok=True)
     page = folder / "emanet-voc-official.pth"
     page.write_text("<html><body>Google Drive can't scan this file for viruses.</body></html>")
@@ -258,12 +258,12 @@ def test_the_released_model_is_fetched_by_hand_and_pinned_on_first_sight(tmp_pat
     assert f"{page}: is a web page" in capsys.readouterr().err
     assert not (folder / "pinned-checksums.json").exists()
     torch.save(official_layout(trained_looking(config()).state_dict()), page)
-    assert fetch("emanet-voc-official", folder, progress=False) == [page]
+    assert fetch_named("emanet-voc-official", folder, progress=False) == [page]
     pins = json.loads((folder / "pinned-checksums.json").read_text())
     assert pins["emanet-voc-official.pth"]["size"] == page.stat().st_size
     page.write_bytes(page.read_bytes() + b"x")  # changed after pinning: refused
     with pytest.raises(FetchError, match="sha256 mismatch|size mismatch"):
-        fetch("emanet-voc-official", folder, progress=False)
+        fetch_named("emanet-voc-official", folder, progress=False)
 
 
 def test_an_imported_run_is_evaluated_reported_and_kept_from_training(tmp_path, prepared_root, capsys):

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from emanet.data.classes import COCOSTUFF_LABELS
-from emanet.data.convert.prepare import prepare, read_meta
-from emanet.data.convert.sources import DataError, read_id_list
+from emanet.data.convert.prepare import prepare
+from emanet.data.files import DataError, read_id_list
+from emanet.data.layout import read_meta
 from tests.helpers.runs import emanet
 
 PERSON = COCOSTUFF_LABELS.index("person")  # stuffthingmaps store labels.txt id - 1

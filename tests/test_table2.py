@@ -18,10 +18,11 @@ from PIL import Image
 
 from emanet import plan
 from emanet.config import ConfigError, load_params
-from emanet.data.archives.transfer import FetchError, RemoteFile, download, file_digests
+from emanet.data.archives.transfer import FetchError, RemoteFile, fetch_file, file_digests
 from emanet.data.classes import COCO_VOC_IDS, IGNORE, coco_voc_lut, palette_png
-from emanet.data.convert.prepare import prepare, read_meta
-from emanet.data.convert.sources import DataError, read_id_list, read_index_png
+from emanet.data.convert.prepare import prepare
+from emanet.data.files import DataError, read_id_list, read_index_png
+from emanet.data.layout import read_meta
 from emanet.data.loading.dataset import SegmentationDataset
 from emanet.data.synthetic.archives import SERVER_DIR
 from emanet.engine import submission
@@ -106,14 +107,14 @@ def test_voc_test_without_the_archive_says_how_to_get_it(tmp_path):
 def test_a_login_gated_file_names_the_way_to_get_it_and_is_pinned_when_placed_by_hand(tmp_path):
     entry = RemoteFile("gated.tar", ((tmp_path / "nowhere.tar").as_uri(),), access="log in at the server first")
     with pytest.raises(FetchError, match="log in at the server first"):
-        download(entry, tmp_path / "raw", progress=False)
+        fetch_file(entry, tmp_path / "raw", progress=False)
     (tmp_path / "raw" / "gated.tar").write_bytes(b"placed by hand")
-    download(entry, tmp_path / "raw", progress=False)
+    fetch_file(entry, tmp_path / "raw", progress=False)
     pins = json.loads((tmp_path / "raw/pinned-checksums.json").read_text())
     assert pins["gated.tar"]["sha256"] == file_digests(tmp_path / "raw/gated.tar", ["sha256"])["sha256"]
     (tmp_path / "raw" / "gated.tar").write_bytes(b"changed later")
     with pytest.raises(FetchError, match="mismatch"):
-        download(entry, tmp_path / "raw", progress=False)
+        fetch_file(entry, tmp_path / "raw", progress=False)
 
 
 # --- configuration -----------------------------------------------------------------------------------

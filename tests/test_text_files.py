@@ -26,8 +26,10 @@ from emanet.config import ConfigError, load_params
 from emanet.data.archives import catalog
 from emanet.data.archives.download import read_manifest
 from emanet.data.archives.transfer import FetchError
-from emanet.data.convert.prepare import prepare, read_meta
-from emanet.data.convert.sources import DataError, extracted, read_class_file, read_id_list
+from emanet.data.convert.prepare import prepare
+from emanet.data.convert.sources import extracted
+from emanet.data.files import DataError, read_class_file, read_id_list
+from emanet.data.layout import read_meta
 from emanet.textfile import TextFileError, read_text_file, text_lines
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,8 +47,8 @@ import torch.distributed as dist
 
 from emanet.config import Config, ConfigError
 from emanet.data import classes
-from emanet.data.convert.prepare import read_meta
-from emanet.data.convert.sources import DataError
+from emanet.data.files import DataError
+from emanet.data.layout import read_meta
 from emanet.engine import dist as edist
 from emanet.engine.optim import poly_lr
 from emanet.engine.train import (

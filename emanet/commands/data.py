@@ -42,7 +42,7 @@ def download(args: argparse.Namespace) -> int:
         from emanet.models.import_weights import check_not_web_page  # never pin a web page saved by mistake
 
         check_not_web_page(Path(need(raw_dir, "--raw-dir")) / entry.checkpoint_name)
-    paths = fetching.fetch(args.name, need(raw_dir, "--raw-dir"), mirrors, manifest, progress=not args.quiet)
+    paths = fetching.fetch_named(args.name, need(raw_dir, "--raw-dir"), mirrors, manifest, progress=not args.quiet)
     fetching.write_receipt(Path(raw_dir) / "receipts" / f"{args.name}.json", paths)
     print("\n".join(map(str, paths)))
     return 0
@@ -61,7 +61,7 @@ def _download_weights(args: argparse.Namespace, cfg) -> int:
     paths = [
         p
         for name in names
-        for p in fetching.fetch(
+        for p in fetching.fetch_named(
             name, folder, list(args.mirror) + cfg.sources.mirrors, args.manifest, progress=not args.quiet
         )
     ]
@@ -99,7 +99,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 def _manifest_counts(path: Path, dataset: str) -> dict[str, int]:
     """split -> count of ``dataset`` from an `emanet synth` manifest (UTF-8 JSON); errors name the file."""
-    from emanet.data.convert.sources import DataError
+    from emanet.data.files import DataError
     from emanet.textfile import read_text_file
 
     try:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 def score(args: argparse.Namespace) -> int:
     """Score a package against ground-truth PNGs, reading it exactly as the server would."""
-    from emanet.data.convert.prepare import read_meta
-    from emanet.data.convert.sources import read_id_list
+    from emanet.data.files import read_id_list
+    from emanet.data.layout import read_meta
     from emanet.engine import submission
     from emanet.engine.metrics import scores
 

@@ -129,7 +129,7 @@ def _record(source: Path, sha256: str, weights: ForeignWeights) -> dict:
 
 def _data_checksum(cfg: Config) -> str | None:
     """The prepared training data's label checksum when it is there (an import needs no data)."""
-    from emanet.data.convert.prepare import read_meta
+    from emanet.data.layout import read_meta
     from emanet.engine.train import dataset_root
 
     if not (dataset_root(cfg) / "meta.json").is_file():
@@ -140,7 +140,7 @@ def _data_checksum(cfg: Config) -> str | None:
 def _check_classes(cfg: Config, source: Path, num_classes: int) -> None:
     """The classifier's class count must be that of every prepared dataset the run trains or is evaluated
     on (evaluate would refuse the run afterwards); a dataset not prepared yet is checked by evaluate."""
-    from emanet.data.convert.prepare import read_meta
+    from emanet.data.layout import read_meta
     from emanet.engine.evaluate import eval_root
     from emanet.engine.train import dataset_root
 

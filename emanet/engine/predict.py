@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from emanet.config import Config
 from emanet.data.classes import VOC_CLASSES, palette_png, voc_colormap
-from emanet.data.convert.sources import DataError, decode_image
+from emanet.data.files import DataError, decode_image
 from emanet.data.loading.transforms import normalize
 from emanet.engine import dist as edist
 from emanet.engine.evaluate import inference_model, predict, responsibilities
@@ -130,7 +130,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 def class_names(cfg: Config, num_classes: int) -> list[str]:
     """Names of the classifier's classes: the prepared training dataset's (``meta.json``) when it has as
     many classes, else VOC's for 21 classes, else ``class <i>``."""
-    from emanet.data.convert.prepare import read_meta
+    from emanet.data.layout import read_meta
     from emanet.engine.train import dataset_root
 
     if (dataset_root(cfg) / "meta.json").is_file():

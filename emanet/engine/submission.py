@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emanet.data.convert.sources import DataError, decode_image, listing, read_index_png
+from emanet.data.files import DataError, decode_image, listing, read_index_png
 from emanet.engine.metrics import confusion_matrix
 from emanet.io import atomic_write_bytes
 

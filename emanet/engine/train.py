@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from emanet.config import Config, ConfigError, flatten
 from emanet.data.archives.catalog import pretrained_path
-from emanet.data.convert.prepare import read_meta
+from emanet.data.layout import read_meta
 from emanet.data.loading.dataset import SegmentationDataset
 from emanet.data.loading.transforms import TrainTransform
 from emanet.engine import checkpoint

@@ -2,7 +2,7 @@
 
 Sources and digests are those of docs/datasets.md (datasets) and of the PyTorch-Encoding
 and torchvision model zoos (ImageNet weights). Files without a published checksum are pinned on first
-download (see :func:`emanet.data.archives.transfer.download`).
+download (see :func:`emanet.data.archives.transfer.fetch_file`).
 """
 
 from __future__ import annotations

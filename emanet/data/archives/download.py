@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emanet.data.archives.catalog import DATASETS, WEIGHTS, WeightsEntry
-from emanet.data.archives.transfer import FetchError, RemoteFile, download, safe_extract, verify
+from emanet.data.archives.transfer import FetchError, RemoteFile, fetch_file, safe_extract, verify
 from emanet.textfile import read_text_file
 
 
@@ -57,16 +57,22 @@ def _apply_manifest(entry: RemoteFile, manifest: dict[str, dict]) -> RemoteFile:
     return entry.with_checksums({"sha256": pinned["sha256"]}, pinned["size"]) if pinned else entry
 
 
-def fetch(name: str, raw_dir: str | Path, mirrors: Iterable[str] = (), manifest: str | Path | None = None,
-          progress: bool = True) -> list[Path]:
-    """Download (or verify what is already there) every file of ``name``; return their paths."""
+def fetch_named(name: str, raw_dir: str | Path, mirrors: Iterable[str] = (), manifest: str | Path | None = None,
+                progress: bool = True) -> list[Path]:
+    """Download (or verify what is already there) every file the download ``name`` needs into ``raw_dir``.
+
+    ``name`` is a dataset of :data:`~emanet.data.archives.catalog.DATASETS` (all its archives, one
+    :func:`~emanet.data.archives.transfer.fetch_file` each) or a checkpoint of
+    :data:`~emanet.data.archives.catalog.WEIGHTS` (:func:`fetch_weights`); ``manifest`` replaces the
+    catalog's checksums for the files it names. Returns the verified files' paths. Raises FetchError for
+    an unknown name, a bad manifest, or a file no source gave a verified copy of."""
     if name not in DATASETS and name not in WEIGHTS:
         raise FetchError(f"unknown download {name!r}; choose one of {names()}")
     pins = read_manifest(manifest) if manifest else {}
     mirrors = list(mirrors)
     if name in WEIGHTS:
         return [fetch_weights(WEIGHTS[name], raw_dir, mirrors, pins, progress)]
-    return [download(_apply_manifest(e, pins), raw_dir, mirrors, progress) for e in DATASETS[name]]
+    return [fetch_file(_apply_manifest(e, pins), raw_dir, mirrors, progress) for e in DATASETS[name]]
 
 
 def write_receipt(path: Path, paths: list[Path]) -> Path:
@@ -87,7 +93,7 @@ def fetch_weights(entry: WeightsEntry, dest_dir: str | Path, mirrors: list[str],
     if entry.member and checkpoint.exists():
         verify(checkpoint, member_sums)
         return checkpoint
-    archive = download(_apply_manifest(entry.download, pins), dest_dir, mirrors, progress)
+    archive = fetch_file(_apply_manifest(entry.download, pins), dest_dir, mirrors, progress)
     if not entry.member:
         return archive
     unpacked = dest_dir / f".{entry.member}.unpacked"

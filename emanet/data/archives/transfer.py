@@ -107,8 +107,8 @@ def mirror_urls(name: str, mirrors: Iterable[str]) -> list[str]:
     return [m.rstrip("/") + "/" + urllib.parse.quote(name) for m in mirrors]
 
 
-def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (), progress: bool = True,
-             timeout: float = 60.0) -> Path:
+def fetch_file(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (), progress: bool = True,
+               timeout: float = 60.0) -> Path:
     """Fetch ``entry`` into ``dest_dir`` (resuming a previous partial download) and verify it.
 
     A file already in place is verified and kept; if it no longer verifies it is *not* deleted (it was
@@ -131,7 +131,7 @@ def download(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (
     errors: list[str] = []
     for url in [*mirror_urls(entry.name, mirrors), *entry.urls]:
         try:
-            _fetch(url, part, entry.size, progress, timeout)
+            _fetch_url(url, part, entry.size, progress, timeout)
             verify(part, entry.checksums, entry.size, progress)
         except ChecksumError as exc:
             part.unlink(missing_ok=True)
@@ -190,7 +190,7 @@ def _pin(dest_dir: Path, pins: dict, part: Path, name: str) -> None:
                 dest_dir / PINS_FILE)
 
 
-def _fetch(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> None:
+def _fetch_url(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> None:
     """Append the rest of ``url`` to ``part``, starting where a previous attempt stopped."""
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset == size:

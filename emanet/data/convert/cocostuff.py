@@ -13,8 +13,10 @@ from pathlib import Path
 
 from emanet.data.archives import catalog
 from emanet.data.classes import COCO_VOC_IDS, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, VOC_CLASSES
-from emanet.data.convert.conversion import Conversion
-from emanet.data.convert.sources import DataError, Sample, extracted, listing, locate, read_class_file, read_id_list, stems
+from emanet.data.convert import labels
+from emanet.data.convert.conversion import Conversion, Sample
+from emanet.data.convert.sources import extracted, locate, stems
+from emanet.data.files import DataError, listing, read_class_file, read_id_list
 
 OFFICIAL_COUNTS_10K = {"train": 9000, "test": 1000}
 OFFICIAL_COUNTS_164K = {"train": 118287, "val": 5000}
@@ -42,7 +44,7 @@ def convert_10k(raw_dir: Path) -> Conversion:
     root = locate(raw_dir, "imageLists", catalog.COCOSTUFF10K.name).parent
     splits = {"train": read_id_list(root / "imageLists" / "train.txt"),
               "test": read_id_list(root / "imageLists" / "test.txt")}
-    samples = {i: Sample(i, root / "images" / f"{i}.jpg", root / "annotations" / f"{i}.mat", "cocostuff10k_mat")
+    samples = {i: Sample(i, root / "images" / f"{i}.jpg", root / "annotations" / f"{i}.mat", labels.cocostuff10k_mat)
                for ids in splits.values() for i in ids}
     missing = sorted(i for i, s in samples.items() if not s.image.exists() or not s.label.exists())
     if missing:
@@ -73,7 +75,7 @@ def convert_164k(raw_dir: Path) -> Conversion:
         if missing:
             raise DataError(f"{images}: {len(missing)} labelled images are missing: {listing(missing)}")
         splits[split] = sorted(labelled)
-        samples.update({i: Sample(i, images / f"{i}.jpg", maps / folder / f"{i}.png", "cocostuff164k_png")
+        samples.update({i: Sample(i, images / f"{i}.jpg", maps / folder / f"{i}.png", labels.cocostuff164k_png)
                         for i in labelled})
     return Conversion("cocostuff164k", class_names(raw_dir, catalog.COCOSTUFF_LABELS.name), splits, samples,
                       {"route": "stuffthingmaps_trainval2017 PNGs (id - 1, 255 kept, 11 unused ids dropped)",
@@ -89,7 +91,7 @@ def convert_coco_voc(raw_dir: Path) -> Conversion:
     torchvision's reference, training images with at most 1,000 VOC pixels are dropped; val keeps all.
     """
     full = convert_164k(raw_dir)
-    samples = {i: Sample(s.image_id, s.image, s.label, "coco_voc_png") for i, s in full.samples.items()}
+    samples = {i: Sample(s.image_id, s.image, s.label, labels.coco_voc_png) for i, s in full.samples.items()}
     return Conversion("coco_voc", list(VOC_CLASSES), full.splits, samples,
                       {"route": "stuffthingmaps_trainval2017 PNGs: the 20 VOC categories -> VOC ids, other "
                                 "things and stuff -> 0, 255 kept; train images with <= 1,000 VOC pixels dropped",

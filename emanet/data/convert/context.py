@@ -14,8 +14,10 @@ from pathlib import Path
 
 from emanet.data.archives import catalog
 from emanet.data.classes import CONTEXT59, CONTEXT_NUM_RAW
-from emanet.data.convert.conversion import Conversion
-from emanet.data.convert.sources import DataError, Sample, listing, locate, read_class_file, read_id_list, stems
+from emanet.data.convert import labels
+from emanet.data.convert.conversion import Conversion, Sample
+from emanet.data.convert.sources import locate, stems
+from emanet.data.files import DataError, listing, read_class_file, read_id_list
 
 OFFICIAL_COUNTS = {"train": 4998, "val": 5105}
 _VOC_MEMBERS = [f"VOCdevkit/VOC2010/{m}" for m in ("JPEGImages", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt")]
@@ -59,7 +61,7 @@ def convert(raw_dir: Path) -> Conversion:
                         f"not in the lists: {listing(mats - listed) or 'none'}; check that {main} holds the "
                         f"lists of VOCtrainval_03-May-2010.tar and trainval/ the .mat files of trainval.tar.gz "
                         f"(re-extract or re-download whichever was edited)")
-    samples = {i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", annotations / "trainval" / f"{i}.mat", "context_mat")
+    samples = {i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", annotations / "trainval" / f"{i}.mat", labels.context_mat)
                for i in listed}
     missing = sorted(i for i, s in samples.items() if not s.image.exists())
     if missing:

@@ -1,9 +1,9 @@
 """``emanet prepare DATASET``: official trees -> ``OUT/DATASET/{images,labels,splits,meta.json}``.
 
-The uniform layout every later stage reads: ``images/<id>.jpg`` (the original JPEG bytes, hard-linked
-when possible), ``labels/<id>.png`` (single-channel uint8 class ids, 255 = ignore, saved as palette PNGs
-with the VOC colour map so they can be looked at), ``splits/<split>.txt`` and ``meta.json`` (class names in
-label order, counts per split, the checksum of the label set, how the data was derived).
+Writes the uniform layout every later stage reads (its contract: :mod:`emanet.data.layout`): the images,
+the labels each sample's own reader (:mod:`emanet.data.convert.labels`) turned into train ids, the split
+lists and ``meta.json`` (class names in label order, counts per split, the checksum of the label set, how
+the data was derived).
 
 The output is built in a temporary sibling folder and renamed into place when complete, under a lock,
 so an interrupted prepare leaves nothing a rerun would trust and two prepares at once cannot mix.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -26,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from emanet.data import layout
+from emanet.data.classes import IGNORE, palette_png
 from emanet.data.convert import cocostuff, context, voc
-from emanet.data.classes import CONTEXT_NUM_RAW, IGNORE, coco_voc_lut, cocostuff_lut, context59_lut, palette_png
-from emanet.data.convert.conversion import Conversion
-from emanet.data.convert.sources import (DataError, Sample, check_values, drop_stale_extractions, image_size, mat_field,
-                                 read_index_png)
-from emanet.io import atomic_write_json, atomic_write_text
+from emanet.data.convert.conversion import Conversion, Sample
+from emanet.data.convert.labels import check_values
+from emanet.data.convert.sources import drop_stale_extractions
+from emanet.data.files import DataError, image_size
 from emanet.progress import progress as progress_report
-from emanet.textfile import read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -45,52 +44,6 @@ CONVERTERS: dict[str, Callable[[Path], Conversion]] = {
 OFFICIAL_COUNTS = {"voc": voc.OFFICIAL_COUNTS, "voc_test": voc.OFFICIAL_COUNTS_TEST,
                    "context": context.OFFICIAL_COUNTS, "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K,
                    "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K, "coco_voc": cocostuff.OFFICIAL_COUNTS_164K}
-_VOC_VALUES = [*range(21), IGNORE]
-
-
-def _voc_png(path: Path) -> np.ndarray:
-    label = read_index_png(path)
-    check_values(path, label, _VOC_VALUES)
-    return label
-
-
-def _sbd_mat(path: Path) -> np.ndarray:
-    seg = mat_field(path, "GTcls", "Segmentation")
-    check_values(path, seg, range(21))
-    return seg.astype(np.uint8)
-
-
-def _context_mat(path: Path) -> np.ndarray:
-    label_map = mat_field(path, "LabelMap")
-    check_values(path, label_map, range(CONTEXT_NUM_RAW + 1))
-    return context59_lut()[label_map.astype(np.int64)]
-
-
-def _cocostuff10k_mat(path: Path) -> np.ndarray:
-    s = mat_field(path, "S")
-    check_values(path, s, range(183))
-    return cocostuff_lut(first_id=1)[s.astype(np.int64)]
-
-
-def _cocostuff164k_png(path: Path) -> np.ndarray:
-    label = read_index_png(path)
-    check_values(path, label, [*range(182), IGNORE])
-    return cocostuff_lut(first_id=0)[label]
-
-
-def _coco_voc_png(path: Path) -> np.ndarray:
-    label = read_index_png(path)
-    check_values(path, label, [*range(182), IGNORE])
-    return coco_voc_lut()[label]
-
-
-#: Sample.reader -> function(label path) -> uint8 train ids (raw values validated first).
-READERS: dict[str, Callable[[Path], np.ndarray]] = {
-    "voc_png": _voc_png, "sbd_mat": _sbd_mat, "context_mat": _context_mat,
-    "cocostuff10k_mat": _cocostuff10k_mat, "cocostuff164k_png": _cocostuff164k_png, "coco_voc_png": _coco_voc_png,
-}
-
-
 def convert_sample(sample: Sample, out: Path, num_classes: int,
                    min_pixels: int | None = None) -> tuple[str | None, str | None]:
     """Write one sample's image and label into ``out``; return (id, md5 of the label file).
@@ -104,7 +57,7 @@ def convert_sample(sample: Sample, out: Path, num_classes: int,
         image_size(sample.image)  # decodes every pixel: the only check a label-less image gets
         _link_image(sample, out)
         return sample.image_id, None
-    label = READERS[sample.reader](sample.label)
+    label = sample.reader(sample.label)
     size = image_size(sample.image)  # decodes every pixel, not only the header
     if label.shape != size:
         raise DataError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
@@ -113,13 +66,13 @@ def convert_sample(sample: Sample, out: Path, num_classes: int,
     if min_pixels is not None and np.count_nonzero((label != 0) & (label != IGNORE)) <= min_pixels:
         return None, None
     png = palette_png(label)
-    (out / "labels" / f"{sample.image_id}.png").write_bytes(png)
+    layout.label_path(out, sample.image_id).write_bytes(png)
     _link_image(sample, out)
     return sample.image_id, hashlib.md5(png).hexdigest()
 
 
 def _link_image(sample: Sample, out: Path) -> None:
-    image = out / "images" / f"{sample.image_id}.jpg"
+    image = layout.image_path(out, sample.image_id)
     try:
         os.link(sample.image, image)
     except OSError:
@@ -162,7 +115,7 @@ def prepare(dataset: str, raw_dir: str | Path, out: str | Path, expected_counts:
     raw_dir, out = Path(raw_dir), Path(out)
     final = out / dataset
     with _lock(out / f".{dataset}.lock"):
-        if (final / "meta.json").is_file():
+        if layout.is_prepared(final):
             log.info("%s: already prepared", final)
             return final
         if final.exists():  # no meta.json: not ours, or left by an older layout; never trusted
@@ -193,9 +146,7 @@ def _minimums(conv: Conversion) -> dict[str, int | None]:
 
 
 def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: bool) -> None:
-    (tmp / "images").mkdir()
-    (tmp / "labels").mkdir()
-    (tmp / "splits").mkdir()
+    layout.make_folders(tmp)
     ids = sorted(conv.samples)
     limits = _minimums(conv)
     jobs = [(conv.samples[i], tmp, len(conv.classes), limits[i]) for i in ids]
@@ -216,9 +167,9 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
     kept = {split: [i for i in split_ids if i not in dropped] for split, split_ids in conv.splits.items()}
     _check_not_emptied(conv, kept)
     manifest = "".join(f"{digests[i]}  labels/{i}.png\n" for i in ids if digests.get(i))
-    atomic_write_text(tmp / "labels.md5", manifest)
+    layout.write_label_manifest(tmp, manifest)
     for split, split_ids in kept.items():
-        atomic_write_text(tmp / "splits" / f"{split}.txt", "".join(f"{i}\n" for i in split_ids))
+        layout.write_split(tmp, split, split_ids)
     meta = {
         "dataset": conv.dataset, "classes": conv.classes, "num_classes": len(conv.classes),
         "ignore_index": IGNORE, "counts": {s: len(v) for s, v in kept.items()},
@@ -234,8 +185,8 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
                                 "removed_ids": [i for i in conv.splits.get(s, []) if i in dropped]}
                             for s, n in conv.min_labelled_pixels.items()}
     if meta["unlabelled_splits"]:
-        meta["image_checksum"] = _image_checksum(tmp / "images", [i for i in ids if i not in dropped])
-    atomic_write_json(tmp / "meta.json", meta)
+        meta["image_checksum"] = _image_checksum(tmp, [i for i in ids if i not in dropped])
+    layout.write_meta(tmp, meta)
 
 
 def _check_not_emptied(conv: Conversion, kept: dict[str, list[str]]) -> None:
@@ -251,58 +202,7 @@ def _check_not_emptied(conv: Conversion, kept: dict[str, list[str]]) -> None:
                         f"nothing was written.")
 
 
-def _image_checksum(folder: Path, ids: list[str]) -> str:
+def _image_checksum(root: Path, ids: list[str]) -> str:
     """What identifies a split without labels: the SHA-256 of its images' MD5 list."""
-    listing = "".join(f"{hashlib.md5((folder / f'{i}.jpg').read_bytes()).hexdigest()}  {i}.jpg\n" for i in ids)
+    listing = "".join(f"{hashlib.md5(layout.image_path(root, i).read_bytes()).hexdigest()}  {i}.jpg\n" for i in ids)
     return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def read_meta(root: str | Path) -> dict:
-    """A prepared dataset's meta.json; a missing one means the dataset was never (fully) prepared.
-
-    Returns the JSON object as written by ``prepare``, checked for what every reader uses: ``dataset``
-    (str), ``classes`` (non-empty list of str), ``num_classes`` (int, = len(classes)), ``ignore_index``
-    (int), ``counts`` ({split: int >= 0}), ``label_checksum`` (str, or null beside an ``image_checksum``
-    str), ``unlabelled_splits`` (list of str, optional). Raises DataError naming the file when it is
-    missing, not UTF-8 JSON, or any of those is absent or of the wrong type."""
-    path = Path(root) / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `emanet prepare` first")
-    redo = f"it was edited or damaged: delete {Path(root)} and run `emanet prepare` again"
-    try:
-        meta = json.loads(read_text_file(path, DataError))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc}); {redo}") from None
-    problem = _meta_problem(meta)
-    if problem:
-        raise DataError(f"{path}: {problem}; {redo}")
-    return meta
-
-
-def _meta_problem(meta: object) -> str | None:
-    """What is wrong with a loaded meta.json for its readers, or None."""
-    if not isinstance(meta, dict):
-        return f"must hold a JSON object, holds a JSON {type(meta).__name__}"
-
-    def whole(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def texts(value: object) -> bool:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-    rules = [("dataset", lambda v: isinstance(v, str), "a string"),
-             ("classes", lambda v: texts(v) and len(v) > 0, "a non-empty list of class names"),
-             ("num_classes", lambda v: whole(v) and v == len(meta["classes"]), "the number of classes"),
-             ("ignore_index", whole, "an integer"),
-             ("counts", lambda v: isinstance(v, dict) and all(whole(n) and n >= 0 for n in v.values()),
-              "an object of split sizes"),
-             ("label_checksum", lambda v: isinstance(v, str) or (v is None and isinstance(meta.get("image_checksum"), str)),
-              "a string (or null, beside an image_checksum string)"),
-             ("unlabelled_splits", texts, "a list of split names")]
-    for key, fits, what in rules:
-        if key not in meta:
-            if key != "unlabelled_splits":
-                return f"has no {key!r}"
-        elif not fits(meta[key]):
-            return f"{key!r} must be {what}, got {json.dumps(meta[key])[:80]}"
-    return None

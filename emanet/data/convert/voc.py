@@ -12,8 +12,10 @@ from pathlib import Path
 
 from emanet.data.archives import catalog
 from emanet.data.classes import VOC_CLASSES
-from emanet.data.convert.conversion import Conversion
-from emanet.data.convert.sources import DataError, Sample, find_dir, listing, locate, read_id_list, stems
+from emanet.data.convert import labels
+from emanet.data.convert.conversion import Conversion, Sample
+from emanet.data.convert.sources import find_dir, locate, stems
+from emanet.data.files import DataError, listing, read_id_list
 
 OFFICIAL_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "trainaug": 10582}
 OFFICIAL_COUNTS_TEST = {"test": 1456}
@@ -34,7 +36,7 @@ def convert(raw_dir: Path) -> Conversion:
         trainaug = sorted(aug - set(val))
         route = "VOC 2012 + existing SegmentationClassAug"
         for i in trainaug:
-            samples[i] = Sample(i, voc / "JPEGImages" / f"{i}.jpg", aug_dir / f"{i}.png", "voc_png")
+            samples[i] = Sample(i, voc / "JPEGImages" / f"{i}.jpg", aug_dir / f"{i}.png", labels.voc_png)
     else:
         sbd = locate(raw_dir, "benchmark_RELEASE/dataset", catalog.SBD.name, _SBD_MEMBERS)
         sbd_ids = read_id_list(sbd / "train.txt") + read_id_list(sbd / "val.txt")
@@ -46,11 +48,11 @@ def convert(raw_dir: Path) -> Conversion:
             image = voc / "JPEGImages" / f"{i}.jpg"
             if not image.exists():
                 image = sbd / "img" / f"{i}.jpg"
-            samples[i] = Sample(i, image, sbd / "cls" / f"{i}.mat", "sbd_mat")
+            samples[i] = Sample(i, image, sbd / "cls" / f"{i}.mat", labels.sbd_mat)
     for i in set(train) | set(val) | set(trainval) | (set(trainaug) & voc_labels):
         if i not in samples:
             samples[i] = Sample(i, voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png",
-                                "voc_png")
+                                labels.voc_png)
     missing = sorted(i for i, s in samples.items() if not s.image.exists() or not s.label.exists())
     if missing:
         raise DataError(f"{voc}: {len(missing)} listed ids lack an image or a label: {listing(missing)}")

@@ -1,4 +1,4 @@
-"""One Dataset over the prepared layout ``ROOT/{images,labels,splits,meta.json}``."""
+"""One Dataset over the prepared layout ``ROOT/{images,labels,splits,meta.json}`` (:mod:`emanet.data.layout`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emanet.data.convert.prepare import read_meta
-from emanet.data.convert.sources import DataError, decode_image, read_id_list, read_index_png
+from emanet.data import layout
+from emanet.data.files import DataError, decode_image, read_id_list, read_index_png
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -30,8 +30,8 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str, transform: Callable | None = None, seed: int = 0):
         self.root = Path(root)
-        self.meta = read_meta(self.root)
-        split_file = self.root / "splits" / f"{split}.txt"
+        self.meta = layout.read_meta(self.root)
+        split_file = layout.split_path(self.root, split)
         if not split_file.is_file():
             raise DataError(f"{split_file}: no split {split!r} (have {sorted(self.meta['counts'])})")
         self.split, self.ids = split, read_id_list(split_file)
@@ -65,7 +65,7 @@ class SegmentationDataset(Dataset):
 
     def load_image(self, index: int) -> torch.Tensor:
         """The uint8 image (3, H, W). Raises DataError naming the file if it cannot be fully decoded."""
-        im = decode_image(self.root / "images" / f"{self.ids[index]}.jpg", self._fix)
+        im = decode_image(layout.image_path(self.root, self.ids[index]), self._fix)
         return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +73,7 @@ class SegmentationDataset(Dataset):
         file for an image or label that cannot be fully decoded (also inside DataLoader workers)."""
         if not self.labelled:
             raise DataError(f"{self.root}: split {self.split!r} has no labels (images only: use load_image)")
-        label = torch.from_numpy(read_index_png(self.root / "labels" / f"{self.ids[index]}.png", self._fix))
+        label = torch.from_numpy(read_index_png(layout.label_path(self.root, self.ids[index]), self._fix))
         return self.load_image(index), label
 
     def __getitem__(self, index: int):
