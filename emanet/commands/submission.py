@@ -12,12 +12,12 @@ from pathlib import Path
 def score(args: argparse.Namespace) -> int:
     """Score a package against ground-truth PNGs, reading it exactly as the server would."""
     from emanet.data.files import read_id_list
-    from emanet.data.layout import read_meta
+    from emanet.data.layout import read_meta, split_path
     from emanet.engine import submission
     from emanet.engine.metrics import scores
 
     meta = read_meta(args.dataset)
-    ids = read_id_list(Path(args.dataset) / "splits" / f"{args.split}.txt")
+    ids = read_id_list(split_path(args.dataset, args.split))
     matrix = submission.score(Path(args.tarball), Path(args.labels), ids, meta["num_classes"], meta["ignore_index"])
     result = scores(matrix.numpy(), meta["classes"])
     for name, iou in result["per_class"].items():

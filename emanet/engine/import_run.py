@@ -129,10 +129,10 @@ def _record(source: Path, sha256: str, weights: ForeignWeights) -> dict:
 
 def _data_checksum(cfg: Config) -> str | None:
     """The prepared training data's label checksum when it is there (an import needs no data)."""
-    from emanet.data.layout import read_meta
+    from emanet.data.layout import is_prepared, read_meta
     from emanet.engine.train import dataset_root
 
-    if not (dataset_root(cfg) / "meta.json").is_file():
+    if not is_prepared(dataset_root(cfg)):
         return None
     return read_meta(dataset_root(cfg))["label_checksum"]
 
@@ -140,12 +140,12 @@ def _data_checksum(cfg: Config) -> str | None:
 def _check_classes(cfg: Config, source: Path, num_classes: int) -> None:
     """The classifier's class count must be that of every prepared dataset the run trains or is evaluated
     on (evaluate would refuse the run afterwards); a dataset not prepared yet is checked by evaluate."""
-    from emanet.data.layout import read_meta
+    from emanet.data.layout import is_prepared, read_meta
     from emanet.engine.evaluate import eval_root
     from emanet.engine.train import dataset_root
 
     for root in dict.fromkeys([dataset_root(cfg), eval_root(cfg)]):
-        expected = read_meta(root)["num_classes"] if (root / "meta.json").is_file() else num_classes
+        expected = read_meta(root)["num_classes"] if is_prepared(root) else num_classes
         if expected != num_classes:
             raise WeightLoadError(
                 f"{source}: its classifier predicts {num_classes} classes but the experiment's "

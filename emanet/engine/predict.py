@@ -130,10 +130,10 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 def class_names(cfg: Config, num_classes: int) -> list[str]:
     """Names of the classifier's classes: the prepared training dataset's (``meta.json``) when it has as
     many classes, else VOC's for 21 classes, else ``class <i>``."""
-    from emanet.data.layout import read_meta
+    from emanet.data.layout import is_prepared, read_meta
     from emanet.engine.train import dataset_root
 
-    if (dataset_root(cfg) / "meta.json").is_file():
+    if is_prepared(dataset_root(cfg)):
         classes = read_meta(dataset_root(cfg))["classes"]
         if len(classes) == num_classes:
             return list(classes)
