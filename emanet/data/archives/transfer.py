@@ -76,9 +76,17 @@ def file_digests(path: Path, algorithms: Iterable[str] = ALGORITHMS, progress: b
     """Hex digests of ``path`` for each algorithm, in one pass over the file; ``progress`` reports the
     bytes hashed when that takes more than a couple of seconds (a multi-GB archive)."""
     hashers = {alg: hashlib.new(alg) for alg in algorithms}
-    with open(path, "rb") as handle, progress_report(
-            total=os.fstat(handle.fileno()).st_size, desc=f"{'+'.join(hashers)} {Path(path).name}", unit="B",
-            unit_scale=True, enabled=progress, delay_s=QUIET_FOR_S) as bar:
+    with (
+        open(path, "rb") as handle,
+        progress_report(
+            total=os.fstat(handle.fileno()).st_size,
+            desc=f"{'+'.join(hashers)} {Path(path).name}",
+            unit="B",
+            unit_scale=True,
+            enabled=progress,
+            delay_s=QUIET_FOR_S,
+        ) as bar,
+    ):
         while chunk := handle.read(CHUNK):
             for h in hashers.values():
                 h.update(chunk)
@@ -107,8 +115,9 @@ def mirror_urls(name: str, mirrors: Iterable[str]) -> list[str]:
     return [m.rstrip("/") + "/" + urllib.parse.quote(name) for m in mirrors]
 
 
-def fetch_file(entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (), progress: bool = True,
-               timeout: float = 60.0) -> Path:
+def fetch_file(
+    entry: RemoteFile, dest_dir: str | Path, mirrors: Iterable[str] = (), progress: bool = True, timeout: float = 60.0
+) -> Path:
     """Fetch ``entry`` into ``dest_dir`` (resuming a previous partial download) and verify it.
 
     A file already in place is verified and kept; if it no longer verifies it is *not* deleted (it was
@@ -159,8 +168,10 @@ def _read_pins(dest_dir: Path) -> dict:
     path = dest_dir / PINS_FILE
     if not path.exists():
         return {}
-    fix = ("restore it from a backup; deleting it makes the next download pin whatever it receives, "
-           "trusted on first use again")
+    fix = (
+        "restore it from a backup; deleting it makes the next download pin whatever it receives, "
+        "trusted on first use again"
+    )
     from emanet.textfile import read_text_file
 
     try:
@@ -168,10 +179,15 @@ def _read_pins(dest_dir: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise FetchError(f"{path}: not valid JSON ({exc}); {fix}") from None
     if not isinstance(pins, dict) or not all(
-            isinstance(pin, dict) and isinstance(pin.get("sha256"), str) and len(pin["sha256"]) == 64
-            and isinstance(pin.get("size"), int) and not isinstance(pin["size"], bool) and pin["size"] >= 0
-            for pin in pins.values()):
-        raise FetchError(f"{path}: must map file names to {{\"sha256\": <64 hex digits>, \"size\": <bytes>}}; {fix}")
+        isinstance(pin, dict)
+        and isinstance(pin.get("sha256"), str)
+        and len(pin["sha256"]) == 64
+        and isinstance(pin.get("size"), int)
+        and not isinstance(pin["size"], bool)
+        and pin["size"] >= 0
+        for pin in pins.values()
+    ):
+        raise FetchError(f'{path}: must map file names to {{"sha256": <64 hex digits>, "size": <bytes>}}; {fix}')
     return pins
 
 
@@ -186,8 +202,9 @@ def _pin(dest_dir: Path, pins: dict, part: Path, name: str) -> None:
     sha256 = file_digests(part, ["sha256"])["sha256"]
     pins[name] = {"sha256": sha256, "size": part.stat().st_size}
     atomic_write_json(dest_dir / PINS_FILE, pins)
-    log.warning("%s: no published checksum; pinned sha256 %s on first download (%s)", name, sha256,
-                dest_dir / PINS_FILE)
+    log.warning(
+        "%s: no published checksum; pinned sha256 %s on first download (%s)", name, sha256, dest_dir / PINS_FILE
+    )
 
 
 def _fetch_url(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> None:
@@ -227,8 +244,9 @@ def _fetch_local(source: Path, part: Path, offset: int, progress: bool) -> None:
 
 
 def _copy(src, out, offset: int, total: int | None, label: str, progress: bool) -> None:
-    with progress_report(total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {label}",
-                         enabled=progress) as bar:
+    with progress_report(
+        total=total, initial=offset, unit="B", unit_scale=True, desc=f"download {label}", enabled=progress
+    ) as bar:
         while chunk := src.read(CHUNK):
             out.write(chunk)
             bar.update(len(chunk))
@@ -236,8 +254,9 @@ def _copy(src, out, offset: int, total: int | None, label: str, progress: bool) 
         os.fsync(out.fileno())
 
 
-def safe_extract(archive: str | Path, dest: str | Path, members: Iterable[str] | None = None,
-                 progress: bool = True) -> Path:
+def safe_extract(
+    archive: str | Path, dest: str | Path, members: Iterable[str] | None = None, progress: bool = True
+) -> Path:
     """Extract a tar (any compression) or zip archive into ``dest``, atomically and safely.
 
     ``dest`` must not exist yet; the archive is unpacked into a temporary sibling folder, which is
@@ -287,10 +306,18 @@ def _extract_tar(archive: Path, dest: Path, wanted: tuple[str, ...] | None, prog
     (in a stream the target always precedes the link). Folders keep this process's default permissions
     (a read-only folder in the archive would refuse its own files, which follow it in a stream)."""
     try:
-        with open(archive, "rb") as raw, progress_report(
-                total=os.fstat(raw.fileno()).st_size, desc=f"extract {archive.name}", unit="B", unit_scale=True,
-                enabled=progress, delay_s=QUIET_FOR_S) as bar, \
-                tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|*") as tar:
+        with (
+            open(archive, "rb") as raw,
+            progress_report(
+                total=os.fstat(raw.fileno()).st_size,
+                desc=f"extract {archive.name}",
+                unit="B",
+                unit_scale=True,
+                enabled=progress,
+                delay_s=QUIET_FOR_S,
+            ) as bar,
+            tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|*") as tar,
+        ):
             for member in tar:
                 _check_member_name(archive, member.name)
                 if _selected(member.name, wanted):
@@ -307,8 +334,9 @@ def _extract_zip(archive: Path, dest: Path, wanted: tuple[str, ...] | None, prog
             for info in zf.infolist():
                 _check_zip_member(archive, info)
             chosen = [i for i in zf.infolist() if _selected(i.filename, wanted)]
-            for info in progress_report(chosen, desc=f"extract {archive.name}", unit="files", enabled=progress,
-                                        delay_s=QUIET_FOR_S):
+            for info in progress_report(
+                chosen, desc=f"extract {archive.name}", unit="files", enabled=progress, delay_s=QUIET_FOR_S
+            ):
                 zf.extract(info, dest)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise FetchError(f"{archive}: truncated or corrupt archive ({type(exc).__name__}: {exc})") from exc

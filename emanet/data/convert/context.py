@@ -38,11 +38,16 @@ def check_mapping(labels_txt: Path) -> None:
     names = read_class_file(labels_txt)
     if sorted(names) != list(range(1, CONTEXT_NUM_RAW + 1)):
         odd = sorted(set(names) ^ set(range(1, CONTEXT_NUM_RAW + 1)))
-        raise DataError(f"{labels_txt}: expected the {CONTEXT_NUM_RAW} classes 1..{CONTEXT_NUM_RAW} of PASCAL "
-                        f"Context's labels.txt, found {len(names)} (ids missing or extra: {odd[:10]}); use the "
-                        f"labels.txt of trainval.tar.gz")
-    wrong = [f"{raw}: {names.get(raw)!r} (expected {expected!r})" for _, expected, raw in CONTEXT59
-             if names.get(raw) != expected]
+        raise DataError(
+            f"{labels_txt}: expected the {CONTEXT_NUM_RAW} classes 1..{CONTEXT_NUM_RAW} of PASCAL "
+            f"Context's labels.txt, found {len(names)} (ids missing or extra: {odd[:10]}); use the "
+            f"labels.txt of trainval.tar.gz"
+        )
+    wrong = [
+        f"{raw}: {names.get(raw)!r} (expected {expected!r})"
+        for _, expected, raw in CONTEXT59
+        if names.get(raw) != expected
+    ]
     if wrong:
         raise DataError(f"{labels_txt}: does not match the Context-59 mapping: {'; '.join(wrong[:5])}")
 
@@ -56,17 +61,28 @@ def convert(raw_dir: Path) -> Conversion:
     mats = stems(annotations / "trainval", ".mat")
     listed = set(train) | set(val)
     if mats != listed:
-        raise DataError(f"{annotations / 'trainval'}: the Context annotations do not coincide with VOC 2010 "
-                        f"Main train+val: missing .mat for {listing(listed - mats) or 'none'}; "
-                        f"not in the lists: {listing(mats - listed) or 'none'}; check that {main} holds the "
-                        f"lists of VOCtrainval_03-May-2010.tar and trainval/ the .mat files of trainval.tar.gz "
-                        f"(re-extract or re-download whichever was edited)")
-    samples = {i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", annotations / "trainval" / f"{i}.mat", labels.context_mat)
-               for i in listed}
+        raise DataError(
+            f"{annotations / 'trainval'}: the Context annotations do not coincide with VOC 2010 "
+            f"Main train+val: missing .mat for {listing(listed - mats) or 'none'}; "
+            f"not in the lists: {listing(mats - listed) or 'none'}; check that {main} holds the "
+            f"lists of VOCtrainval_03-May-2010.tar and trainval/ the .mat files of trainval.tar.gz "
+            f"(re-extract or re-download whichever was edited)"
+        )
+    samples = {
+        i: Sample(i, voc / "JPEGImages" / f"{i}.jpg", annotations / "trainval" / f"{i}.mat", labels.context_mat)
+        for i in listed
+    }
     missing = sorted(i for i, s in samples.items() if not s.image.exists())
     if missing:
         raise DataError(f"{voc / 'JPEGImages'}: {len(missing)} images missing: {listing(missing)}")
-    return Conversion("context", [name for name, _, _ in CONTEXT59], {"train": train, "val": val}, samples,
-                      {"route": "A: trainval/*.mat LabelMap + official 59-class mapping (no Detail API)",
-                       "class_order": "official 59-class order", "convention": "Context-59: background -> 255"})
-
+    return Conversion(
+        "context",
+        [name for name, _, _ in CONTEXT59],
+        {"train": train, "val": val},
+        samples,
+        {
+            "route": "A: trainval/*.mat LabelMap + official 59-class mapping (no Detail API)",
+            "class_order": "official 59-class order",
+            "convention": "Context-59: background -> 255",
+        },
+    )

@@ -151,7 +151,7 @@ def cocostuff164k_png(path: Path) -> np.ndarray:
 
 
 def coco_voc_png(path: Path) -> np.ndarray:
-    """A COCO-Stuff-164k stuffthingmaps PNG relabelled to VOC's 21 classes (:func:`emanet.data.classes.coco_voc_lut`)."""
+    """A COCO-Stuff-164k stuffthingmaps PNG relabelled to VOC's 21 classes (``classes.coco_voc_lut``)."""
     label = read_index_png(path)
     check_values(path, label, [*range(182), IGNORE])
     return coco_voc_lut()[label]

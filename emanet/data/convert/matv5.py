@@ -60,7 +60,7 @@ class _Stream:
             size = first >> 16
             if size > 4:
                 raise _Stop
-            return first & 0xFFFF, self.data[self.pos - 4:self.pos - 4 + size]
+            return first & 0xFFFF, self.data[self.pos - 4 : self.pos - 4 + size]
         start, end = self.pos, self.pos + second
         if end > len(self.data):
             raise _Stop
@@ -89,7 +89,7 @@ def unsafe_element(data: bytes) -> str | None:
             top.pos += size
             # a compressed variable is read from its inflated bytes only; a plain one from the file itself,
             # past its declared size if its contents say so (scipy reads on, then seeks to the next one)
-            stream = _Stream(_inflate(data[start + 8:top.pos]) if kind == _COMPRESSED else data[start:], order)
+            stream = _Stream(_inflate(data[start + 8 : top.pos]) if kind == _COMPRESSED else data[start:], order)
             if len(stream.data) > _MAX_INFLATED:
                 raise _Unsafe(f"a compressed variable inflates to more than {_MAX_INFLATED >> 20} MiB")
             try:
@@ -108,7 +108,7 @@ def _inflate(body: bytes) -> bytes:
     inflater, out, size = zlib.decompressobj(), [], 0
     for start in range(0, len(body), 4096):
         try:
-            out.append(inflater.decompress(body[start:start + 4096], _MAX_INFLATED + 1 - size))
+            out.append(inflater.decompress(body[start : start + 4096], _MAX_INFLATED + 1 - size))
         except zlib.error:
             break
         size += len(out[-1])
@@ -140,8 +140,10 @@ def _data(s: _Stream, what: str) -> None:
 
 def _room(s: _Stream, count: int, claim: str) -> None:
     if count > s.room():
-        raise _Unsafe(f"a {claim.format(count)}, more than the {s.room():,} the rest of the file could hold "
-                      f"(damaged dimensions; scipy would allocate them all first)")
+        raise _Unsafe(
+            f"a {claim.format(count)}, more than the {s.room():,} the rest of the file could hold "
+            f"(damaged dimensions; scipy would allocate them all first)"
+        )
 
 
 def _matrix(s: _Stream, depth: int) -> None:
@@ -154,14 +156,14 @@ def _matrix(s: _Stream, depth: int) -> None:
     if len(raw_dims) < 8:  # scipy crashes on a char array without dimensions; MATLAB writes 2 or more
         raise _Unsafe(f"an array's dimensions element holds {len(raw_dims)} bytes, fewer than two dimensions")
     count = 1
-    for (dim,) in struct.iter_unpack(s.order + "i", raw_dims[:len(raw_dims) // 4 * 4]):
+    for (dim,) in struct.iter_unpack(s.order + "i", raw_dims[: len(raw_dims) // 4 * 4]):
         count *= max(dim, 0)
     s.element()  # the name
     if mx_class in _NUMERIC:
-        for part in ("real", "imaginary")[:1 + complex_]:
+        for part in ("real", "imaginary")[: 1 + complex_]:
             _data(s, f"{part} part")
     elif mx_class == _SPARSE:
-        for part in ("row index", "column index", "real part", "imaginary part")[:3 + complex_]:
+        for part in ("row index", "column index", "real part", "imaginary part")[: 3 + complex_]:
             _data(s, f"sparse {part}")
     elif mx_class == _CHAR:
         _data(s, "char")

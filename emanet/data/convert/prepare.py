@@ -37,15 +37,26 @@ from emanet.progress import progress as progress_report
 log = logging.getLogger(__name__)
 
 CONVERTERS: dict[str, Callable[[Path], Conversion]] = {
-    "voc": voc.convert, "voc_test": voc.convert_test, "context": context.convert,
-    "cocostuff10k": cocostuff.convert_10k, "cocostuff164k": cocostuff.convert_164k,
+    "voc": voc.convert,
+    "voc_test": voc.convert_test,
+    "context": context.convert,
+    "cocostuff10k": cocostuff.convert_10k,
+    "cocostuff164k": cocostuff.convert_164k,
     "coco_voc": cocostuff.convert_coco_voc,
 }
-OFFICIAL_COUNTS = {"voc": voc.OFFICIAL_COUNTS, "voc_test": voc.OFFICIAL_COUNTS_TEST,
-                   "context": context.OFFICIAL_COUNTS, "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K,
-                   "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K, "coco_voc": cocostuff.OFFICIAL_COUNTS_164K}
-def convert_sample(sample: Sample, out: Path, num_classes: int,
-                   min_pixels: int | None = None) -> tuple[str | None, str | None]:
+OFFICIAL_COUNTS = {
+    "voc": voc.OFFICIAL_COUNTS,
+    "voc_test": voc.OFFICIAL_COUNTS_TEST,
+    "context": context.OFFICIAL_COUNTS,
+    "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K,
+    "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K,
+    "coco_voc": cocostuff.OFFICIAL_COUNTS_164K,
+}
+
+
+def convert_sample(
+    sample: Sample, out: Path, num_classes: int, min_pixels: int | None = None
+) -> tuple[str | None, str | None]:
     """Write one sample's image and label into ``out``; return (id, md5 of the label file).
 
     The md5 is None for an image without a label; with ``min_pixels``, an image with at most that many
@@ -60,8 +71,10 @@ def convert_sample(sample: Sample, out: Path, num_classes: int,
     label = sample.reader(sample.label)
     size = image_size(sample.image)  # decodes every pixel, not only the header
     if label.shape != size:
-        raise DataError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
-                        f"{sample.image} is {size[1]}x{size[0]}")
+        raise DataError(
+            f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
+            f"{sample.image} is {size[1]}x{size[0]}"
+        )
     check_values(sample.label, label, [*range(num_classes), IGNORE])
     if min_pixels is not None and np.count_nonzero((label != 0) & (label != IGNORE)) <= min_pixels:
         return None, None
@@ -92,8 +105,10 @@ def check_counts(conv: Conversion, expected: dict[str, int]) -> None:
             diff = f"{count - found:,} missing" if found < count else f"{found - count:,} extra"
             problems.append(f"{split} has {found:,} ids, expected {count:,} ({diff})")
     if problems:
-        raise DataError(f"{conv.dataset}: split counts differ from the expected ones: {'; '.join(problems)}. "
-                        f"Check the archives (or use --no-count-check for a deliberate subset).")
+        raise DataError(
+            f"{conv.dataset}: split counts differ from the expected ones: {'; '.join(problems)}. "
+            f"Check the archives (or use --no-count-check for a deliberate subset)."
+        )
 
 
 @contextmanager
@@ -107,8 +122,14 @@ def _lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare(dataset: str, raw_dir: str | Path, out: str | Path, expected_counts: dict[str, int] | None,
-            workers: int = 1, progress: bool = True) -> Path:
+def prepare(
+    dataset: str,
+    raw_dir: str | Path,
+    out: str | Path,
+    expected_counts: dict[str, int] | None,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
     """Convert ``dataset`` once; a complete earlier output (renamed into place) is returned as is."""
     if dataset not in CONVERTERS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {sorted(CONVERTERS)}")
@@ -171,19 +192,29 @@ def _write(conv: Conversion, tmp: Path, workers: int, progress: bool, counted: b
     for split, split_ids in kept.items():
         layout.write_split(tmp, split, split_ids)
     meta = {
-        "dataset": conv.dataset, "classes": conv.classes, "num_classes": len(conv.classes),
-        "ignore_index": IGNORE, "counts": {s: len(v) for s, v in kept.items()},
+        "dataset": conv.dataset,
+        "classes": conv.classes,
+        "num_classes": len(conv.classes),
+        "ignore_index": IGNORE,
+        "counts": {s: len(v) for s, v in kept.items()},
         "label_checksum": hashlib.sha256(manifest.encode()).hexdigest() if manifest else None,
         "label_format": "indexed PNG (VOC palette), uint8 class ids, 255 = ignore",
-        "counts_checked": counted, "source": conv.source,
-        "unlabelled_splits": sorted(s for s, v in conv.splits.items()
-                                    if v and all(conv.samples[i].label is None for i in v)),
+        "counts_checked": counted,
+        "source": conv.source,
+        "unlabelled_splits": sorted(
+            s for s, v in conv.splits.items() if v and all(conv.samples[i].label is None for i in v)
+        ),
     }
     if conv.min_labelled_pixels:
-        meta["filtered"] = {s: {"min_labelled_pixels": n, "source_count": len(conv.splits.get(s, [])),
-                                "removed": len(conv.splits.get(s, [])) - len(kept.get(s, [])),
-                                "removed_ids": [i for i in conv.splits.get(s, []) if i in dropped]}
-                            for s, n in conv.min_labelled_pixels.items()}
+        meta["filtered"] = {
+            s: {
+                "min_labelled_pixels": n,
+                "source_count": len(conv.splits.get(s, [])),
+                "removed": len(conv.splits.get(s, [])) - len(kept.get(s, [])),
+                "removed_ids": [i for i in conv.splits.get(s, []) if i in dropped],
+            }
+            for s, n in conv.min_labelled_pixels.items()
+        }
     if meta["unlabelled_splits"]:
         meta["image_checksum"] = _image_checksum(tmp, [i for i in ids if i not in dropped])
     layout.write_meta(tmp, meta)
@@ -194,12 +225,16 @@ def _check_not_emptied(conv: Conversion, kept: dict[str, list[str]]) -> None:
     empty split: nothing could train on it, and the cause is almost always the wrong label maps."""
     emptied = [s for s, n in conv.min_labelled_pixels.items() if conv.splits.get(s) and not kept[s]]
     if emptied:
-        detail = "; ".join(f"{s}: all {len(conv.splits[s]):,} images have at most "
-                           f"{conv.min_labelled_pixels[s]:,} pixels of a class other than background"
-                           for s in emptied)
-        raise DataError(f"{conv.dataset}: the labelled-pixel filter removed every image of {', '.join(emptied)} "
-                        f"({detail}). Check that the label maps are the dataset's own ({conv.source.get('route')}); "
-                        f"nothing was written.")
+        detail = "; ".join(
+            f"{s}: all {len(conv.splits[s]):,} images have at most "
+            f"{conv.min_labelled_pixels[s]:,} pixels of a class other than background"
+            for s in emptied
+        )
+        raise DataError(
+            f"{conv.dataset}: the labelled-pixel filter removed every image of {', '.join(emptied)} "
+            f"({detail}). Check that the label maps are the dataset's own ({conv.source.get('route')}); "
+            f"nothing was written."
+        )
 
 
 def _image_checksum(root: Path, ids: list[str]) -> str:

@@ -51,14 +51,19 @@ def convert(raw_dir: Path) -> Conversion:
             samples[i] = Sample(i, image, sbd / "cls" / f"{i}.mat", labels.sbd_mat)
     for i in set(train) | set(val) | set(trainval) | (set(trainaug) & voc_labels):
         if i not in samples:
-            samples[i] = Sample(i, voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png",
-                                labels.voc_png)
+            samples[i] = Sample(
+                i, voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png", labels.voc_png
+            )
     missing = sorted(i for i, s in samples.items() if not s.image.exists() or not s.label.exists())
     if missing:
         raise DataError(f"{voc}: {len(missing)} listed ids lack an image or a label: {listing(missing)}")
-    return Conversion("voc", list(VOC_CLASSES),
-                      {"train": train, "val": val, "trainval": trainval, "trainaug": trainaug}, samples,
-                      {"route": route, "class_order": "VOC"})
+    return Conversion(
+        "voc",
+        list(VOC_CLASSES),
+        {"train": train, "val": val, "trainval": trainval, "trainaug": trainaug},
+        samples,
+        {"route": route, "class_order": "VOC"},
+    )
 
 
 def _test_tree(raw_dir: Path) -> Path:
@@ -67,8 +72,10 @@ def _test_tree(raw_dir: Path) -> Path:
     name = catalog.VOC2012_TEST.name
     found = find_dir(raw_dir, "VOCdevkit/VOC2012", marker=_TEST_LIST)
     if found is None and not (raw_dir / name).is_file():
-        raise DataError(f"{raw_dir}: neither {name} nor an extracted VOCdevkit/VOC2012 with {_TEST_LIST} "
-                        f"({catalog.VOC2012_TEST.access})")
+        raise DataError(
+            f"{raw_dir}: neither {name} nor an extracted VOCdevkit/VOC2012 with {_TEST_LIST} "
+            f"({catalog.VOC2012_TEST.access})"
+        )
     return found or locate(raw_dir, "VOCdevkit/VOC2012", name, marker=_TEST_LIST)
 
 
@@ -80,6 +87,10 @@ def convert_test(raw_dir: Path) -> Conversion:
     missing = sorted(i for i, s in samples.items() if not s.image.exists())
     if missing:
         raise DataError(f"{voc / 'JPEGImages'}: {len(missing)} test images are missing: {listing(missing)}")
-    return Conversion("voc_test", list(VOC_CLASSES), {"test": test}, samples,
-                      {"route": "VOC2012test.tar ImageSets/Segmentation/test.txt (no public labels)",
-                       "class_order": "VOC"})
+    return Conversion(
+        "voc_test",
+        list(VOC_CLASSES),
+        {"test": test},
+        samples,
+        {"route": "VOC2012test.tar ImageSets/Segmentation/test.txt (no public labels)", "class_order": "VOC"},
+    )

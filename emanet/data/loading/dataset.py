@@ -59,9 +59,11 @@ class SegmentationDataset(Dataset):
     @property
     def _fix(self) -> str:
         """What to do about a damaged file of the prepared layout (the end of decode errors)."""
-        return (f"the prepared copy is damaged: delete {self.root} and run `emanet prepare "
-                f"{self.meta.get('dataset', self.root.name)}` again (images are hard links to the raw files: "
-                f"if prepare then refuses the original, re-download or re-extract its archive)")
+        return (
+            f"the prepared copy is damaged: delete {self.root} and run `emanet prepare "
+            f"{self.meta.get('dataset', self.root.name)}` again (images are hard links to the raw files: "
+            f"if prepare then refuses the original, re-download or re-extract its archive)"
+        )
 
     def load_image(self, index: int) -> torch.Tensor:
         """The uint8 image (3, H, W). Raises DataError naming the file if it cannot be fully decoded."""

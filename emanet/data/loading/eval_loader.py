@@ -44,8 +44,9 @@ def rank_indices(length: int, rank: int, world_size: int) -> range:
     return range(rank, length, world_size)
 
 
-def eval_loader(dataset: SegmentationDataset, rank: int, world_size: int, workers: int,
-                pin_memory: bool = False) -> DataLoader:
+def eval_loader(
+    dataset: SegmentationDataset, rank: int, world_size: int, workers: int, pin_memory: bool = False
+) -> DataLoader:
     """A DataLoader over this rank's images (:class:`EvalImages`, one per step, not collated) decoded by
     ``workers`` processes (``data.workers``, at most one per image). Raises ValueError for a negative ``workers``."""
     if workers < 0:

@@ -24,8 +24,14 @@ import scipy.sparse
 from PIL import Image
 
 from emanet.data.archives import catalog
-from emanet.data.classes import (COCO_VOC_IDS, COCOSTUFF_LABELS, COCOSTUFF_UNUSED, CONTEXT59, CONTEXT_NUM_RAW,
-                                 palette_png)
+from emanet.data.classes import (
+    COCO_VOC_IDS,
+    COCOSTUFF_LABELS,
+    COCOSTUFF_UNUSED,
+    CONTEXT59,
+    CONTEXT_NUM_RAW,
+    palette_png,
+)
 from emanet.data.synthetic.scenes import Shape, boundary_band, random_mask, render
 from emanet.io import atomic_write_bytes, atomic_write_json
 
@@ -99,6 +105,7 @@ def _objects(rng, h, w, choices: list[int], num_classes: int, to_value=lambda c:
 
 # --- PASCAL VOC 2012 + SBD -------------------------------------------------------------------------
 
+
 def _voc_ids(n: int) -> tuple[list[str], list[str], list[str]]:
     ids = [f"{2007 + k % 5}_{100 + k:06d}" for k in range(3 * n)]
     return sorted(ids[0::3]), sorted(ids[1::3]), sorted(ids[2::3])
@@ -107,8 +114,8 @@ def _voc_ids(n: int) -> tuple[list[str], list[str], list[str]]:
 def write_voc(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int]) -> dict[str, int]:
     """VOCtrainval_11-May-2012.tar and SBD's benchmark.tgz."""
     train, val, sbd_only = _voc_ids(n)
-    sbd_train = sorted(train[: n // 2] + val[:2] + sbd_only[: 2 * n // 3])   # SBD train holds VOC val ids
-    sbd_val = sorted(train[n // 2: n // 2 + 2] + sbd_only[2 * n // 3:] + val[2:3])
+    sbd_train = sorted(train[: n // 2] + val[:2] + sbd_only[: 2 * n // 3])  # SBD train holds VOC val ids
+    sbd_val = sorted(train[n // 2 : n // 2 + 2] + sbd_only[2 * n // 3 :] + val[2:3])
     voc, sbd = Archive(), Archive()
     root, sroot = "VOCdevkit/VOC2012", "benchmark_RELEASE/dataset"
     for image_id in sorted(train + val + sbd_only):
@@ -128,7 +135,7 @@ def write_voc(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int, int
             sbd.add(f"{sroot}/inst/{image_id}.mat", _gtinst(inst, shapes))
     seg = f"{root}/ImageSets/Segmentation"
     voc.add(f"{seg}/train.txt", id_list(train))
-    voc.add(f"{seg}/val.txt", id_list(val, newline="\r\n"))                        # CRLF copies circulate
+    voc.add(f"{seg}/val.txt", id_list(val, newline="\r\n"))  # CRLF copies circulate
     voc.add(f"{seg}/trainval.txt", id_list(sorted(train + val), final_newline=False))
     sbd.add(f"{sroot}/train.txt", id_list(sbd_train))
     sbd.add(f"{sroot}/val.txt", id_list(sbd_val))
@@ -141,9 +148,11 @@ def _voc_xml(image_id: str, h: int, w: int, shapes: list[Shape]) -> bytes:
     from emanet.data.classes import VOC_CLASSES
 
     objects = "".join(f"<object><name>{VOC_CLASSES[s.train_id]}</name></object>" for s in shapes)
-    return (f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename><size><width>{w}"
-            f"</width><height>{h}</height><depth>3</depth></size><segmented>1</segmented>{objects}"
-            "</annotation>").encode()
+    return (
+        f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename><size><width>{w}"
+        f"</width><height>{h}</height><depth>3</depth></size><segmented>1</segmented>{objects}"
+        "</annotation>"
+    ).encode()
 
 
 def _gtcls(seg: np.ndarray) -> bytes:
@@ -166,6 +175,7 @@ def _gtinst(inst: np.ndarray, shapes: list[Shape]) -> bytes:
 
 
 # --- VOC 2010 + PASCAL Context ---------------------------------------------------------------------
+
 
 def context_labels_txt() -> bytes:
     """labels.txt: 459 lines "k: name"; the 59 used ids carry their real names, the rest placeholders."""
@@ -205,6 +215,7 @@ def write_context(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int,
 
 # --- COCO-Stuff ----------------------------------------------------------------------------------------
 
+
 def cocostuff_labels_txt() -> bytes:
     lines = ["0: unlabeled"] + [f"{k}: {name}" for k, name in enumerate(COCOSTUFF_LABELS, start=1)]
     return ("\n".join(lines) + "\n").encode()
@@ -216,8 +227,9 @@ def _coco_thing(rng: np.random.Generator, h: int, w: int, coco_id: int, train_id
     return Shape(train_id, coco_id, random_mask(rng, h, w, min_frac), look=(voc, 21) if voc else None)
 
 
-def _coco_scene(rng: np.random.Generator, sizes: tuple[int, int], voc_thing: bool | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _coco_scene(
+    rng: np.random.Generator, sizes: tuple[int, int], voc_thing: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """An image and its labels.txt-id map: a stuff background, 2 things, an unlabeled corner.
 
     ``voc_thing`` True puts a large thing of a VOC category first, False keeps VOC categories out (an
@@ -235,8 +247,10 @@ def _coco_scene(rng: np.random.Generator, sizes: tuple[int, int], voc_thing: boo
         others = [k for k in used[:80] if k not in COCO_VOC_IDS]
         first = int(rng.choice(COCO_VOC_IDS if voc_thing else others))
         second = int(rng.choice([k for k in others if k != first]))
-        things = [_coco_thing(rng, h, w, first, train_id[first], 0.45 if voc_thing else 0.18),
-                  _coco_thing(rng, h, w, second, train_id[second], 0.1)]
+        things = [
+            _coco_thing(rng, h, w, first, train_id[first], 0.45 if voc_thing else 0.18),
+            _coco_thing(rng, h, w, second, train_id[second], 0.1),
+        ]
     img, label, _ = render(rng, h, w, things, 171, fill=fill)
     label[-4:, -4:] = 0
     return img, label
@@ -257,9 +271,18 @@ def write_cocostuff10k(out: Path, rng: np.random.Generator, n: int, sizes: tuple
         captions = np.empty((5, 1), dtype=object)
         captions[:, 0] = [f"a synthetic scene number {k}" for k in range(5)]
         archive.add(f"images/{image_id}.jpg", jpeg(img))
-        archive.add(f"annotations/{image_id}.mat", mat({
-            "S": label.astype(np.uint16), "names": names, "captions": captions,
-            "regionMapStuff": regions.astype(np.uint16), "regionLabelsStuff": region_labels.reshape(-1, 1)}))
+        archive.add(
+            f"annotations/{image_id}.mat",
+            mat(
+                {
+                    "S": label.astype(np.uint16),
+                    "names": names,
+                    "captions": captions,
+                    "regionMapStuff": regions.astype(np.uint16),
+                    "regionLabelsStuff": region_labels.reshape(-1, 1),
+                }
+            ),
+        )
     archive.add("imageLists/train.txt", id_list(train))
     archive.add("imageLists/test.txt", id_list(test))
     archive.add("imageLists/all.txt", id_list(sorted(ids)))
@@ -275,8 +298,10 @@ def write_cocostuff164k(out: Path, rng: np.random.Generator, n: int, sizes: tupl
     show a large object of a VOC category, so the COCO-for-VOC conversion keeps them and drops the rest.
     """
     maps = Archive()
-    for split, archive_entry, offset, count in (("train2017", catalog.COCO_TRAIN2017, 9, 2 * n),
-                                                ("val2017", catalog.COCO_VAL2017, 139, n)):
+    for split, archive_entry, offset, count in (
+        ("train2017", catalog.COCO_TRAIN2017, 9, 2 * n),
+        ("val2017", catalog.COCO_VAL2017, 139, n),
+    ):
         images = Archive()
         for k in range(count):
             image_id = f"{offset + 31 * k:012d}"
@@ -317,14 +342,24 @@ def write_voc_test(out: Path, rng: np.random.Generator, n: int, sizes: tuple[int
     return {"test": n}
 
 
-WRITERS = {"voc": write_voc, "context": write_context, "cocostuff10k": write_cocostuff10k,
-           "cocostuff164k": write_cocostuff164k, "voc_test": write_voc_test}
+WRITERS = {
+    "voc": write_voc,
+    "context": write_context,
+    "cocostuff10k": write_cocostuff10k,
+    "cocostuff164k": write_cocostuff164k,
+    "voc_test": write_voc_test,
+}
 #: Datasets converted from another one's archives: their counts are those of the source archives.
 SAME_ARCHIVES = {"coco_voc": "cocostuff164k"}
 
 
-def synthesize(out: str | Path, images_per_split: int = 12, seed: int = 0,
-               datasets: list[str] | None = None, sizes: tuple[int, int] = DEFAULT_SIZES) -> Path:
+def synthesize(
+    out: str | Path,
+    images_per_split: int = 12,
+    seed: int = 0,
+    datasets: list[str] | None = None,
+    sizes: tuple[int, int] = DEFAULT_SIZES,
+) -> Path:
     """Write every dataset's archives into ``out`` and the manifest that verifies them."""
     if not 16 <= sizes[0] <= sizes[1]:
         raise ValueError(f"image sizes must satisfy 16 <= min <= max, got {sizes}")
@@ -338,8 +373,18 @@ def synthesize(out: str | Path, images_per_split: int = 12, seed: int = 0,
         rng = np.random.default_rng([seed, list(WRITERS).index(name)])
         counts[name] = WRITERS[name](out, rng, images_per_split, sizes)
     counts.update({alias: counts[source] for alias, source in SAME_ARCHIVES.items() if source in counts})
-    files = [{"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-             for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
-    return atomic_write_json(out / MANIFEST, {"generator": "emanet synth", "seed": seed,
-                                              "images_per_split": images_per_split, "files": files,
-                                              "counts": counts})
+    files = [
+        {"name": p.name, "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(out.iterdir())
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    ]
+    return atomic_write_json(
+        out / MANIFEST,
+        {
+            "generator": "emanet synth",
+            "seed": seed,
+            "images_per_split": images_per_split,
+            "files": files,
+            "counts": counts,
+        },
+    )

@@ -56,8 +56,7 @@ class Shape:
     look: tuple[int, int] | None = None
 
 
-def random_mask(rng: np.random.Generator, h: int, w: int, min_frac: float = 0.18,
-                max_frac: float = 0.55) -> np.ndarray:
+def random_mask(rng: np.random.Generator, h: int, w: int, min_frac: float = 0.18, max_frac: float = 0.55) -> np.ndarray:
     """A random ellipse or rectangle covering a sizeable part of an h x w image."""
     bh = int(rng.uniform(min_frac, max_frac) * h) + 2
     bw = int(rng.uniform(min_frac, max_frac) * w) + 2
@@ -79,8 +78,9 @@ def paint(img: np.ndarray, shape: Shape, num_classes: int, rng: np.random.Genera
     img[shape.mask] = layer[shape.mask]
 
 
-def render(rng: np.random.Generator, h: int, w: int, shapes: list[Shape], num_classes: int,
-           fill: Shape | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render(
+    rng: np.random.Generator, h: int, w: int, shapes: list[Shape], num_classes: int, fill: Shape | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw the background (or a full-image ``fill`` class), then the shapes in order.
 
     Returns the RGB image (uint8), the label map of ``value`` per pixel (0 where nothing was drawn,
