@@ -40,12 +40,14 @@ FINETUNE = {
 }
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float = 900, stderr: bool = True) -> str:
+def _run(cmd: list[str], cwd: Path, timeout: float = 900, stderr: bool = True, venv_on_path: bool = True) -> str:
     """Run an orchestrator with one thread per job whatever the host sets (CPU results depend on it); its
-    output (stdout, then stderr unless ``stderr`` is false)."""
+    output (stdout, then stderr unless ``stderr`` is false). ``venv_on_path``: the venv's bin folder first on
+    PATH (else removed from it, as for `.venv/bin/dvc repro` without an activated venv)."""
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN]
     env = dict(
         os.environ,
-        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        PATH=os.pathsep.join([str(BIN)] * venv_on_path + path),
         DVC_NO_ANALYTICS="1",
         OMP_NUM_THREADS=THREADS,
         MKL_NUM_THREADS=THREADS,
