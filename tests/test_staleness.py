@@ -229,6 +229,7 @@ def _finish(work: Path, tool: str) -> None:
         _run([str(BIN / "snakemake"), "-c1"], work)
         assert snakemake_jobs(work) == set()
     else:
+        (work / ".venv").symlink_to(BIN.parent)  # a clone after `make venv`: its own .venv/
         _run(["git", "init", "-q"], work)
         _run([str(BIN / "dvc"), "init", "-q"], work)
         # as README's `.venv/bin/dvc repro`, without an activated venv: the stages must not need emanet on PATH
