@@ -200,3 +200,28 @@ def test_snakemake_and_dvc_run_the_pipeline_to_the_same_metrics(tmp_path, root):
     (smk / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run([str(BIN / "snakemake"), "-c2"], smk)
     assert list((smk / "results/tiny/runs").glob("ema512_trainval.replaced-*"))
+
+
+def test_configure_writes_an_identity_file_only_when_it_changes_and_drops_removed_runs(tmp_path, root):
+    from emanet.runs.configure import configure
+
+    params = load_params(root / "params.yaml")
+    first = configure(params, "tiny", tmp_path)
+    runs = plan.runs(params)
+    assert sorted(first["written"]) == sorted(
+        ["report.json", *(f"{r}/{f}" for r in runs for f in ("train.json", "evaluate.json"))]
+    )
+    times = {p: p.stat().st_mtime_ns for p in (tmp_path / "configs").rglob("*.json")}
+    params["profiles"]["tiny"]["train"]["log_interval"] = 1  # a cadence: no identity changes
+    params["profiles"]["paper"]["train"] = {"iterations": 5}  # another profile
+    assert configure(params, "tiny", tmp_path)["written"] == []
+    assert {p: p.stat().st_mtime_ns for p in times} == times
+    params["profiles"]["tiny"]["eval"]["scales"] = [1.0, 2.0]  # only multi-scale protocols' evaluations
+    written = configure(params, "tiny", tmp_path)["written"]
+    assert written and all(p.endswith("/evaluate.json") for p in written)
+    assert set(written) == {f"{r}/evaluate.json" for r in runs if any("ms" in p[:2] for p in plan.protocols(params, r))}
+    del params["experiments"]["k16"]
+    params["tables"]["k_sweep"]["rows"] = [r for r in params["tables"]["k_sweep"]["rows"] if r["experiment"] != "k16"]
+    done = configure(params, "tiny", tmp_path)
+    assert done["removed"] == ["k16/evaluate.json", "k16/train.json"] and not (tmp_path / "configs/k16").exists()
+    assert done["written"] == ["report.json"]
