@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 _MODEL_AND_LOADING = (
     "emanet/config.py",
     "emanet/models",
+    "emanet/data/files.py",
+    "emanet/data/layout.py",
     "emanet/data/loading/dataset.py",
     "emanet/data/loading/transforms.py",
 )
