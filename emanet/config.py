@@ -323,7 +323,7 @@ def check_all(params: dict) -> dict[str, dict[str, Config]]:
     """Resolve every run (each key of ``experiments`` and ``finetunes``) and the base configuration in every
     profile of ``params``: ``{profile: {run: Config}}``.
 
-    What the pipelines call once at start (Snakemake when it reads the Snakefile, DVC's ``check_params``
+    What the pipelines call once at start (Snakemake when it reads the Snakefile, DVC's ``configure``
     stage), so that a typo in any run of any profile, the one in use or not, fails there. Raises
     :class:`ConfigError` for a bad name, :class:`ParamsError` listing every invalid setting once (one per
     line, named where params.yaml writes it, with the profiles it fails in when not all of them).

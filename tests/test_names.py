@@ -167,10 +167,9 @@ def test_cli_exits_2_naming_the_key(tmp_path, capsys, command, key, experiment):
 
 @pytest.mark.slow
 def test_both_orchestrators_stop_at_a_bad_name_and_name_the_key(tmp_path):
-    """Snakemake stops while reading the workflow. DVC's foreach would drop the stage silently, so DVC has a
-    stage of its own, check_params, which depends on every name-bearing section: in a pipeline where it is
-    up to date, adding a bad name reruns it and it stops naming the key; every other stage runs an emanet
-    command that reads params.yaml and stops the same way."""
+    """Snakemake stops while reading the workflow. DVC's foreach would drop the stage silently, so DVC's first
+    stage, configure (always run), checks every name: after it succeeded once, adding a bad name makes it stop
+    naming the key; every other stage runs an emanet command that reads params.yaml and stops the same way."""
     from tests.test_orchestration import BIN, _copy_project
 
     work = _copy_project(ROOT, tmp_path / "work")
@@ -178,9 +177,9 @@ def test_both_orchestrators_stop_at_a_bad_name_and_name_the_key(tmp_path):
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q", "-f"]):
         subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
     good = subprocess.run(
-        [str(BIN / "dvc"), "repro", "check_params"], cwd=work, env=env, capture_output=True, text=True, timeout=300
+        [str(BIN / "dvc"), "repro", "configure"], cwd=work, env=env, capture_output=True, text=True, timeout=300
     )
-    assert good.returncode == 0 and "names and settings valid" in good.stdout + good.stderr, good.stderr[-2000:]
+    assert good.returncode == 0 and "written" in good.stdout + good.stderr, good.stderr[-2000:]
     text = (work / "params.yaml").read_text()
     bad = text.replace("\nexperiments:\n", "\nexperiments:\n  2021: {data: {dataset: voc}}\n")
     assert bad != text
@@ -188,7 +187,7 @@ def test_both_orchestrators_stop_at_a_bad_name_and_name_the_key(tmp_path):
     expected = "params.yaml: experiments.2021: YAML reads this name as an integer"
     smk = subprocess.run([str(BIN / "snakemake"), "-n"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert smk.returncode != 0 and expected in smk.stdout + smk.stderr, smk.stderr[-2000:]
-    for stage in ("check_params", "synth"):
+    for stage in ("configure", "synth"):
         dvc = subprocess.run(
             [str(BIN / "dvc"), "repro", stage], cwd=work, env=env, capture_output=True, text=True, timeout=300
         )

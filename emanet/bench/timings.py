@@ -31,7 +31,7 @@ from pathlib import Path
 from emanet.io import atomic_write_json, read_json_object
 from emanet.runs.folder import TIMINGS
 
-#: the stages in pipeline order (the Snakefile's rules, dvc.yaml's stages less check_params)
+#: the stages in pipeline order (the Snakefile's rules, dvc.yaml's stages less configure)
 STAGES = ("synth", "download", "weights", "prepare", "complexity", "train", "evaluate", "finetune", "report")
 
 
