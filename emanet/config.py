@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -285,7 +286,9 @@ def resolve(
     run's weights, ``train.init_from``; kept apart so DVC can declare that dependency).
     Raises :class:`ConfigError` for a bad name (:func:`check_names`), :class:`ParamsError` for an unknown
     profile or experiment, an unknown or missing key, a value of the wrong type or outside a setting's
-    choices: every invalid setting at once, one per line, each named where it is written
+    choices (``data.dataset`` and ``eval.dataset`` among the datasets ``emanet prepare`` writes, the splits
+    among that dataset's: :func:`_check_data`), an override ``profiles.<p>.experiments.<name>`` whose name is
+    no run (it would apply to nothing): every invalid setting at once, one per line, each named where it is written
     (``experiments.k16.model.ema.norm: expected one of 'l2', 'layer', 'none', got 'l3'``,
     ``profiles.paper.train.amp: ...``, ``--set model.ema.stages: ...``; a base value by its own key).
     """
@@ -299,6 +302,8 @@ def resolve(
         raise ParamsError(f"unknown experiment {experiment!r}; the params define {sorted(experiments)}")
     profile_overrides = dict(profiles[profile] or {})
     profile_experiments = profile_overrides.pop("experiments", None) or {}
+    problems: list[_Problem] = [_not_a_run(profile, name, experiments) for name in profile_experiments]
+    problems = [problem for problem in problems if problem is not None]
     layers = [("", {k: v for k, v in params.items() if k not in RESERVED}), (f"profiles.{profile}.", profile_overrides)]
     if experiment is not None:
         section = "experiments" if experiment in (params.get("experiments") or {}) else "finetunes"
@@ -311,8 +316,9 @@ def resolve(
     if overrides:  # named last, so that a value --set replaces is blamed on --set
         layers[-1] = ("--set ", layers[-1][1])
     merged["profile"], merged["experiment"] = profile, experiment or "default"
-    problems: list[_Problem] = []
     config = _build(Config, merged, "", problems)
+    if config is not None:
+        _check_data(config, problems)
     if problems:
         lines = [problem.render(_written_in(problem.key, layers)) for problem in problems]
         raise ParamsError(_joined(lines), lines)
@@ -324,7 +330,8 @@ def check_all(params: dict) -> dict[str, dict[str, Config]]:
     profile of ``params``: ``{profile: {run: Config}}``.
 
     What the pipelines call once at start (Snakemake when it reads the Snakefile, DVC's ``configure``
-    stage), so that a typo in any run of any profile, the one in use or not, fails there. Raises
+    stage), so that a typo in any run of any profile, the one in use or not, fails there; also a
+    ``responsibilities`` figure whose run has no EMA head in some profile (:func:`_check_figures`). Raises
     :class:`ConfigError` for a bad name, :class:`ParamsError` listing every invalid setting once (one per
     line, named where params.yaml writes it, with the profiles it fails in when not all of them).
     """
@@ -345,6 +352,7 @@ def check_all(params: dict) -> dict[str, dict[str, Config]]:
                 continue
             if run is not None:
                 configs[profile][run] = config
+    _check_figures(params, configs, failing)
     if failing:
         lines = [
             line if len(where) == len(profiles) or "profiles." in line else f"{line} (in profile {', '.join(where)})"
@@ -352,6 +360,61 @@ def check_all(params: dict) -> dict[str, dict[str, Config]]:
         ]
         raise ParamsError(_joined(lines), lines)
     return configs
+
+
+def _not_a_run(profile: str, name: str, runs: dict) -> _Problem | None:
+    """The problem of an override ``profiles.<profile>.experiments.<name>`` whose ``name`` is no run (it would
+    apply to nothing, its contents never checked), with the closest run's name; None when it is one."""
+    if name in runs:
+        return None
+    close = difflib.get_close_matches(str(name), [str(run) for run in runs], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; rename it to a run's name or remove it"
+    return _Problem(
+        f"profiles.{profile}.experiments.{name}", "value", f"{name!r} is not an experiment or finetune{hint}"
+    )
+
+
+def _check_data(config: Config, problems: list[_Problem]) -> None:
+    """``data.dataset`` and ``eval.dataset`` among the datasets ``emanet prepare`` writes, ``data.train_split``
+    and ``data.val_split`` among the splits of ``data.dataset``, ``eval.split`` among those of ``eval.dataset``
+    (``data.dataset`` when null): the lists of :mod:`emanet.data.convert.official` (standard library only).
+    Appends one problem per bad value to ``problems``; a split of an unknown dataset is not checked."""
+    from emanet.data.convert import official
+
+    def check(key: str, value: Any, choices: tuple[str, ...], of: str = "") -> bool:
+        if value in choices:
+            return True
+        shown = ", ".join(repr(choice) for choice in choices)
+        problems.append(_Problem(key, "value", f"expected one of {shown}{of}, got {value!r}"))
+        return False
+
+    data, evaluation = config.data, config.eval
+    if check("data.dataset", data.dataset, official.DATASETS):
+        for key in ("train_split", "val_split"):
+            check(f"data.{key}", getattr(data, key), official.splits(data.dataset), f" (the splits of {data.dataset})")
+    if evaluation.dataset is None or check("eval.dataset", evaluation.dataset, official.DATASETS):
+        dataset = evaluation.dataset or data.dataset
+        if dataset in official.DATASETS:
+            check("eval.split", evaluation.split, official.splits(dataset), f" (the splits of {dataset})")
+
+
+def _check_figures(params: dict, configs: dict[str, dict[str, Config]], failing: dict[str, dict[str, None]]) -> None:
+    """A ``responsibilities`` figure draws the EMA unit's responsibilities: its run's ``model.head`` must be
+    ``ema`` in every profile. Adds each failing figure's line to ``failing`` with its profiles; a malformed
+    figure is left to :func:`emanet.plan.figures.validate_figures`."""
+    figures = params.get("figures")
+    for name, figure in figures.items() if isinstance(figures, dict) else ():
+        if not isinstance(figure, dict) or figure.get("kind") != "responsibilities":
+            continue
+        run = figure.get("experiment")
+        for profile, runs in configs.items():
+            config = runs.get(run) if isinstance(run, str) else None
+            if config is not None and config.model.head != "ema":
+                line = (
+                    f"figures.{name}.experiment: a responsibilities figure draws the EMA unit's responsibilities, "
+                    f"but {run!r} has model.head {config.model.head!r}; name a run with model.head 'ema'"
+                )
+                failing.setdefault(line, {})[profile] = None
 
 
 def _joined(lines: list[str]) -> str:

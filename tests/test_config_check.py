@@ -172,3 +172,102 @@ def test_a_bad_value_set_by_hand_is_still_refused_by_the_constructors(tiny_confi
         build_model(bad, 3)
     with pytest.raises(ValueError, match="unknown head"):
         build_model(dataclasses.replace(tiny_config.model, head="unet"), 3)
+
+
+@pytest.mark.parametrize(
+    "profile, name, suggestion",
+    [("tiny", "ema265", "'ema256'"), ("paper", "r50_t3", "'r50_t"), ("tiny", "unrelated", None)],
+)
+def test_a_profile_override_of_no_run_fails_naming_it_and_the_closest_run(params, profile, name, suggestion):
+    params["profiles"][profile]["experiments"][name] = {"model": {"head": "not even checked"}}
+    with pytest.raises(ParamsError) as caught:
+        check_all(params)
+    (line,) = caught.value.problems
+    assert line.startswith(f"profiles.{profile}.experiments.{name}: {name!r} is not an experiment or finetune"), line
+    assert (f"did you mean {suggestion}" in line) if suggestion else "did you mean" not in line, line
+    with pytest.raises(ParamsError, match=f"profiles.{profile}.experiments.{name}"):
+        resolve(params, profile)  # every resolve in that profile refuses it, not only check_all
+
+
+@pytest.mark.parametrize(
+    "dotted, bad, written, allowed",
+    [
+        ("experiments.k16.eval.split", "vall", "experiments.k16.eval.split", "'train', 'val', 'trainval', 'trainaug'"),
+        ("data.train_split", "trainaugg", "data.train_split", "(the splits of voc)"),
+        ("experiments.context_ema512.data.val_split", "trainaug", "experiments.context_ema512.data.val_split", "'val'"),
+        ("finetunes.coco_r101_trainval.eval.split", "val", "finetunes.coco_r101_trainval.eval.split", "'test' (the"),
+        ("experiments.k16.data.dataset", "vco", "experiments.k16.data.dataset", "'voc', 'voc_test', 'context'"),
+        ("finetunes.coco_r152_trainaug.eval.dataset", "voc_tset", "finetunes.coco_r152_trainaug.eval.dataset", None),
+        ("profiles.paper.eval.split", "tset", "profiles.paper.eval.split", "(the splits of voc)"),
+    ],
+)
+def test_a_dataset_or_split_typo_fails_check_all_naming_the_key_and_the_choices(params, dotted, bad, written, allowed):
+    _set(params, dotted, bad)
+    with pytest.raises(ParamsError) as caught:
+        check_all(params)
+    lines = caught.value.problems
+    assert any(line.startswith(f"{written}: expected one of ") and line.endswith(f"got {bad!r}") for line in lines), (
+        lines
+    )
+    if allowed:
+        assert any(allowed in line for line in lines if line.startswith(written)), lines
+    if dotted.endswith(".split") and "paper" not in dotted:
+        assert len(lines) == 1, lines  # one run's split: one line, not one per profile
+
+
+def test_every_split_the_params_use_is_one_prepare_writes(params):
+    from emanet.data.convert.official import splits
+
+    for runs in check_all(params).values():
+        for cfg in runs.values():
+            assert {cfg.data.train_split, cfg.data.val_split} <= set(splits(cfg.data.dataset))
+            assert cfg.eval.split in splits(cfg.eval.dataset or cfg.data.dataset)
+
+
+@pytest.mark.parametrize("run, profiles", [("fcn", None), ("nonlocal", None), ("ema512", "tiny")])
+def test_a_responsibilities_figure_of_a_run_without_an_ema_head_fails_at_load(params, run, profiles):
+    if profiles:  # the head is changed in one profile only: the error says which
+        params["profiles"][profiles]["experiments"][run] = {"model": {"head": "aspp"}}
+    else:
+        params["tables"]["table1"]["rows"].append({"label": run, "experiment": run})
+    params["figures"]["responsibilities"]["experiment"] = run
+    with pytest.raises(ParamsError) as caught:
+        check_all(params)
+    (line,) = caught.value.problems
+    assert line.startswith("figures.responsibilities.experiment: a responsibilities figure draws"), line
+    assert f"but {run!r} has model.head" in line and "model.head 'ema'" in line
+    assert line.endswith(f"(in profile {profiles})") if profiles else "(in profile" not in line
+
+
+def test_check_params_and_configure_fail_on_an_override_of_no_run_and_a_split_typo(tmp_path, params, capsys):
+    params["profiles"]["tiny"]["experiments"]["ema265"] = {"model": {"head_channels": 32}}
+    _set(params, "experiments.k16.eval.split", "vall")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (
+        ["check-params", "--params", str(path)],
+        ["configure", "--params", str(path), "--out", str(tmp_path / "results")],
+    ):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert "profiles.tiny.experiments.ema265: 'ema265' is not an experiment or finetune" in err, err
+        assert "experiments.k16.eval.split: expected one of" in err and "got 'vall'" in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_dry_run_fails_on_an_override_of_no_run_and_a_split_typo(root, tmp_path):
+    from tests.test_orchestration import BIN, _copy_project
+
+    work = _copy_project(root, tmp_path / "work")
+    text = (work / "params.yaml").read_text()
+    bad = text.replace("      ema256: {model: {head_channels: 32}}\n", "      ema265: {model: {head_channels: 32}}\n")
+    bad = bad.replace("  k16: {data: {dataset: voc}, ", "  k16: {data: {dataset: voc}, eval: {split: vall}, ")
+    assert bad.count("ema265") == 1 and bad.count("vall") == 1
+    (work / "params.yaml").write_text(bad)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    smk = subprocess.run([str(BIN / "snakemake"), "-n"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    out = smk.stdout + smk.stderr
+    assert smk.returncode != 0, out[-2000:]
+    assert "profiles.tiny.experiments.ema265: 'ema265' is not an experiment or finetune; did you mean 'ema256'?" in out
+    assert "experiments.k16.eval.split: expected one of 'train', 'val', 'trainval', 'trainaug'" in out, out[-2000:]
+    assert "Traceback" not in out and not (work / "results").exists()

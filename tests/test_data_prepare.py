@@ -18,7 +18,8 @@ from PIL import Image
 from emanet.data.archives.download import fetch_named
 from emanet.data.classes import CONTEXT59, VOC_CLASSES, cocostuff_class_names, palette_png
 from emanet.data.convert import prepare as prepare_module
-from emanet.data.convert.prepare import OFFICIAL_COUNTS, prepare
+from emanet.data.convert.official import OFFICIAL_COUNTS, splits
+from emanet.data.convert.prepare import CONVERTERS, prepare
 from emanet.data.files import DataError, read_id_list
 from emanet.data.layout import read_meta
 from tests.helpers.http_server import FolderServer
@@ -42,6 +43,7 @@ def test_download_over_http_then_prepare(tmp_path, synth_dir, dataset):
     root = prepare(dataset, raw, tmp_path / "prepared", _counts(synth_dir, dataset), workers=1, progress=False)
     meta = read_meta(root)
     assert meta["counts"] == _counts(synth_dir, dataset) and meta["counts_checked"]
+    assert set(meta["counts"]) == set(splits(dataset))  # the splits the configuration checks accept
     for split, count in meta["counts"].items():
         ids = read_id_list(root / "splits" / f"{split}.txt")
         assert len(ids) == count
@@ -53,6 +55,27 @@ def test_download_over_http_then_prepare(tmp_path, synth_dir, dataset):
         with Image.open(root / "images" / f"{name}.jpg") as im:
             assert im.size == label.shape[::-1]
     assert len(meta["label_checksum"]) == 64 and (root / "labels.md5").read_text().count("\n") == len(_labels(root))
+
+
+def test_every_dataset_has_a_converter_and_the_synthetic_archives_hold_its_official_splits(synth_dir):
+    assert set(CONVERTERS) == set(OFFICIAL_COUNTS)
+    counts = json.loads((synth_dir / "manifest.json").read_text())["counts"]
+    assert {name: set(c) for name, c in counts.items()} == {name: set(splits(name)) for name in OFFICIAL_COUNTS}
+    assert splits("voc") == ("train", "val", "trainval", "trainaug") and splits("voc_test") == ("test",)
+
+
+def test_prepare_refuses_a_converter_whose_splits_differ_from_the_declared_ones(tmp_path, raw_dir, monkeypatch):
+    original = prepare_module.CONVERTERS["context"]
+
+    def renamed(raw):
+        conv = original(raw)
+        conv.splits["value"] = conv.splits.pop("val")
+        return conv
+
+    monkeypatch.setitem(prepare_module.CONVERTERS, "context", renamed)
+    with pytest.raises(DataError, match=r"context: the converter returned the splits \['train', 'value'\]"):
+        prepare("context", raw_dir, tmp_path / "out", None, progress=False)
+    assert not (tmp_path / "out" / "context").exists()
 
 
 def test_voc_trainaug_set_algebra_and_label_precedence(tmp_path, raw_dir, synth_dir):

@@ -17,8 +17,10 @@ import pytest
 import emanet.data
 from emanet.data.convert import labels
 from emanet.data.convert.conversion import Sample
+from tests.helpers.imports import file_imports, imported_modules, module_name
 
 DATA = Path(emanet.data.__file__).parent
+ROOT = DATA.parents[1]  # the import root: emanet/ is below it
 STAGES = ("archives", "convert", "loading", "synthetic")
 #: stage (or shared module) -> the emanet.data parts it must not import
 FORBIDDEN = {
@@ -33,28 +35,11 @@ FORBIDDEN = {
 TORCH_FREE = ("archives", "convert", "files", "layout", "classes")
 
 
-def imported_modules(source: str, module: str) -> set[str]:
-    """Every module ``source`` (the text of ``module``) imports, anywhere in it, as absolute dotted names;
-    ``from a import b`` counts as both ``a`` and ``a.b`` (b may be a submodule)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: resolved against the importing module's package
-                package = module.split(".")[: -node.level]
-                base = ".".join(package + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
-
-
 def _modules(part: str) -> list[tuple[str, Path]]:
     """(dotted name, file) of every module of ``emanet.data.<part>`` (a subpackage or one module)."""
     path = DATA / part
     files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-    return [(".".join(("emanet", "data", *f.relative_to(DATA).with_suffix("").parts)), f) for f in files]
+    return [(module_name(f, ROOT), f) for f in files]
 
 
 def _hits(imports: set[str], parts: tuple[str, ...]) -> list[str]:
@@ -65,14 +50,14 @@ def _hits(imports: set[str], parts: tuple[str, ...]) -> list[str]:
 def test_a_stage_imports_no_other_stage_sideways(part):
     modules = _modules(part)
     assert modules, f"emanet/data/{part} has no Python files"
-    wrong = {name: _hits(imported_modules(f.read_text(), name), FORBIDDEN[part]) for name, f in modules}
+    wrong = {name: _hits(file_imports(f, ROOT), FORBIDDEN[part]) for name, f in modules}
     assert not {k: v for k, v in wrong.items() if v}, f"emanet.data.{part} must not import {FORBIDDEN[part]}"
 
 
 @pytest.mark.parametrize("part", TORCH_FREE)
 def test_download_and_prepare_stages_need_no_torch(part):
     for name, f in _modules(part):
-        imports = imported_modules(f.read_text(), name)
+        imports = file_imports(f, ROOT)
         assert not {m for m in imports if m.split(".")[0] in ("torch", "torchvision")}, name
 
 
@@ -91,6 +76,25 @@ def test_the_import_check_sees_what_it_must_refuse():
     ]
     assert "torch.nn" in imports
     assert not _hits(imported_modules("from emanet.data import layout, files", "emanet.data.loading.x"), STAGES)
+
+
+def test_relative_imports_resolve_against_the_package_of_the_module(tmp_path):
+    package = "from . import sources\nfrom .. import layout\n"
+    assert {"emanet.data.convert.sources", "emanet.data.layout"} <= imported_modules(
+        package, "emanet.data.convert", is_package=True
+    )
+    assert "emanet.data.loading.sources" in imported_modules(package, "emanet.data.loading.x")
+    assert "emanet.data.files.read_id_list" in imported_modules(
+        "from ..files import read_id_list", "emanet.data.loading.x"
+    )
+    assert module_name(DATA / "convert" / "__init__.py", ROOT) == "emanet.data.convert"
+    assert module_name(DATA / "convert" / "voc.py", ROOT) == "emanet.data.convert.voc"
+    (tmp_path / "pkg").mkdir()
+    init = tmp_path / "pkg" / "__init__.py"
+    init.write_text("def f():\n    from .sub import g\n")
+    assert file_imports(init, tmp_path) == {"pkg.sub", "pkg.sub.g"}
+    with pytest.raises(ValueError, match="climbs above"):
+        imported_modules("from ... import x", "emanet.data")
 
 
 def test_every_subpackage_says_what_it_holds_and_which_stage_it_serves():

@@ -21,15 +21,29 @@ def test_all_pixels_loss_counts_ignored_pixels_as_zero():
         total = sum(-logp[b, target[b, i, j], i, j] for i in range(3) for j in range(5) if target[b, i, j] != 255)
         per_image.append(total / 15)
     expected = sum(per_image) / 2
-    torch.testing.assert_close(segmentation_loss(logits, target), expected)
-    valid = segmentation_loss(logits, target, normalization="valid_pixels")
+    torch.testing.assert_close(segmentation_loss(logits, target, 255, "all_pixels"), expected)
+    valid = segmentation_loss(logits, target, 255, "valid_pixels")
     torch.testing.assert_close(valid, F.cross_entropy(logits, target, ignore_index=255))
-    assert valid > segmentation_loss(logits, target)
+    assert valid > segmentation_loss(logits, target, 255, "all_pixels")
 
 
 def test_unknown_loss_normalization_is_refused():
     with pytest.raises(ValueError, match="normalization"):
-        segmentation_loss(torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), normalization="sum")
+        segmentation_loss(torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 255, "sum")
+
+
+def test_loss_normalizations_are_the_configs_choices_and_have_no_default():
+    import inspect
+    import typing
+
+    from emanet.config import LossNormalization
+    from emanet.models.loss import NORMALIZATIONS
+
+    assert NORMALIZATIONS == typing.get_args(LossNormalization) == ("all_pixels", "valid_pixels")
+    defaults = {p.name: p.default for p in inspect.signature(segmentation_loss).parameters.values()}
+    assert defaults["normalization"] is inspect.Parameter.empty  # params.yaml's train.loss_normalization decides
+    with pytest.raises(TypeError, match="normalization"):
+        segmentation_loss(torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 255)
 
 
 def test_param_groups_follow_the_official_split(tiny_config):

@@ -41,7 +41,7 @@ def test_every_head_trains_and_evaluates_in_float64(tiny_config, head):
     target = torch.randint(0, 5, (2, 33, 41))
     logits = model(x)
     assert logits.dtype == torch.float64
-    loss = segmentation_loss(logits, target)
+    loss = segmentation_loss(logits, target, 255, "all_pixels")
     assert loss.dtype == torch.float64
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
@@ -89,7 +89,7 @@ def test_cpu_autocast_bfloat16_keeps_the_em_in_float32(tiny_config):
     target = torch.randint(0, 5, (2, 33, 33))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x)
-        loss = segmentation_loss(logits, target)
+        loss = segmentation_loss(logits, target, 255, "all_pixels")
     assert seen == [(torch.float32, torch.float32, torch.float32)]
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     loss.backward()
@@ -113,9 +113,9 @@ def test_loss_is_computed_in_at_least_float32(dtype, expected, normalization):
     logits = torch.randn(2, 4, 6, 7)
     target = torch.randint(0, 4, (2, 6, 7))
     target[0, 0] = 255
-    loss = segmentation_loss(logits.to(dtype), target, normalization=normalization)
+    loss = segmentation_loss(logits.to(dtype), target, 255, normalization)
     assert loss.dtype == expected
-    reference = segmentation_loss(logits.to(dtype).double(), target, normalization=normalization)
+    reference = segmentation_loss(logits.to(dtype).double(), target, 255, normalization)
     torch.testing.assert_close(loss.double(), reference, atol=1e-6 if expected == torch.float32 else 1e-12, rtol=0)
     if dtype == torch.float32:  # unchanged for float32: the same kernels as before, bit for bit
         per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")

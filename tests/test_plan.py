@@ -3,7 +3,6 @@ stays torch-free, and an engine that imports nothing from orchestration, benchma
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from emanet.config import ConfigError, load_params
 from emanet.protocols import Protocol
+from tests.helpers.imports import file_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,32 +100,25 @@ def test_the_plan_and_the_grammar_import_no_torch_engine_or_benchmark():
 #: Packages below the orchestration, and what they may not import: the plan, benchmarks, commands, CLI, report.
 LOWER = ("emanet/engine", "emanet/models", "emanet/data", "emanet/protocols.py")
 UPPER = ("emanet.plan", "emanet.bench", "emanet.commands", "emanet.cli", "emanet.report", "emanet.tracking")
-#: What the engine still takes from emanet.tracking, and may not grow: MLflow logging during training and
-#: evaluation, and the run-folder helpers (run.json, the git commit) that live there until emanet/runs has them.
+#: What the engine still takes from emanet.tracking, exactly (a test checks each name is still imported), and
+#: may not grow: MLflow logging during training and evaluation, and the git commit a run records.
 TRACKING_LEFT = {
-    "emanet/engine/train.py": {"Tracker", "git_commit", "read_run_info"},
-    "emanet/engine/evaluate.py": {"git_commit", "read_run_info", "sync_run"},
-    "emanet/engine/import_run.py": {"Tracker", "git_commit", "read_run_info"},
+    "emanet/engine/train.py": {"Tracker", "git_commit"},
+    "emanet/engine/evaluate.py": {"git_commit", "sync_run"},
+    "emanet/engine/import_run.py": {"Tracker", "git_commit"},
 }
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every module ``path`` imports, at module level or inside a function (``from a import b`` gives
-    ``a`` and ``a.b``, since b may be a module)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-def test_imported_modules_sees_function_local_imports(tmp_path):
-    source = tmp_path / "m.py"
-    source.write_text("import os\n\ndef f():\n    from emanet import plan\n    import emanet.bench.timings\n")
-    assert {"os", "emanet", "emanet.plan", "emanet.bench.timings"} <= imported_modules(source)
+def test_imported_modules_sees_function_local_and_relative_imports(tmp_path):
+    source = tmp_path / "emanet" / "engine" / "m.py"
+    source.parent.mkdir(parents=True)
+    source.write_text(
+        "import os\n\ndef f():\n    from emanet import plan\n    import emanet.bench.timings\n"
+        "    from ..tracking import Tracker\n    from . import train\n"
+    )
+    found = file_imports(source, tmp_path)
+    assert {"os", "emanet", "emanet.plan", "emanet.bench.timings", "emanet.tracking.Tracker"} <= found
+    assert "emanet.engine.train" in found
 
 
 def _lower_files() -> list[Path]:
@@ -138,7 +131,7 @@ def test_the_engine_imports_nothing_from_orchestration():
     bad = sorted(
         f"{path.relative_to(ROOT)} imports {module}"
         for path in files
-        for module in imported_modules(path)
+        for module in file_imports(path, ROOT)
         if any(module == upper or module.startswith(upper + ".") for upper in UPPER)
         and not (module.startswith("emanet.tracking.") and module[len("emanet.tracking.") :] in _left(path))
         and not (module == "emanet.tracking" and _left(path))
@@ -146,5 +139,45 @@ def test_the_engine_imports_nothing_from_orchestration():
     assert bad == []
 
 
+def test_the_tracking_allow_list_is_exactly_what_the_engine_imports():
+    taken = {
+        path: {
+            m[len("emanet.tracking.") :] for m in file_imports(ROOT / path, ROOT) if m.startswith("emanet.tracking.")
+        }
+        for path in TRACKING_LEFT
+    }
+    assert taken == TRACKING_LEFT
+    others = {
+        path.relative_to(ROOT).as_posix()
+        for path in _lower_files()
+        if any(m == "emanet.tracking" or m.startswith("emanet.tracking.") for m in file_imports(path, ROOT))
+    }
+    assert others == set(TRACKING_LEFT)
+
+
 def _left(path: Path) -> set[str]:
     return TRACKING_LEFT.get(path.relative_to(ROOT).as_posix(), set())
+
+
+@pytest.mark.parametrize("protocol, added", [("ss_T5", ["ss_T5"]), ("ms", ["ms"]), (None, [])])
+def test_a_per_class_figure_has_its_protocol_evaluated_and_in_the_evaluation_identity(protocol, added):
+    import json
+
+    from emanet import plan
+    from emanet.runs.configure import identity_files
+
+    params = load_params(ROOT / "params.yaml")
+    before = {run: plan.protocols(params, run) for run in plan.runs(params)}
+    identities = identity_files(params, "tiny")
+    params["figures"]["per_class"].pop("protocol", None)
+    if protocol is not None:
+        params["figures"]["per_class"]["protocol"] = protocol
+    plan.validate(params)
+    assert plan.protocols(params, "ema512") == ["ss", *sorted(set(before["ema512"][1:]) | set(added))]
+    assert {run: plan.protocols(params, run) for run in plan.runs(params) if run != "ema512"} == {
+        run: p for run, p in before.items() if run != "ema512"
+    }
+    changed = identity_files(params, "tiny")
+    differs = {path for path in identities if identities[path] != changed[path] and path != "report.json"}
+    assert differs == ({"ema512/evaluate.json"} if added else set())
+    assert all(p in json.dumps(changed["ema512/evaluate.json"]) for p in added)

@@ -71,7 +71,7 @@ def _download_weights(args: argparse.Namespace, cfg) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    from emanet.data.convert.prepare import OFFICIAL_COUNTS
+    from emanet.data.convert.official import OFFICIAL_COUNTS
     from emanet.data.convert.prepare import prepare as convert
 
     cfg = profile_config(args)

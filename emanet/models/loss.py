@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
 
-NORMALIZATIONS = ("all_pixels", "valid_pixels")
+from emanet.config import LossNormalization
+
+#: The loss's normalisations: the choices of ``train.loss_normalization`` (:data:`emanet.config.LossNormalization`).
+NORMALIZATIONS: tuple[str, ...] = typing.get_args(LossNormalization)
 
 
 def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, normalization: str = "all_pixels"
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, normalization: LossNormalization
 ) -> torch.Tensor:
-    """Cross-entropy of (B, K, H, W) logits against (B, H, W) labels.
+    """Cross-entropy of (B, K, H, W) logits against (B, H, W) labels whose ``ignore_index`` pixels count for
+    nothing; ``normalization`` is params.yaml's ``train.loss_normalization`` (no default here: it is written there).
 
     ``all_pixels`` (official, docs/reproducing.md#training-recipe): per image, the sum of pixel losses over *all* H x W
     pixels with ignored ones counting as zero, divided by H x W, then averaged over the batch; so an

@@ -102,6 +102,17 @@ def validate_figures(params: dict) -> None:
         _CHECKS[kind](figure, table, where, config_keys)
 
 
+def run_protocols(params: dict, run: str) -> set[str]:
+    """The protocols the (validated) figures need evaluated of ``run``: each ``per_class`` figure's ``protocol``
+    (``ss`` when it gives none) whose ``experiment`` is ``run``; :func:`emanet.plan.schedule.protocols` adds
+    them to what the tables need, so a figure is never left without its evaluation."""
+    return {
+        figure.get("protocol", "ss")
+        for figure in (params.get("figures") or {}).values()
+        if isinstance(figure, dict) and figure.get("kind") == "per_class" and figure.get("experiment") == run
+    }
+
+
 def _check_text(text: object, where: str) -> None:
     if not isinstance(text, str):
         raise ConfigError(f"{where}: expected text, got {type(text).__name__}")

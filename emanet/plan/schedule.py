@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from emanet.config import Config, ConfigError, resolve
 from emanet.data.archives.catalog import weights_name
+from emanet.plan.figures import run_protocols
 from emanet.plan.tables import metric_protocols, validate_tables
 
 
@@ -87,8 +88,11 @@ def runs(params: dict) -> list[str]:
 
 
 def protocols(params: dict, run: str) -> list[str]:
-    """The evaluation protocols the tables need from ``run``: ``ss`` always, first, then the others sorted."""
-    needed = {"ss"}
+    """The evaluation protocols the tables and figures need from ``run`` (a table's ``metric:<protocol>``
+    columns when a row shows it, a ``per_class`` figure's ``protocol``: :func:`emanet.plan.figures.run_protocols`):
+    ``ss`` always, first, then the others sorted. The evaluate stage runs these and the configure step's
+    evaluation identity is made of them (:mod:`emanet.runs.configure`)."""
+    needed = {"ss", *run_protocols(params, run)}
     for table in (params.get("tables") or {}).values():
         if any(row.get("experiment") == run for row in table["rows"]):
             needed.update(metric_protocols(table))

@@ -18,8 +18,6 @@ from emanet.data.convert.conversion import Conversion, Sample
 from emanet.data.convert.sources import extracted, locate, stems
 from emanet.data.files import DataError, listing, read_class_file, read_id_list
 
-OFFICIAL_COUNTS_10K = {"train": 9000, "test": 1000}
-OFFICIAL_COUNTS_164K = {"train": 118287, "val": 5000}
 #: torchvision's COCO-for-VOC rule: training images need more than 1,000 pixels of the 20 VOC classes.
 COCO_VOC_MIN_PIXELS = 1000
 

@@ -19,7 +19,6 @@ from emanet.data.convert.conversion import Conversion, Sample
 from emanet.data.convert.sources import locate, stems
 from emanet.data.files import DataError, listing, read_class_file, read_id_list
 
-OFFICIAL_COUNTS = {"train": 4998, "val": 5105}
 _VOC_MEMBERS = [f"VOCdevkit/VOC2010/{m}" for m in ("JPEGImages", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt")]
 
 

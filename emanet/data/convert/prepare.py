@@ -30,6 +30,7 @@ from emanet.data.classes import IGNORE, palette_png
 from emanet.data.convert import cocostuff, context, voc
 from emanet.data.convert.conversion import Conversion, Sample
 from emanet.data.convert.labels import check_values
+from emanet.data.convert.official import splits
 from emanet.data.convert.sources import drop_stale_extractions
 from emanet.data.files import DataError, image_size
 from emanet.progress import progress as progress_report
@@ -43,14 +44,6 @@ CONVERTERS: dict[str, Callable[[Path], Conversion]] = {
     "cocostuff10k": cocostuff.convert_10k,
     "cocostuff164k": cocostuff.convert_164k,
     "coco_voc": cocostuff.convert_coco_voc,
-}
-OFFICIAL_COUNTS = {
-    "voc": voc.OFFICIAL_COUNTS,
-    "voc_test": voc.OFFICIAL_COUNTS_TEST,
-    "context": context.OFFICIAL_COUNTS,
-    "cocostuff10k": cocostuff.OFFICIAL_COUNTS_10K,
-    "cocostuff164k": cocostuff.OFFICIAL_COUNTS_164K,
-    "coco_voc": cocostuff.OFFICIAL_COUNTS_164K,
 }
 
 
@@ -144,6 +137,11 @@ def prepare(
         for name in drop_stale_extractions(raw_dir):
             log.info("%s: changed since it was extracted; extracting it again", raw_dir / name)
         conv = CONVERTERS[dataset](raw_dir)
+        if set(conv.splits) != set(splits(dataset)):  # what the configuration checks take as the dataset's splits
+            raise DataError(
+                f"{dataset}: the converter returned the splits {sorted(conv.splits)}, but "
+                f"emanet/data/convert/official.py declares {list(splits(dataset))}: make them agree"
+            )
         if expected_counts is not None:
             check_counts(conv, expected_counts)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", suffix=".tmp", dir=out))

@@ -17,8 +17,6 @@ from emanet.data.convert.conversion import Conversion, Sample
 from emanet.data.convert.sources import find_dir, locate, stems
 from emanet.data.files import DataError, listing, read_id_list
 
-OFFICIAL_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "trainaug": 10582}
-OFFICIAL_COUNTS_TEST = {"test": 1456}
 _TRAIN_LIST, _TEST_LIST = "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/test.txt"
 _SBD_MEMBERS = [f"benchmark_RELEASE/dataset/{m}" for m in ("cls", "img", "train.txt", "val.txt")]
 
