@@ -89,6 +89,7 @@ def cut_down(params: dict, iterations: int = 30) -> dict:
         if any("experiment" in r for r in rows):
             tables[name] = {**table, "rows": rows}
     params["tables"] = tables
+    params["figures"] = {k: v for k, v in (params.get("figures") or {}).items() if v.get("table") in tables}
     params["profiles"]["tiny"]["train"]["iterations"] = iterations
     params["profiles"]["tiny"]["experiments"] = {}
     return params
@@ -209,7 +210,7 @@ def test_configure_writes_an_identity_file_only_when_it_changes_and_drops_remove
     first = configure(params, "tiny", tmp_path)
     runs = plan.runs(params)
     assert sorted(first["written"]) == sorted(
-        ["report.json", *(f"{r}/{f}" for r in runs for f in ("train.json", "evaluate.json"))]
+        ["report.json", "weights.json", *(f"{r}/{f}" for r in runs for f in ("train.json", "evaluate.json"))]
     )
     times = {p: p.stat().st_mtime_ns for p in (tmp_path / "configs").rglob("*.json")}
     params["profiles"]["tiny"]["train"]["log_interval"] = 1  # a cadence: no identity changes
@@ -225,3 +226,28 @@ def test_configure_writes_an_identity_file_only_when_it_changes_and_drops_remove
     done = configure(params, "tiny", tmp_path)
     assert done["removed"] == ["k16/evaluate.json", "k16/train.json"] and not (tmp_path / "configs/k16").exists()
     assert done["written"] == ["report.json"]
+
+
+def test_a_run_needing_another_checkpoint_reruns_weights_and_moving_the_venv_reruns_nothing(tmp_path, root):
+    """The weights rule's params (the checkpoints the runs need) trigger it (--rerun-triggers params), while
+    no rule's params hold the interpreter's path: Snakemake started through another path to the same venv
+    (a moved clone or venv) finds nothing to do."""
+    project = _copy_project(root, tmp_path / "p")
+    params = cut_down(load_params(root / "params.yaml"))
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    receipt = "data/tiny/weights/receipt.json"
+    _run([str(BIN / "snakemake"), "-c1", receipt], project)
+    records = [json.loads(p.read_text()) for p in (project / ".snakemake/metadata").iterdir()]
+    assert records and not [r for r in records if any(str(BIN) in p for p in r.get("params") or [])]
+    moved = tmp_path / "moved-venv"
+    moved.symlink_to(BIN.parent, target_is_directory=True)
+    dry = _run([str(moved / "bin/python"), "-m", "snakemake", "-n", receipt], project)
+    assert "Nothing to be done" in dry, dry
+
+    params["experiments"]["r152"] = {"data": {"dataset": "voc"}, "model": {"backbone": "resnet152"}}
+    params["profiles"]["tiny"]["experiments"] = {"r152": {"model": {"backbone": "resnet152", "pretrained": "imagenet"}}}
+    assert plan.weights(params, "tiny")  # the tiny profile needs an ImageNet checkpoint now
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = _run([str(BIN / "snakemake"), receipt, "-n", "--quiet", "rules"], project)
+    assert re.search(r"^weights\s+1$", dry, re.M), dry
+    assert "params" in _run([str(BIN / "snakemake"), "-n", receipt], project)  # the reason Snakemake gives

@@ -9,7 +9,10 @@
   stage depends on it;
 
 and ``report.json``: the ``tables`` and ``figures`` sections of the params file, what the report draws
-besides the runs' files; the ``report`` stage depends on it.
+besides the runs' files; the ``report`` stage depends on it; and ``weights.json``: the catalog names of the
+ImageNet checkpoints the profile's runs start from (:func:`emanet.plan.weights`), what DVC's ``weights``
+stage downloads (a run's backbone comes from the top-level model, the profile and the experiment, which no
+params list of DVC's can follow; the Snakefile's ``weights`` rule has the same list as a param).
 
 Each file is written only when its content changes (read, compare, then an atomic rename), so an unchanged
 file keeps its modification time: Snakemake (``mtime`` trigger) and DVC (content hash) both rerun exactly
@@ -30,6 +33,8 @@ from emanet.runs.identity import digest, evaluation_identity, training_identity
 
 #: The file names of one run's configs folder, and the report's file.
 TRAIN_FILE, EVALUATE_FILE, REPORT_FILE = "train.json", "evaluate.json", "report.json"
+#: The ImageNet checkpoints' file (top level, like the report's).
+WEIGHTS_FILE = "weights.json"
 
 
 def configs_dir(profile: str, results: str | Path | None = None) -> Path:
@@ -39,7 +44,8 @@ def configs_dir(profile: str, results: str | Path | None = None) -> Path:
 
 def identity_files(params: dict, profile: str | None = None) -> dict[str, dict]:
     """``{relative path: identity}`` of every file the configure step writes for ``profile`` (the params
-    file's default when None): ``<run>/train.json``, ``<run>/evaluate.json`` per run, and ``report.json``.
+    file's default when None): ``<run>/train.json``, ``<run>/evaluate.json`` per run, ``report.json`` and
+    ``weights.json``.
 
     Raises ConfigError (naming the key) for an invalid params file: the plan is validated (runs, chains,
     tables, the ``datasets`` list) and every run resolved for ``profile``.
@@ -52,6 +58,7 @@ def identity_files(params: dict, profile: str | None = None) -> dict[str, dict]:
         files[f"{run}/{TRAIN_FILE}"] = training_identity(cfg)
         files[f"{run}/{EVALUATE_FILE}"] = evaluation_identity(cfg, plan.protocols(params, run))
     files[REPORT_FILE] = {section: params.get(section) or {} for section in ("tables", "figures")}
+    files[WEIGHTS_FILE] = {"weights": plan.weights(params, profile)}
     return files
 
 

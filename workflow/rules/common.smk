@@ -1,4 +1,6 @@
 # Shared values, all derived from params.yaml (plus --config overrides) by the emanet package.
+import dataclasses
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -31,8 +33,10 @@ RAW = BASE.sources.raw_dir
 PREPARED = BASE.data.root
 WEIGHTS_RECEIPT = f"{BASE.sources.weights_dir}/receipt.json"
 SYNTH = f"data/{PROFILE}/synth"
-# The interpreter running Snakemake is the project's venv; every job calls the CLI through it.
-EMANET = f"{sys.executable} -m emanet.cli"
+# The interpreter running Snakemake is the project's venv; every job calls the CLI through it. Written into
+# each rule's shell text when the rule is read (an f-string), never into params: params rerun a job when they
+# change (--rerun-triggers params, profiles/default/config.yaml), and moving the clone or the venv must not.
+EMANET = f"{shlex.quote(sys.executable)} -m emanet.cli"
 # Training resources per profile: the paper's 4-GPU nodes, or one CPU job.
 GPUS = 4 if PROFILE == "paper" else 0
 
@@ -80,11 +84,15 @@ def evaluated_on(run):
     return f"{PREPARED}/{CONFIGS[run].eval.dataset or CONFIGS[run].data.dataset}"
 
 
-def launcher(wildcards, threads):
-    """One torchrun with all the node's GPUs inside one Slurm task, or the plain CLI on a CPU."""
-    if GPUS > 1:
-        return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={GPUS} -m emanet.cli"
-    return EMANET
+# Training's command: one torchrun with all the node's GPUs inside one Slurm task, or the plain CLI on a CPU.
+LAUNCHER = (
+    f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc_per_node={GPUS} -m emanet.cli"
+    if GPUS > 1
+    else EMANET
+)
+# The data stages' params: the values whose change must rerun them (--rerun-triggers params). A plain dict:
+# Snakemake ignores a param it cannot repr (a dataclass), so the SourcesConfig itself would never trigger.
+SOURCES = dataclasses.asdict(BASE.sources)
 
 
 

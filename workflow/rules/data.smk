@@ -10,15 +10,14 @@ rule synth:
         f"{RESULTS}/logs/synth.log",
     params:
         profile=PROFILE,
-        emanet=EMANET,
-        sources=BASE.sources,
+        sources=SOURCES,
     priority: priority("synth")
     resources:
         **job_resources(),
     conda:
         "../../environment.yml"
     shell:
-        "mkdir -p {output} && {params.emanet} synth --params params.yaml --profile {params.profile} > {log} 2>&1"
+        f"mkdir -p {{output}} && {EMANET} synth --params params.yaml --profile {{params.profile}} > {{log}} 2>&1"
 
 
 rule download:
@@ -32,15 +31,14 @@ rule download:
         f"{RESULTS}/logs/download_{{dataset}}.log",
     params:
         profile=PROFILE,
-        emanet=EMANET,
-        sources=BASE.sources,
+        sources=SOURCES,
     priority: priority("download")
     resources:
         **job_resources(),
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} download {wildcards.dataset} --params params.yaml --profile {params.profile} > {log} 2>&1"
+        f"{EMANET} download {{wildcards.dataset}} --params params.yaml --profile {{params.profile}} > {{log}} 2>&1"
 
 
 rule weights:
@@ -54,7 +52,6 @@ rule weights:
         f"{RESULTS}/logs/weights.log",
     params:
         profile=PROFILE,
-        emanet=EMANET,
         needed=plan.weights(config, PROFILE),
     priority: priority("weights")
     resources:
@@ -62,7 +59,7 @@ rule weights:
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} download weights --params params.yaml --profile {params.profile} > {log} 2>&1"
+        f"{EMANET} download weights --params params.yaml --profile {{params.profile}} > {{log}} 2>&1"
 
 
 rule prepare:
@@ -76,7 +73,6 @@ rule prepare:
         f"{RESULTS}/logs/prepare_{{dataset}}.log",
     params:
         profile=PROFILE,
-        emanet=EMANET,
     threads: PREPARE_THREADS
     priority: priority("prepare")
     resources:
@@ -84,5 +80,5 @@ rule prepare:
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} prepare {wildcards.dataset} --params params.yaml --profile {params.profile} "
+        f"{EMANET} prepare {{wildcards.dataset}} --params params.yaml --profile {{params.profile}} "
         "--workers {threads} > {log} 2>&1"

@@ -9,14 +9,13 @@ rule complexity:
     log:
         f"{RESULTS}/logs/complexity.log",
     params:
-        emanet=EMANET,
     priority: priority("complexity")
     resources:
         **job_resources(),
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} bench complexity --output {output} > {log} 2>&1"
+        f"{EMANET} bench complexity --output {{output}} > {{log}} 2>&1"
 
 
 rule report:
@@ -32,11 +31,10 @@ rule report:
         f"{RESULTS}/logs/report.log",
     params:
         profile=PROFILE,
-        emanet=EMANET,
     priority: priority("report")
     resources:
         **job_resources(),
     conda:
         "../../environment.yml"
     shell:
-        "{params.emanet} report --profile {params.profile} > {log} 2>&1"
+        f"{EMANET} report --profile {{params.profile}} > {{log}} 2>&1"

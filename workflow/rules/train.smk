@@ -13,7 +13,10 @@ rule train:
     input:
         config=f"{CONFIGURED}/{{experiment}}/train.json",
         data=lambda w: trained_on(w.experiment),
-        weights=WEIGHTS_RECEIPT,
+        # ancient: the checkpoint a run starts from is fixed by its training identity (backbone and stem name a
+        # catalog entry pinned by its sha256), so the weights job rerunning for another run's new checkpoint
+        # must not retrain this one; the edge still orders a new run after the download.
+        weights=ancient(WEIGHTS_RECEIPT),
     output:
         f"{RESULTS}/runs/{{experiment}}/model.pt",
     benchmark:
@@ -22,7 +25,6 @@ rule train:
         f"{RESULTS}/logs/train_{{experiment}}.log",
     params:
         profile=PROFILE,
-        launcher=launcher,
     threads: TRAINING_THREADS
     priority: priority("train")
     resources:
@@ -30,7 +32,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.experiment} "
+        f"OMP_NUM_THREADS={{threads}} {LAUNCHER} train --experiment {{wildcards.experiment}} "
         "--profile {params.profile} --replace-changed > {log} 2>&1"
 
 
@@ -47,7 +49,6 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate_{{run}}.log",
     params:
         profile=PROFILE,
-        emanet=EMANET,
     threads: BASE.train.cpu_threads or 1 if GPUS == 0 else 8
     priority: priority("evaluate")
     resources:
@@ -55,7 +56,7 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} {params.emanet} evaluate --experiment {wildcards.run} "
+        f"OMP_NUM_THREADS={{threads}} {EMANET} evaluate --experiment {{wildcards.run}} "
         "--profile {params.profile} --for-tables > {log} 2>&1"
 
 
@@ -72,7 +73,6 @@ rule finetune:
         f"{RESULTS}/logs/finetune_{{finetune}}.log",
     params:
         profile=PROFILE,
-        launcher=launcher,
     threads: TRAINING_THREADS
     priority: priority("finetune")
     resources:
@@ -80,5 +80,5 @@ rule finetune:
     conda:
         "../../environment.yml"
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} train --experiment {wildcards.finetune} "
+        f"OMP_NUM_THREADS={{threads}} {LAUNCHER} train --experiment {{wildcards.finetune}} "
         "--profile {params.profile} --replace-changed > {log} 2>&1"
