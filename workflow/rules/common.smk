@@ -34,8 +34,8 @@ PREPARED = BASE.data.root
 WEIGHTS_RECEIPT = f"{BASE.sources.weights_dir}/receipt.json"
 SYNTH = f"data/{PROFILE}/synth"
 # The interpreter running Snakemake is the project's venv; every job calls the CLI through it. Written into
-# each rule's shell text when the rule is read (an f-string), never into params: params rerun a job when they
-# change (--rerun-triggers params, profiles/default/config.yaml), and moving the clone or the venv must not.
+# the shell text of each job when the Snakefile is read (an f-string), never into params (a changed param
+# reruns its job, --rerun-triggers params in profiles/default/config.yaml; moving the venv must not).
 EMANET = f"{shlex.quote(sys.executable)} -m emanet.cli"
 # Training resources per profile: the paper's 4-GPU nodes, or one CPU job.
 GPUS = 4 if PROFILE == "paper" else 0
