@@ -140,6 +140,8 @@ def test_dvc_stages_depend_on_exactly_the_code_and_identity_files_of_their_stage
         assert "params" not in body, name
         config = "results/${profile}/configs/" + ("report.json" if name == "report" else "${key}/" + identity_of[name])
         assert config in deps, name
+    complexity = dvc["complexity"]["deps"]  # Table 1's costs: no settings, only code
+    assert [d for d in complexity if d.startswith("emanet/")] == list(STAGE_CODE["complexity"]) == complexity
     assert all((root / path).exists() for paths in STAGE_CODE.values() for path in paths)
     assert dvc["configure"]["always_changed"] is True
     assert dvc["configure"]["outs"] == [{"results/${profile}/configs": {"cache": False, "persist": True}}]

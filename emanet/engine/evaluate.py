@@ -167,8 +167,8 @@ def eval_root(cfg: Config) -> Path:
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     """The dtype evaluation runs the network in under ``train.amp`` (None: no autocast). Raises ConfigError
-    for an unknown value, or AMP off CUDA, as training does (:func:`emanet.engine.train.amp_dtype`)."""
-    from emanet.engine.train import amp_dtype
+    for an unknown value, or AMP off CUDA, as training does (:func:`emanet.engine.precision.amp_dtype`)."""
+    from emanet.engine.precision import amp_dtype
 
     return amp_dtype(cfg.train.amp, device, "evaluation", ": pass --set train.amp=none to evaluate in float32")
 

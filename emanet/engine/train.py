@@ -39,8 +39,10 @@ from emanet.data.loading.transforms import TrainTransform
 from emanet.engine import checkpoint
 from emanet.engine import dist as edist
 from emanet.engine.optim import param_groups, poly_lr, set_lr
+from emanet.engine.precision import AMP_DTYPES, amp_dtype  # noqa: F401 (AMP_DTYPES: train's choices)
 from emanet.engine.sampler import IterationBatchSampler
 from emanet.engine.syncbn import convert_sync_batchnorm
+from emanet.engine.validation import validation_miou
 from emanet.io import atomic_write_text
 from emanet.models import build_model
 from emanet.models.loss import segmentation_loss
@@ -58,20 +60,6 @@ log = logging.getLogger(__name__)
 #: allocated on rank 0 since the start in MiB (empty on CPU); every ``train.eval_interval`` iterations also
 #: the single-scale mIoU on ``data.val_split`` as a fraction (:func:`validation_miou`; empty otherwise).
 LOG_FIELDS = ("iteration", "loss", "lr", "images_per_s", "elapsed_s", "data_s", "step_s", "max_memory_mib", "val_miou")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def amp_dtype(amp: str, device: torch.device, what: str = "run", hint: str = "") -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` (``none``: None) on ``device``, for training and evaluation alike.
-    Raises ConfigError for an unknown value, or AMP off CUDA (``what``: the kind of job, in the message,
-    followed by ``hint``)."""
-    if amp not in ("none", *AMP_DTYPES):
-        raise ConfigError(f"train.amp must be none, bf16 or fp16, got {amp!r}")
-    if amp == "none":
-        return None
-    if device.type != "cuda":
-        raise ConfigError(f"train.amp={amp} needs a CUDA device (this {what} is on {device.type}){hint}")
-    return AMP_DTYPES[amp]
 
 
 def dataset_root(cfg: Config) -> Path:
@@ -325,30 +313,6 @@ def peak_memory_mib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def validation_miou(cfg: Config, ctx: edist.DistContext, model: nn.Module, dataset: SegmentationDataset) -> float:
-    """Single-scale mIoU (a fraction) of the training ``model`` (the bare one, at the training output
-    stride) on ``dataset`` (``data.val_split`` of the training data), by the evaluation's own pass
-    (:func:`emanet.engine.evaluate.score`) summed over the ranks; every rank must call it. The model goes
-    back to training mode and the RNG state is restored, so the training continues exactly as without it."""
-    from emanet.engine.evaluate import autocast_dtype, score
-    from emanet.engine.inference import Protocol, SharedViewPredictor
-    from emanet.engine.metrics import scores
-
-    rng = checkpoint.rng_state()  # the loader's base seed is drawn from the global RNG
-    model.eval()
-    try:
-        predictor = SharedViewPredictor(
-            model, [Protocol(False, False, None)], autocast_dtype=autocast_dtype(cfg, ctx.device)
-        )
-        desc = f"validate {cfg.experiment} {dataset.meta['dataset']} {cfg.data.val_split} ss"
-        matrix = score(predictor, dataset, ["ss"], ctx, cfg.data.workers, desc)["ss"]
-        edist.all_reduce_sum(matrix)
-    finally:
-        model.train()
-        checkpoint.set_rng_state(rng)
-    return scores(matrix.cpu().numpy(), dataset.classes)["miou"]
 
 
 def _gather_rng() -> list:
