@@ -253,3 +253,30 @@ def test_a_run_needing_another_checkpoint_reruns_weights_and_moving_the_venv_rer
     dry = _run([str(BIN / "snakemake"), receipt, "-n", "--quiet", "rules"], project)
     assert re.search(r"^weights\s+1$", dry, re.M), dry
     assert "params" in _run([str(BIN / "snakemake"), "-n", receipt], project)  # the reason Snakemake gives
+
+
+@pytest.mark.parametrize("in_the_way", ["folder at a file", "file at the configs folder", "file at a run's folder"])
+def test_configure_names_what_is_in_the_way_and_writes_nothing(tmp_path, root, in_the_way):
+    from emanet.runs.configure import ConfigureError, configure
+    from tests.helpers.runs import emanet
+
+    params = load_params(root / "params.yaml")
+    run = plan.runs(params)[0]
+    configs = tmp_path / "configs"
+    if in_the_way == "folder at a file":
+        (configs / run / "train.json").mkdir(parents=True)
+        blocked, words = configs / run / "train.json", "is a folder, not a file: remove it"
+    elif in_the_way == "file at the configs folder":
+        tmp_path.mkdir(exist_ok=True)
+        configs.write_text("")
+        blocked, words = configs, "is a file, not a folder: remove or move it"
+    else:
+        configs.mkdir()
+        (configs / run).write_text("")
+        blocked, words = configs / run, "is a file, not a folder: remove or move it"
+    with pytest.raises(ConfigureError, match=re.escape(f"{blocked} {words}")):
+        configure(params, None, tmp_path)
+    assert not [p for p in tmp_path.rglob("*.json") if p.is_file()]  # nothing written
+    proc = emanet(["configure", "--params", str(root / "params.yaml"), "--out", str(tmp_path)])
+    assert proc.returncode == 2 and f"emanet: error: {blocked} {words}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

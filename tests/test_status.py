@@ -76,6 +76,10 @@ def finished(tmp_path_factory, prepared_root):
         common = ["--experiment", run, "--params", str(path), "--profile", "tiny", "--out", str(out)]
         _ok(emanet(["train", *common]))
         _ok(emanet(["evaluate", *common, "--for-tables"]))
+    from emanet.bench.complexity import complexity
+    from emanet.io import atomic_write_json
+
+    atomic_write_json(out / "bench/complexity.json", complexity())  # as `emanet bench complexity --output`
     build_report(params, "tiny", out)
     return params, out
 
@@ -122,6 +126,9 @@ def info_sha(run_dir: Path) -> str:
         # cadence and loader processes: nothing
         (lambda p: p["profiles"]["tiny"]["train"].update(log_interval=3, checkpoint_interval=1), set(), ""),
         (lambda p: p["profiles"]["tiny"]["data"].update(workers=2), set(), ""),
+        # validation during training (its split and interval): logged, never changes the weights
+        (lambda p: p["profiles"]["tiny"]["data"].update(val_split="train"), set(), ""),
+        (lambda p: p["profiles"]["tiny"]["train"].update(eval_interval=2), set(), ""),
         # the other profile: nothing
         (lambda p: p["profiles"]["paper"].setdefault("train", {}).update(iterations=12345), set(), ""),
         # one experiment's model: it, its finetune (parent will be retrained), the report
@@ -233,3 +240,100 @@ def test_the_command_and_the_report_marks(copy_of, tmp_path):
     ss, ms = fcn.split(" | ")[1:3]
     assert "(stale)" in ms and "(stale)" not in ss, fcn
     assert "fcn, MS: (stale) ms: evaluation settings changed" in table
+
+
+def test_an_identity_recorded_under_older_rules_is_still_current(copy_of):
+    """A run trained when data.val_split was in the training identity is neither stale nor set aside."""
+    from emanet.runs import folder
+    from emanet.runs.identity import digest
+
+    params, out = copy_of
+    path = out / "runs/fcn/run.json"
+    info = json.loads(path.read_text())
+    values = info["identity"]["training"]["values"]
+    values["data"]["val_split"] = "val"
+    info["identity"]["training"] = {"digest": digest(values), "values": values}
+    path.write_text(json.dumps(info))
+    assert stale_pairs(status(params, "tiny", out)) == set()
+    from emanet.config import resolve
+    from emanet.engine.train import run_identity
+
+    now = run_identity(resolve(params, "tiny", experiment="fcn"), out / "runs/fcn")
+    assert folder.resume_conflict(info, now) is None
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda p: p.write_text('{"identity": {"train'), "run.json unreadable: not valid JSON"),
+        (lambda p: p.write_text("[1, 2]"), "run.json unreadable: holds a list, not a JSON object"),
+        (lambda p: _edit(p, identity="abc"), "run.json unreadable: identity is a str, not an object"),
+        (lambda p: _edit(p, train=[1]), "run.json unreadable: train is a list, not an object"),
+        (lambda p: _edit(p, model=5), "run.json unreadable: model is a int, not an object"),
+        (lambda p: _edit(p, evaluations=[]), "run.json unreadable: evaluations is a list, not an object"),
+        (lambda p: p.write_text("{}"), "no record: run.json holds nothing"),
+        (lambda p: shutil.rmtree(p.parent), "not made"),
+    ],
+)
+def test_a_damaged_or_removed_run_is_flagged_and_the_rest_goes_on(copy_of, tmp_path, damage, words):
+    params, out = copy_of
+    damage(out / "runs/fcn/run.json")
+    found = status(params, "tiny", out)
+    assert {run for run, _ in stale_pairs(found)} == {"fcn", "report"}, found
+    train = _reasons(found, "fcn", "train")
+    assert train.startswith(words) and "rerun or remove the folder" in train or words == "not made", train
+    assert found["runs"]["fcn"]["state"] == ("not made" if words == "not made" else "unfinished")
+    report = _reasons(found, "report", "report")
+    assert "evaluated after the report" not in report and "older emanet" not in json.dumps(found), report
+    assert "fcn: " + ("not made" if words == "not made" else "") in report or "unreadable" in report, report
+    path = _write(params, tmp_path / "params.yaml")
+    args = ["status", "--params", str(path), "--profile", "tiny", "--out", str(out)]
+    assert _ok(emanet(args)).stdout.count("fcn") >= 1
+    assert emanet([*args, "--check"]).returncode == 1
+    table = (build_report(params, "tiny", out).parent / "t.md").read_text()  # the report goes on
+    assert "| ema512 " in table
+
+
+def _edit(path: Path, **values) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+def test_the_report_describes_the_evaluation_a_run_was_last_evaluated_with(copy_of, tmp_path):
+    """An evaluation-only edit (eval.output_stride) evaluated again: the report's setting says the new stride,
+    not the one run.json's params recorded at training."""
+    params, out = copy_of
+    sentence = next(line for line in _table(params, out).splitlines() if line.startswith("*This report:"))
+    assert "OS 8" in sentence and "test OS 16" not in sentence, sentence
+    params["profiles"]["tiny"]["eval"]["output_stride"] = 16
+    path = _write(params, tmp_path / "params.yaml")
+    common = ["--experiment", "fcn", "--params", str(path), "--profile", "tiny", "--out", str(out)]
+    _ok(emanet(["evaluate", *common, "--for-tables"]))
+    info = json.loads((out / "runs/fcn/run.json").read_text())
+    assert info["params"]["eval.output_stride"] is None  # training's record, unchanged
+    sentence = next(line for line in _table(params, out).splitlines() if line.startswith("*This report:"))
+    assert "train OS 8 / test OS 16 (fcn)" in sentence, sentence
+    assert ("fcn", "evaluate") not in stale_pairs(status(params, "tiny", out))
+
+
+def _table(params: dict, out: Path) -> str:
+    return (build_report(params, "tiny", out).parent / "t.md").read_text()
+
+
+def test_the_cost_columns_are_stale_when_the_code_counting_them_changed(copy_of, monkeypatch):
+    params, out = copy_of
+    real = status_module.code_digest
+    monkeypatch.setattr(status_module, "code_digest", lambda s: "0" * 12 if s == "complexity" else real(s))
+    found = status(params, "tiny", out)
+    assert stale_pairs(found) == {("complexity", "complexity")} | REPORT, found
+    assert found["complexity"]["stale"][0]["reason"].startswith("complexity code changed (digest ")
+    assert "bench/complexity.json" in _reasons(found, "report", "report")
+    monkeypatch.undo()
+    path = out / "bench/complexity.json"
+    recorded = json.loads(path.read_text())
+    assert stale_pairs(status(params, "tiny", out)) == set() and recorded["code"]["complexity"]
+    path.write_text(json.dumps({k: v for k, v in recorded.items() if k != "code"}))
+    found = status(params, "tiny", out)
+    assert "older emanet" in found["complexity"]["stale"][0]["reason"] and found["complexity"]["state"] == "finished"
+    path.unlink()
+    found = status(params, "tiny", out)
+    assert found["complexity"] == {"state": "not made", "stale": [{"stage": "complexity", "reason": "not made"}]}

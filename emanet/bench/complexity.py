@@ -160,7 +160,11 @@ def complexity(
     stages: int = 3,
     stem: str = "deep",
 ) -> dict:
-    """The cost table: the backbone's totals and each head's overhead, as plain ints."""
+    """The cost table: the backbone's totals and each head's overhead, as plain ints, and ``code.complexity``,
+    the digest of the code that counted them (:func:`emanet.runs.code.code_digest`), which ``emanet status``
+    compares with the code now."""
+    from emanet.runs.code import code_digest
+
     with torch.device("meta"):
         net = DilatedResNet.from_config(costed_model(backbone, output_stride, stem, "ema", 512))
     feat = (size - 1) // output_stride + 1  # conv arithmetic of the strided stem and stages
@@ -176,6 +180,7 @@ def complexity(
         },
         "backbone": measure(net, (1, 3, size, size)).as_dict(),
         "heads": {},
+        "code": {"complexity": code_digest("complexity")},
     }
     for name, (kind, channels) in HEAD_SPECS.items():
         with torch.device("meta"):

@@ -257,13 +257,14 @@ def _run_figure(name, spec, table, params, profile, results_root, folder, mark) 
     kind, experiment = spec["kind"], spec["experiment"]
     run_dir = runs_folder(results_root, experiment)
     label = next((r.label for r in table.rows if r.experiment == experiment), experiment)
-    setting = describe_runs({label: run_params(params, profile, results_root, experiment)})
+    evaluated = [spec.get("protocol", "ss")]  # the protocol the figure draws (per_class) or samples.npz's (ss)
+    setting = describe_runs({label: run_params(params, profile, results_root, experiment, evaluated)})
     samples_file = run_dir / SAMPLES
     samples = figures.read_samples(samples_file) if samples_file.is_file() else None
     split = (
         str(samples["split"])
         if samples is not None
-        else run_params(params, profile, results_root, experiment).get("eval.split")
+        else run_params(params, profile, results_root, experiment, evaluated).get("eval.split")
     )
     default_title, default_caption = DEFAULT_TEXT[kind]
     words = {"label": label, "experiment": experiment, "split": split}

@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from emanet.io import read_json_object
 from emanet.report.tables import Table
 from emanet.runs import folder
 from emanet.runs.code import code_digest
@@ -33,7 +32,7 @@ def provenance(profile: str, results_root: Path, tables: list[Table], params: di
             if not row.experiment or row.experiment in seen:
                 continue
             seen.add(row.experiment)
-            info = read_json_object(folder.run_dir(results_root, row.experiment) / folder.RUN_INFO)
+            info = folder.read_record(folder.run_dir(results_root, row.experiment))[0]  # {}: damaged (status says)
             state = "not made" if not info else ("finished" if info.get("finished", True) else "unfinished")
             runs.append(
                 {

@@ -1,8 +1,11 @@
 """What each table's numbers were made with: the runs' setting (backbone, output stride, crop, iterations,
 data, profile), the cost columns' setting, and the mark that synthetic data carries everywhere.
 
-A run's setting comes from its own record (``runs/<name>/run.json``'s ``params``, the flattened config it
-ran with); a run not made yet is described by what params.yaml would run (:func:`emanet.config.resolve`).
+A run's setting comes from its own record: ``runs/<name>/run.json``'s ``params`` (the flattened config it
+was trained with) and, for what it was evaluated on (``eval.dataset``, ``eval.split``,
+``eval.output_stride``), the evaluation identity its last evaluation of the table's protocols recorded
+(``evaluations.<protocol>.identity``), which follows an evaluation-only edit; a run not made (or not
+evaluated) yet is described by what params.yaml would run (:func:`emanet.config.resolve`).
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emanet.config import flatten, resolve
-from emanet.io import read_json_object
 from emanet.report.tables import Table, build_tables, read_complexity
-from emanet.runs.folder import RUN_INFO, run_dir
+from emanet.runs.folder import read_record, run_dir
 
 
 def synthetic_mark(params: dict, profile: str) -> str:
@@ -26,12 +28,41 @@ def synthetic_mark(params: dict, profile: str) -> str:
     )
 
 
-def run_params(params: dict, profile: str, results_root: Path, experiment: str) -> dict:
-    """The flat config (``model.backbone``, ``train.crop_size``, ...) a run was made with, or would be."""
-    made = read_json_object(run_dir(results_root, experiment) / RUN_INFO).get("params")
+#: run.json's evaluation identity values -> the flat keys they set.
+_EVALUATED = {"dataset": "eval.dataset", "split": "eval.split", "output_stride": "eval.output_stride"}
+
+
+def run_params(
+    params: dict, profile: str, results_root: Path, experiment: str, protocols: list[str] | None = None
+) -> dict:
+    """The flat config (``model.backbone``, ``train.crop_size``, ``eval.split``...) a run was made with, or
+    would be: its evaluation keys as its last recorded evaluation of ``protocols`` (any protocol when None)
+    used them (module docstring)."""
+    info = read_record(run_dir(results_root, experiment))[0]
+    made = info.get("params")
+    would = None
     if isinstance(made, dict) and "model.backbone" in made:
-        return made
-    return flatten(resolve(params, profile, experiment=experiment).to_dict())
+        flat = dict(made)
+    else:
+        flat = would = flatten(resolve(params, profile, experiment=experiment).to_dict())
+    evaluated = _last_evaluation(info, protocols)
+    if evaluated is not None:
+        flat.update({key: evaluated.get(name) for name, key in _EVALUATED.items()})
+    elif would is None:  # trained, not evaluated yet: it will be with today's settings
+        would = flatten(resolve(params, profile, experiment=experiment).to_dict())
+        flat.update({key: would.get(key) for key in _EVALUATED.values()})
+    return flat
+
+
+def _last_evaluation(info: dict, protocols: list[str] | None) -> dict | None:
+    """The evaluation identity values (``dataset``, ``split``, ``output_stride``...) of the protocol of
+    ``protocols`` evaluated last, as run.json's ``evaluations`` records them; None when none is."""
+    found = []
+    for protocol, record in (info.get("evaluations") or {}).items():
+        values = ((record or {}).get("identity") or {}).get("values")
+        if (protocols is None or protocol in protocols) and isinstance(values, dict):
+            found.append((str(record.get("finished") or ""), values))
+    return max(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def _stride(p: dict) -> str:
@@ -111,8 +142,11 @@ def annotate(tables: list[Table], params: dict, profile: str, results_root: Path
 
     mark = synthetic_mark(params, profile)
     for table in tables:
+        protocols = [c["source"].partition(":")[2] for c in table.columns if c["source"].startswith("metric:")]
         runs = {
-            row.label: run_params(params, profile, results_root, row.experiment) for row in table.rows if row.experiment
+            row.label: run_params(params, profile, results_root, row.experiment, protocols)
+            for row in table.rows
+            if row.experiment
         }
         table.setting = describe_runs(runs)
         table.cost_setting = describe_costs(complexity) if table.has_costs else ""

@@ -37,6 +37,22 @@ TRAIN_FILE, EVALUATE_FILE, REPORT_FILE = "train.json", "evaluate.json", "report.
 WEIGHTS_FILE = "weights.json"
 
 
+class ConfigureError(ValueError):
+    """A configs folder the step cannot write: the message names the path, what is in the way and what to do."""
+
+
+def _blocked(root: Path, relative: str) -> str | None:
+    """Why ``root/relative`` cannot be written as a file (a folder where the file goes, a file where a
+    folder goes), or None."""
+    path = root / relative
+    if path.exists() and not path.is_file():
+        return f"{path} is a folder, not a file: remove it (the configure step writes the file there)"
+    for folder in reversed(path.parents):
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is a file, not a folder: remove or move it (the configure step writes {path})"
+    return None
+
+
 def configs_dir(profile: str, results: str | Path | None = None) -> Path:
     """``results/<profile>/configs`` (``results``: the profile's results folder, default ``results/<profile>``)."""
     return Path(results or f"results/{profile}") / "configs"
@@ -71,14 +87,19 @@ def configure(params: dict, profile: str | None = None, results: str | Path | No
     """Write the identity files of ``profile`` under ``configs_dir`` (see the module's docstring).
 
     Returns ``{"written": [...], "unchanged": [...], "removed": [...]}`` (paths relative to the configs
-    folder, sorted). Raises ConfigError for an invalid params file (nothing is written then), OSError when
-    the folder cannot be written.
+    folder, sorted). Raises ConfigError for an invalid params file, ConfigureError (a ValueError: the CLI's
+    exit 2) naming the path when a folder stands where a file goes or a file where a folder goes (nothing is
+    written then), OSError when the folder cannot be written otherwise.
     """
     from emanet.config import resolve
 
     name = resolve(params, profile).profile
     root = configs_dir(name, results)
     wanted = identity_files(params, profile)
+    for relative in sorted(wanted):
+        problem = _blocked(root, relative)
+        if problem:
+            raise ConfigureError(problem)
     done: dict[str, list[str]] = {"written": [], "unchanged": [], "removed": []}
     for relative, identity in sorted(wanted.items()):
         path, text = root / relative, render(identity)

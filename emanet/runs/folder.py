@@ -29,7 +29,7 @@ from typing import Any
 from emanet.config import Config, flatten
 from emanet.io import atomic_write_json
 from emanet.runs.code import code_digest
-from emanet.runs.identity import digest, evaluation_identity, training_identity
+from emanet.runs.identity import current_rules, digest, evaluation_identity, same_training, training_identity
 
 MODEL = "model.pt"
 CONFIG = "config.yaml"
@@ -71,21 +71,72 @@ def submission_path(run_dir: Path, protocol: str, ext: str) -> Path:
     return Path(run_dir) / f"submission_{protocol}.{ext}"
 
 
+class RecordError(ValueError):
+    """A run.json that cannot be used: not JSON, not an object, or a known key of the wrong type. ``why``
+    says what is wrong, without the path."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path}: {why}; restore it or set the run folder aside")
+        self.path, self.why = path, why
+
+
+#: run.json's keys that hold an object when present (null allowed: treated as absent).
+_OBJECT_KEYS = ("identity", "train", "model", "evaluations", "code", "imported", "params", "tags")
+
+
+def record_problem(info: dict[str, Any]) -> str | None:
+    """What is wrong with the types of run.json's known keys (``identity``, ``train``, ``evaluations``...:
+    objects, ``evaluations.<protocol>`` objects, ``train.sessions`` a list), or None when nothing is."""
+    for key in _OBJECT_KEYS:
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            return f"{key} is a {type(info[key]).__name__}, not an object"
+    nested = {
+        "identity.training": (info.get("identity") or {}).get("training"),
+        **{f"evaluations.{p}": r for p, r in (info.get("evaluations") or {}).items()},
+        **{
+            f"evaluations.{p}.identity": (r or {}).get("identity")
+            for p, r in (info.get("evaluations") or {}).items()
+            if isinstance(r, dict)
+        },
+    }
+    for key, value in nested.items():
+        if value is not None and not isinstance(value, dict):
+            return f"{key} is a {type(value).__name__}, not an object"
+    sessions = (info.get("train") or {}).get("sessions")
+    if sessions is not None and not isinstance(sessions, list):
+        return f"train.sessions is a {type(sessions).__name__}, not a list"
+    return None
+
+
 def read_info(run_dir: Path) -> dict[str, Any]:
-    """``run_dir/run.json`` as a dict; ``{}`` when there is none. Raises ValueError naming the file when it
-    is not a JSON object (a damaged record must not be overwritten silently)."""
+    """``run_dir/run.json`` as a dict; ``{}`` when there is none. Raises :class:`RecordError` (a ValueError)
+    naming the file when it is not a JSON object or a known key has the wrong type
+    (:func:`record_problem`): a damaged record must not be overwritten silently."""
     path = Path(run_dir) / RUN_INFO
     if not path.exists():
         return {}
     try:
         info = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); restore it or set the run folder aside") from exc
+        raise RecordError(path, f"not valid JSON ({exc})") from exc
     if not isinstance(info, dict):
-        raise ValueError(
-            f"{path}: holds a {type(info).__name__}, not a JSON object; restore it or set the folder aside"
-        )
+        raise RecordError(path, f"holds a {type(info).__name__}, not a JSON object")
+    problem = record_problem(info)
+    if problem:
+        raise RecordError(path, problem)
     return info
+
+
+def read_record(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """(:func:`read_info`, None), or ({}, why) when run.json cannot be used (unreadable, damaged, a
+    folder): for readers that go on past a damaged run (``emanet status``, the report). ``why`` is one
+    line: ``run.json unreadable: <what is wrong>; rerun or remove the folder``."""
+    try:
+        return read_info(run_dir), None
+    except RecordError as exc:
+        return {}, f"run.json unreadable: {exc.why}; rerun or remove the folder"
+    except OSError as exc:
+        return {}, f"run.json unreadable: {exc.strerror or exc}; rerun or remove the folder"
 
 
 def write_info(run_dir: Path, info: dict[str, Any]) -> Path:
@@ -149,17 +200,17 @@ def evaluation_record(cfg: Config, protocol: str, model_sha: str | None, data_ch
 
 def recorded_training(info: dict[str, Any]) -> tuple[str | None, dict | None, str | None]:
     """(training digest, its values, init_sha256) as run.json records them; Nones for an older folder."""
-    identity = info.get("identity") or {}
-    training = identity.get("training") or {}
+    identity = info.get("identity") if isinstance(info.get("identity"), dict) else {}
+    training = identity.get("training") if isinstance(identity.get("training"), dict) else {}
     return training.get("digest"), training.get("values"), identity.get("init_sha256")
 
 
 def changed_settings(old: dict | None, new: dict, limit: int = 4) -> str:
     """The settings that differ between two identities' values, dotted, as ``key old -> new`` joined by
     ``, `` (at most ``limit``, then ``(+N more)``); ``"unrecorded"`` when ``old`` is None."""
-    if old is None:
+    if not isinstance(old, dict):
         return "unrecorded"
-    before, after = flatten(old), flatten(new)
+    before, after = flatten(current_rules(old) if "model" in old else old), flatten(new)
     keys = sorted(k for k in before.keys() | after.keys() if before.get(k, UNKNOWN) != after.get(k, UNKNOWN))
     shown = [f"{k} {json.dumps(before.get(k, UNKNOWN))} -> {json.dumps(after.get(k, UNKNOWN))}" for k in keys[:limit]]
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
@@ -170,13 +221,12 @@ def resume_conflict(info: dict[str, Any], identity: dict[str, Any]) -> str | Non
     """Why a folder with run.json ``info`` may not be resumed (or written) by a training of ``identity``
     (:func:`training_record`), or None when it may: no run yet, or the same training identity and initial
     weights. An evaluation-only change is no conflict. Imported weights are refused by the caller."""
-    digest_now = identity["training"]["digest"]
     recorded, values, init = recorded_training(info)
     if recorded is None:
         if info.get("config_hash") or info.get("imported"):
             return "it was made by an older emanet (no training identity recorded)"
         return None
-    if recorded != digest_now:
+    if not same_training(recorded, values, identity["training"]["values"]):
         return f"its training settings differ ({changed_settings(values, identity['training']['values'])})"
     if init != identity["init_sha256"]:
         now = str(identity["init_sha256"])[:12]

@@ -1,9 +1,11 @@
 """A run's two identities: what determines its weights, and what determines its numbers.
 
 * The **training identity** (:func:`training_identity`) is every resolved setting that changes the trained
-  weights: ``model``; ``data`` less where the prepared data lies (``root``) and how many loader processes
-  read it (``workers``); ``train`` less the cadence of logging, checkpoints and validation during training
-  (``log_interval``, ``checkpoint_interval``, ``eval_interval``); ``model`` less ``ema.eval_stages`` (the
+  weights: ``model``; ``data`` less where the prepared data lies (``root``), how many loader processes
+  read it (``workers``) and the split validated on during training (``val_split``: read only by that
+  validation, which logs a number and restores the RNG); ``train`` less the cadence of logging,
+  checkpoints and that validation (``log_interval``, ``checkpoint_interval``, ``eval_interval``); ``model``
+  less ``ema.eval_stages`` (the
   EM iterations at test time, T_eval, which training never reads), and less all of ``model.ema`` for a head
   other than ``ema``, which never reads it. ``train.cpu_threads`` stays in: CPU
   floating-point sums depend on the thread count. The digest of the initial weights (ImageNet checkpoint,
@@ -32,6 +34,7 @@ NOT_TRAINING = (
     "model.ema.eval_stages",
     "data.root",
     "data.workers",
+    "data.val_split",
     "train.log_interval",
     "train.checkpoint_interval",
     "train.eval_interval",
@@ -45,6 +48,25 @@ def training_identity(cfg: Config) -> dict[str, Any]:
     if cfg.model.head != "ema":  # only the EMA unit reads model.ema (emanet/models/heads.py): not another head's
         del identity["model"]["ema"]
     return identity
+
+
+def current_rules(values: dict[str, Any]) -> dict[str, Any]:
+    """A recorded training identity's ``values`` with the settings :func:`training_identity` leaves out now
+    removed (an identity recorded before a setting such as ``data.val_split`` was found not to change the
+    weights): what to compare with the identity of today's settings."""
+    kept = {k: _without(v, k) if isinstance(v, dict) else v for k, v in values.items()}
+    model = kept.get("model")
+    if isinstance(model, dict) and model.get("head") != "ema":
+        model.pop("ema", None)
+    return kept
+
+
+def same_training(recorded: str | None, values: Any, now: dict[str, Any]) -> bool:
+    """Whether a recorded training identity (its digest and ``values``) is the identity ``now``: the same
+    digest, or the same once the recorded values follow today's rules (:func:`current_rules`)."""
+    if recorded == digest(now):
+        return True
+    return isinstance(values, dict) and digest(current_rules(values)) == digest(now)
 
 
 def _without(tree: dict[str, Any], where: str) -> dict[str, Any]:

@@ -12,12 +12,15 @@ plan (:func:`emanet.plan.runs`), a stage is stale for each of these reasons:
 * ``evaluate``: its training is stale; a protocol the tables need was never evaluated; a protocol's
   evaluation identity changed (the changed settings named); model.pt changed since it was evaluated; the
   evaluated data changed; the evaluation code changed.
+* ``complexity`` (Table 1's cost columns, ``bench/complexity.json``): not made; the code that counts them
+  changed (``STAGE_CODE["complexity"]``); made by an older emanet (no digest recorded).
 * ``report``: not made; the report code changed; the tables' or figures' settings changed; a run it reads
   was evaluated after it was made; any run is stale (the report follows every run, as the workflow's).
 
 Reading is torch-free and never writes. The JSON form (:func:`status`) is the contract with the
 staleness matrix test: ``{"profile", "runs": {run: {"state", "stale": [{"stage", "reason"}]}},
-"report": {"state", "stale": [...]}}``; states are ``finished``, ``unfinished`` and ``not made``.
+"report": {"state", "stale": [...]}, "complexity": {"state", "stale": [...]}}``; states are ``finished``,
+``unfinished`` and ``not made``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from emanet.config import Config
 from emanet.io import read_json_object
 from emanet.runs import folder
 from emanet.runs.code import code_digest
-from emanet.runs.identity import digest, evaluation_identity, training_identity
+from emanet.runs.identity import digest, evaluation_identity, same_training, training_identity
 
 FINISHED, UNFINISHED, NOT_MADE = "finished", "unfinished", "not made"
 
@@ -37,6 +40,28 @@ FINISHED, UNFINISHED, NOT_MADE = "finished", "unfinished", "not made"
 def report_file(results_root: Path) -> Path:
     """``results_root/report/report.json``: the report's record, its provenance included."""
     return Path(results_root) / "report" / "report.json"
+
+
+def complexity_file(results_root: Path) -> Path:
+    """``results_root/bench/complexity.json``: Table 1's cost columns (``emanet bench complexity``)."""
+    return Path(results_root) / "bench" / "complexity.json"
+
+
+def _complexity(results_root: Path) -> dict[str, Any]:
+    """The cost columns' state: not made, or made by other code than the complexity code now."""
+    path = complexity_file(results_root)
+    if not path.is_file():
+        return {"state": NOT_MADE, "stale": [{"stage": "complexity", "reason": "not made"}]}
+    made = read_json_object(path)
+    code = (made.get("code") or {}).get("complexity") if isinstance(made.get("code"), dict) else None
+    now = code_digest("complexity")
+    if not made:
+        reasons = [f"{path.name} unreadable: rerun `emanet bench complexity` or remove it"]
+    elif code is None:
+        reasons = ["made by an older emanet (no code digest recorded)"]
+    else:
+        reasons = [f"complexity code changed (digest {code} -> {now})"] if code != now else []
+    return {"state": FINISHED, "stale": [{"stage": "complexity", "reason": r} for r in reasons]}
 
 
 def report_settings_digest(params: dict) -> str:
@@ -71,6 +96,8 @@ def _initial_sha(cfg: Config, results_root: Path, known: dict[str, str | None]) 
 
 def _train_reasons(cfg: Config, run_dir: Path, info: dict, results_root: Path, known: dict) -> list[str]:
     """Why the run's training is stale (empty: it is current)."""
+    if not info and (run_dir / folder.RUN_INFO).is_file():
+        return ["no record: run.json holds nothing; rerun or remove the folder"]
     if not info and not (run_dir / folder.MODEL).is_file():
         return ["not made"]
     if info.get("imported"):
@@ -82,7 +109,7 @@ def _train_reasons(cfg: Config, run_dir: Path, info: dict, results_root: Path, k
         return ["made by an older emanet (no training identity recorded)"]
     reasons = []
     now = training_identity(cfg)
-    if recorded != digest(now):
+    if not same_training(recorded, values, now):
         reasons.append(f"training settings changed: {folder.changed_settings(values, now)}")
     init_now = _initial_sha(cfg, results_root, known)
     if init != init_now:
@@ -130,7 +157,12 @@ def _protocol_reasons(cfg, run_dir, protocol, evaluations, model_sha, code_now, 
         return ["evaluated by an older emanet (no evaluation identity recorded)"]
     reasons = []
     now = evaluation_identity(cfg, [protocol])
-    if identity.get("digest") != digest(now):
+    values = identity.get("values")
+    # the training part is current (the caller checked): a digest recorded under older identity rules is fine
+    same = identity.get("digest") == digest(now) or (
+        isinstance(values, dict) and digest({**values, "training": now["training"]}) == digest(now)
+    )
+    if not same:
         reasons.append(f"evaluation settings changed: {folder.changed_settings(identity.get('values'), now)}")
     if record.get("model_sha256") != model_sha:
         reasons.append("model.pt changed since it was evaluated")
@@ -148,7 +180,7 @@ def _protocol_reasons(cfg, run_dir, protocol, evaluations, model_sha, code_now, 
 
 
 def _state(run_dir: Path, info: dict, protocols: list[str]) -> str:
-    if not info and not (run_dir / folder.MODEL).is_file():
+    if not info and not (run_dir / folder.MODEL).is_file() and not (run_dir / folder.RUN_INFO).is_file():
         return NOT_MADE
     trained = info.get("imported") or (info.get("train") or {}).get("finished")
     evaluated = all(folder.metrics_path(run_dir, p).is_file() for p in protocols)
@@ -158,7 +190,10 @@ def _state(run_dir: Path, info: dict, protocols: list[str]) -> str:
 def evaluated_at(info: dict) -> dict[str, str | None]:
     """{protocol: when its last evaluation finished} from run.json's ``evaluations``: what the report
     records of each run it reads, to tell a later evaluation."""
-    return {p: (r or {}).get("finished") for p, r in sorted((info.get("evaluations") or {}).items())}
+    evaluations = info.get("evaluations")
+    if not isinstance(evaluations, dict):
+        return {}
+    return {p: r.get("finished") if isinstance(r, dict) else None for p, r in sorted(evaluations.items())}
 
 
 def status(params: dict, profile: str | None, results_root: Path) -> dict[str, Any]:
@@ -171,21 +206,28 @@ def status(params: dict, profile: str | None, results_root: Path) -> dict[str, A
     known: dict[str, str | None] = {}
     for name, cfg in configs.items():  # parents before their finetunes (plan order)
         run_dir = folder.run_dir(results_root, name)
-        info = folder.read_info(run_dir)
+        info, problem = folder.read_record(run_dir)
         protocols = plan.protocols(params, name)
-        train = _train_reasons(cfg, run_dir, info, results_root, known)
+        train = [problem] if problem else _train_reasons(cfg, run_dir, info, results_root, known)
         parent = cfg.train.init_from
         if not train and parent and parent in runs and any(s["stage"] == "train" for s in runs[parent]["stale"]):
             train = [f"parent {parent} is stale and will be retrained"]
         stale = [{"stage": "train", "reason": r} for r in train]
         for protocol, reason in _evaluate_reasons(cfg, run_dir, info, protocols, bool(train)):
             stale.append({"stage": "evaluate", "reason": reason, **({"protocol": protocol} if protocol else {})})
-        runs[name] = {"state": _state(run_dir, info, protocols), "stale": stale}
+        state = UNFINISHED if problem else _state(run_dir, info, protocols)
+        runs[name] = {"state": state, "stale": stale}
     profile_name = next(iter(configs.values())).profile if configs else profile
-    return {"profile": profile_name, "runs": runs, "report": _report(params, results_root, runs)}
+    complexity = _complexity(results_root)
+    return {
+        "profile": profile_name,
+        "runs": runs,
+        "report": _report(params, results_root, runs, complexity),
+        "complexity": complexity,
+    }
 
 
-def _report(params: dict, results_root: Path, runs: dict[str, Any]) -> dict[str, Any]:
+def _report(params: dict, results_root: Path, runs: dict[str, Any], complexity: dict[str, Any]) -> dict[str, Any]:
     made = read_json_object(report_file(results_root))
     if not made:
         return {"state": NOT_MADE, "stale": [{"stage": "report", "reason": "not made"}]}
@@ -198,11 +240,21 @@ def _report(params: dict, results_root: Path, runs: dict[str, Any]) -> dict[str,
     if settings != report_settings_digest(params):
         reasons.append("the tables' or figures' settings in the params file changed")
     for record in provenance.get("runs") or []:
-        name = record.get("experiment")
-        if name in runs and "evaluated" in record:
-            info = folder.read_info(folder.run_dir(results_root, name))
-            if evaluated_at(info) != record["evaluated"]:
-                reasons.append(f"{name} was evaluated after the report was made")
+        name = record.get("experiment") if isinstance(record, dict) else None
+        if name not in runs or "evaluated" not in record:
+            continue
+        run_dir = folder.run_dir(results_root, name)
+        info, problem = folder.read_record(run_dir)
+        if problem:
+            reasons.append(f"{name}: {problem}")
+        elif not info:
+            if record.get("made", True):  # made then, gone now: the report shows what is no longer there
+                gone = "not made" if not run_dir.exists() else "no record (run.json missing or empty)"
+                reasons.append(f"{name}: {gone} (it was when the report was made)")
+        elif evaluated_at(info) != record["evaluated"]:
+            reasons.append(f"{name} was evaluated after the report was made")
+    if complexity["state"] == FINISHED and complexity["stale"]:
+        reasons.append("the cost columns it reads (bench/complexity.json) are stale")
     stale_runs = [name for name, run in runs.items() if run["stale"]]
     if stale_runs:
         reasons.append(f"runs it reads are stale: {', '.join(stale_runs)}")
@@ -210,8 +262,10 @@ def _report(params: dict, results_root: Path, runs: dict[str, Any]) -> dict[str,
 
 
 def stale_pairs(report: dict[str, Any]) -> set[tuple[str, str]]:
-    """The (run, stage) pairs :func:`status` finds stale, the report as ``("report", "report")``."""
+    """The (run, stage) pairs :func:`status` finds stale, the report as ``("report", "report")`` and the cost
+    columns as ``("complexity", "complexity")``."""
     pairs = {(name, s["stage"]) for name, run in report["runs"].items() for s in run["stale"]}
+    pairs |= {("complexity", s["stage"]) for s in (report.get("complexity") or {}).get("stale", [])}
     return pairs | {("report", s["stage"]) for s in report["report"]["stale"]}
 
 
@@ -237,6 +291,9 @@ def table(report: dict[str, Any]) -> str:
         rows += [(name, run["state"], stale[0])] + [("", "", line) for line in stale[1:]]
     stale = [f"{s['stage']}: {s['reason']}" for s in report["report"]["stale"]] or ["-"]
     rows += [("(report)", report["report"]["state"], stale[0])] + [("", "", line) for line in stale[1:]]
+    if "complexity" in report:
+        stale = [f"{s['stage']}: {s['reason']}" for s in report["complexity"]["stale"]] or ["-"]
+        rows += [("(complexity)", report["complexity"]["state"], stale[0])] + [("", "", line) for line in stale[1:]]
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}".rstrip() for a, b, c in rows]
     return "\n".join([f"profile {report['profile']}", *lines]) + "\n"
