@@ -21,7 +21,6 @@ Torch-free: ``emanet status`` and the report read folders without loading torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -145,12 +144,11 @@ def write_info(run_dir: Path, info: dict[str, Any]) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of the file ``path`` (read in 1 MiB chunks)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+    """The hex SHA-256 of the file ``path`` (:func:`emanet.data.archives.transfer.file_digests`, the one
+    chunked file hasher; imported here only when a file is hashed)."""
+    from emanet.data.archives.transfer import file_digests
+
+    return file_digests(Path(path), ["sha256"])["sha256"]
 
 
 def model_record(path: Path) -> dict[str, Any]:

@@ -44,10 +44,7 @@ NOT_TRAINING = (
 def training_identity(cfg: Config) -> dict[str, Any]:
     """``{"model": {...}, "data": {...}, "train": {...}}``: the settings that determine ``model.pt``."""
     values = cfg.to_dict()
-    identity = {section: _without(values[section], section) for section in ("model", "data", "train")}
-    if cfg.model.head != "ema":  # only the EMA unit reads model.ema (emanet/models/heads.py): not another head's
-        del identity["model"]["ema"]
-    return identity
+    return current_rules({section: values[section] for section in ("model", "data", "train")})
 
 
 def current_rules(values: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +53,7 @@ def current_rules(values: dict[str, Any]) -> dict[str, Any]:
     weights): what to compare with the identity of today's settings."""
     kept = {k: _without(v, k) if isinstance(v, dict) else v for k, v in values.items()}
     model = kept.get("model")
-    if isinstance(model, dict) and model.get("head") != "ema":
+    if isinstance(model, dict) and model.get("head") != "ema":  # only the EMA unit reads model.ema (models/heads.py)
         model.pop("ema", None)
     return kept
 
